@@ -1,0 +1,1 @@
+//! The harness (stub; being written).

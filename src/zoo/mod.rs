@@ -1,0 +1,1 @@
+//! Known-bad implementations (stub).

@@ -525,6 +525,14 @@ impl Checked {
     pub fn dim(&self, d: &str) -> usize {
         self.dims.get(d).copied().unwrap_or(0)
     }
+    /// Shape of the value for a reduction: the row shape for `none`, `[]` otherwise.
+    pub fn value_shape(&self, r: Reduction) -> Vec<usize> {
+        if r == Reduction::None {
+            self.row_shape.clone()
+        } else {
+            vec![]
+        }
+    }
 }
 
 fn kind_word(r: Reduction) -> &'static str {

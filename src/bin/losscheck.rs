@@ -1,1 +1,489 @@
-fn main(){}
+//! The `losscheck` command line: `list`, `eval`, `verify`, `report`.
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use losscheck::check::campaign::{self, Config, Stats};
+use losscheck::check::compare;
+use losscheck::check::subject::{Kernels, Subject};
+use losscheck::core::catalogue::{self, Default as PDefault, Dims, InputKind};
+use losscheck::core::tensor::encode_f64;
+use losscheck::core::{Case, Dtype, Response, Tensor};
+use losscheck::oracles::{self, Exact, OracleOutput};
+use serde_json::{json, Map, Value};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "losscheck",
+    version,
+    about = "Tells the truth about loss functions: exact (MPFR) oracles, ulp-level verdicts, stability reports.",
+    long_about = "losscheck checks machine-learning loss functions against arbitrary-precision oracles.\n\n\
+        Every value and gradient is compared with the correctly rounded exact result in its dtype \
+        (f32, f16, bf16); errors are measured in ulps and bits (Herbie's log2(1+ulps)); NaN, \
+        overflow, underflow and accuracy losses are verdicts.\n\n\
+        Exit status: 0 = nothing found, 1 = findings, 2 = usage or set-up error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the loss catalogue: ids, inputs, params (defaults and domains), gradients.
+    List {
+        /// Print the catalogue as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate one case (a PROTOCOL.md eval request) exactly and with the built-in kernel.
+    ///
+    /// Prints one JSON object: `canonical_case` (what was evaluated), `oracle.enclosure`
+    /// (rigorous decimal intervals), `oracle.rounded` (the correctly rounded result, shaped like
+    /// a PROTOCOL.md response), `kernel` (the built-in kernel's answer or its error) and
+    /// `judgement` (ulps, bits and verdict per output).
+    Eval {
+        /// Read the case from this file instead of stdin.
+        #[arg(long)]
+        case: Option<PathBuf>,
+        /// Print compact JSON on one line.
+        #[arg(long)]
+        compact: bool,
+    },
+    /// Run the verification campaign: generated cases per loss × dtype, each judged against the
+    /// oracle. With --index, replay one case and print it with its judgement.
+    Verify(VerifyArgs),
+    /// Write the stability report (reports/REPORT.md and reports/report.json) from the default
+    /// verification campaign of the built-in kernels.
+    Report {
+        #[command(flatten)]
+        campaign: CampaignArgs,
+        /// Output directory.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct CampaignArgs {
+    /// Loss id (repeatable; default: every loss with a kernel).
+    #[arg(long = "loss")]
+    losses: Vec<String>,
+    /// Dtype: f32, f16, bf16 (repeatable; default: all three).
+    #[arg(long = "dtype")]
+    dtypes: Vec<Dtype>,
+    /// Cases per loss × dtype (default: 20000, or $LOSSCHECK_CASES).
+    #[arg(long)]
+    cases: Option<u64>,
+    /// Campaign seed: the same seed gives the same cases and results.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    campaign: CampaignArgs,
+    /// The subject: `kernels` (the built-in kernels).
+    #[arg(long, default_value = "kernels")]
+    subject: String,
+    /// Replay only case number INDEX of the campaign (needs exactly one --loss and --dtype).
+    #[arg(long)]
+    index: Option<u64>,
+    /// Print the campaign statistics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Command::List { json } => cmd_list(json),
+        Command::Eval { case, compact } => cmd_eval(case, compact),
+        Command::Verify(a) => cmd_verify(a),
+        Command::Report { campaign, out } => cmd_report(campaign, &out),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("losscheck: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// list
+
+fn dims_text(d: Dims) -> String {
+    match d {
+        Dims::Elementwise => "*".into(),
+        Dims::ElementwiseOrLast => "* | [C]".into(),
+        Dims::Named(s) => format!("[{}]", s.join(",")),
+    }
+}
+
+fn default_text(d: PDefault) -> String {
+    match d {
+        PDefault::Float(x) => format!("{x}"),
+        PDefault::Int(i) => i.to_string(),
+        PDefault::Bool(b) => b.to_string(),
+        PDefault::Str(s) => s.to_string(),
+        PDefault::None => "none".into(),
+    }
+}
+
+fn kind_text(k: InputKind) -> String {
+    match k {
+        InputKind::Float(d) => format!("float {d:?}").to_lowercase(),
+        InputKind::ClassId => "class id".into(),
+        InputKind::ClassIdOrSoft => "class id | soft".into(),
+        InputKind::Sign => "±1".into(),
+        InputKind::Binary => "0/1".into(),
+        InputKind::Mask => "mask 0/1".into(),
+    }
+}
+
+fn cmd_list(as_json: bool) -> Result<ExitCode, String> {
+    if as_json {
+        let v: Vec<Value> = catalogue::CATALOGUE
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id, "family": s.family.name(),
+                    "structure": format!("{:?}", s.structure).to_lowercase(),
+                    "formula": s.formula,
+                    "inputs": s.inputs.iter().map(|i| json!({"name": i.name, "kind": kind_text(i.kind), "optional": i.optional, "doc": i.doc})).collect::<Vec<_>>(),
+                    "layouts": s.layouts.iter().map(|l| json!({"name": l.name, "dims": l.dims.iter().map(|(n, d)| (n.to_string(), json!(dims_text(*d)))).collect::<Map<_,_>>(), "rows": dims_text(l.rows)})).collect::<Vec<_>>(),
+                    "params": s.params.iter().map(|p| json!({"name": p.name, "kind": p.kind.name(), "default": p.default.to_value().to_json(), "domain": p.domain.describe(), "doc": p.doc})).collect::<Vec<_>>(),
+                    "reductions": s.reductions().iter().map(|r| r.name()).collect::<Vec<_>>(),
+                    "grads": s.grads,
+                    "kernel": losscheck::kernels::implemented(s.id),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&Value::Array(v)).unwrap());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<18} {:<15} {:<44} {:<40} {}", "loss", "family", "inputs", "params (default)", "grads");
+    for s in catalogue::CATALOGUE {
+        let inputs: Vec<String> = s
+            .inputs
+            .iter()
+            .filter(|i| !matches!(i.name, "weight" | "mask" | "cotangent"))
+            .map(|i| {
+                let d = s.layouts[0].dims.iter().find(|(n, _)| *n == i.name).map(|(_, d)| dims_text(*d)).unwrap_or_default();
+                format!("{}{}{}", i.name, if d == "*" { String::new() } else { d }, if i.optional { "?" } else { "" })
+            })
+            .collect();
+        let params: Vec<String> = s.params.iter().map(|p| format!("{}={}", p.name, default_text(p.default))).collect();
+        let mark = if losscheck::kernels::implemented(s.id) { "" } else { "  (no kernel yet)" };
+        println!("{:<18} {:<15} {:<44} {:<40} {}{}", s.id, s.family.name(), inputs.join(" "), params.join(" "), s.grads.join(","), mark);
+    }
+    println!("\n`*`: any shape, the same for every input; `?`: optional. Every loss but cross_entropy and nll also takes weight? and mask?.");
+    println!("Reductions: none, sum, mean (default); sequence_mean for cross_entropy on [B,T,C].");
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------------------------------
+// eval
+
+fn enclosure_json(e: &Exact) -> Value {
+    let (lo, hi) = e.enclosure.to_decimal_strings();
+    json!([lo, hi])
+}
+
+fn rounded_response(case: &Case, o: &OracleOutput) -> Response {
+    let value = Tensor::float(case.out_dtype, o.value_shape.clone(), o.value.iter().map(|e| e.rounded).collect());
+    let grad = o
+        .grads
+        .iter()
+        .map(|(k, v)| (k.clone(), Tensor::float(case.dtype, o.grad_shapes[k].clone(), v.iter().map(|e| e.rounded).collect())))
+        .collect();
+    Response { id: case.id, value, grad }
+}
+
+fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
+    let text = match &path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+            s
+        }
+    };
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("the case is not valid JSON: {e}"))?;
+    let (case, warnings) = Case::from_json(&v).map_err(|e| e.message)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut out = Map::new();
+    out.insert("canonical_case".into(), case.to_json());
+    out.insert("warnings".into(), json!(warnings));
+    let oracle = oracles::evaluate(&case);
+    let kernel = losscheck::kernels::evaluate(&case);
+    let kernel_json = match &kernel {
+        Ok(r) => r.to_json(),
+        Err(e) => e.to_json(case.id),
+    };
+    let mut code = ExitCode::SUCCESS;
+    match &oracle {
+        Err(e) => {
+            out.insert("oracle".into(), e.to_json(case.id));
+            out.insert("kernel".into(), kernel_json);
+            if e.kind == losscheck::core::ErrorKind::InvalidInput {
+                // Invalid input: the kernel must refuse it too.
+                let refused = matches!(&kernel, Err(k) if k.kind == losscheck::core::ErrorKind::InvalidInput);
+                out.insert("judgement".into(), json!({"invalid_input": true, "kernel_refused": refused}));
+                if !refused {
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+        Ok(o) => {
+            let mut enc = Map::new();
+            enc.insert("value".into(), Value::Array(o.value.iter().map(enclosure_json).collect()));
+            let g: Map<String, Value> =
+                o.grads.iter().map(|(k, v)| (k.clone(), Value::Array(v.iter().map(enclosure_json).collect()))).collect();
+            enc.insert("grad".into(), Value::Object(g));
+            let hard: Vec<Value> = o
+                .value
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.hard.is_some())
+                .map(|(k, e)| json!({"output": "value", "index": k, "neighbours": [encode_f64(e.hard.unwrap().0), encode_f64(e.hard.unwrap().1)]}))
+                .collect();
+            let kappa = o.value.iter().map(|e| e.kappa).fold(1.0, f64::max);
+            out.insert(
+                "oracle".into(),
+                json!({"enclosure": enc, "rounded": rounded_response(&case, o).to_json(), "precision": o.precision,
+                       "hard_cases": hard, "kappa": kappa,
+                       "kinks": o.kinks.iter().map(|k| json!({"primitive": k.primitive, "members": k.members.iter().map(|m| json!({"input": m.input, "index": m.index, "lo": encode_f64(m.lo.rounded), "hi": encode_f64(m.hi.rounded)})).collect::<Vec<_>>()})).collect::<Vec<_>>()}),
+            );
+            out.insert("kernel".into(), kernel_json);
+            let rep = compare::judge(&case, o, &kernel);
+            let mut j = Map::new();
+            for oj in &rep.outputs {
+                j.insert(
+                    oj.output.clone(),
+                    json!({"ulps": encode_f64(oj.ulps), "bits": oj.bits, "allowed_ulps": oj.allowed, "worst_index": oj.index,
+                           "verdict": oj.verdict.map(|v| v.name())}),
+                );
+            }
+            j.insert("verdicts".into(), json!(rep.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>()));
+            j.insert("facts".into(), json!(rep.facts.iter().map(|f| format!("{}: {}", f.name, f.detail)).collect::<Vec<_>>()));
+            if let Some(e) = &rep.error {
+                j.insert("error".into(), json!(e));
+            }
+            out.insert("judgement".into(), Value::Object(j));
+            if !rep.verdicts.is_empty() {
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    let v = Value::Object(out);
+    println!("{}", if compact { v.to_string() } else { serde_json::to_string_pretty(&v).unwrap() });
+    Ok(code)
+}
+
+// ------------------------------------------------------------------------------------------
+// verify / report
+
+fn subject_named(name: &str) -> Result<Box<dyn Subject>, String> {
+    match name {
+        "kernels" => Ok(Box::new(Kernels)),
+        other => losscheck::zoo::subject(other).ok_or_else(|| {
+            format!("unknown subject {other:?}: `kernels`, or a zoo entry ({})", losscheck::zoo::names().join(", "))
+        }),
+    }
+}
+
+fn plan(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<(String, Dtype)>, String> {
+    let losses: Vec<String> = if a.losses.is_empty() {
+        catalogue::ids().filter(|l| losscheck::kernels::implemented(l)).map(String::from).collect()
+    } else {
+        for l in &a.losses {
+            if catalogue::spec(l).is_none() {
+                return Err(format!("unknown loss {l:?}; `losscheck list` shows the catalogue"));
+            }
+        }
+        a.losses.clone()
+    };
+    let dtypes = if a.dtypes.is_empty() { Dtype::ALL.to_vec() } else { a.dtypes.clone() };
+    let mut v = Vec::new();
+    for l in &losses {
+        if !losscheck::check::gen::supported(l) {
+            eprintln!("note: no generators yet for {l}; skipped");
+            continue;
+        }
+        for &d in &dtypes {
+            if subject.supports(l, d) {
+                v.push((l.clone(), d));
+            } else {
+                eprintln!("note: {} does not implement {l} in {d}; skipped", subject.name());
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn run_all(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<Stats>, String> {
+    let cases = a.cases.unwrap_or_else(|| campaign::cases_from_env(campaign::DEFAULT_CASES));
+    let jobs = plan(a, subject)?;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(cases * jobs.len() as u64);
+        b.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({eta}) {msg}").unwrap());
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut all = Vec::new();
+    for (loss, dtype) in jobs {
+        bar.set_message(format!("{loss} {dtype}"));
+        let cfg = Config::new(&loss, dtype, cases, a.seed);
+        let st = campaign::run(&cfg, subject, &|| bar.inc(1));
+        if bar.is_hidden() {
+            eprintln!("{}", campaign::summary_line(&st));
+        } else {
+            bar.println(campaign::summary_line(&st));
+        }
+        all.push(st);
+    }
+    bar.finish_and_clear();
+    Ok(all)
+}
+
+fn print_failures(all: &[Stats]) {
+    for st in all {
+        for f in st.failures.iter().take(3) {
+            println!(
+                "\n{} {} case {}: {} (value {:.2} bits, grad {:.2} bits){}\n  case:   {}\n  replay: {}",
+                st.loss,
+                st.dtype,
+                f.index,
+                if f.verdicts.is_empty() { "oracle error".to_string() } else { f.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ") },
+                f.value_bits,
+                f.grad_bits,
+                f.report.error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default(),
+                f.case.to_json(),
+                f.replay
+            );
+        }
+    }
+}
+
+fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
+    let subject = subject_named(&a.subject)?;
+    if let Some(index) = a.index {
+        let ([loss], [dtype]) = (a.campaign.losses.as_slice(), a.campaign.dtypes.as_slice()) else {
+            return Err("--index needs exactly one --loss and one --dtype".into());
+        };
+        let cfg = Config::new(loss, *dtype, index + 1, a.campaign.seed);
+        let o = campaign::run_one(&cfg, subject.as_ref(), index);
+        let case_json = o.case.to_json();
+        let mut out = json!({"case": case_json, "replay_eval": "losscheck eval --case FILE (with the case above in FILE)"});
+        if let Some(e) = &o.oracle_error {
+            out["oracle_error"] = json!(e);
+        }
+        let mut code = ExitCode::SUCCESS;
+        if let Some(r) = &o.report {
+            out["verdicts"] = json!(r.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>());
+            out["outputs"] = json!(r
+                .outputs
+                .iter()
+                .map(|x| json!({"output": x.output, "index": x.index, "actual": encode_f64(x.actual), "expected": encode_f64(x.expected), "ulps": encode_f64(x.ulps), "bits": x.bits, "verdict": x.verdict.map(|v| v.name())}))
+                .collect::<Vec<_>>());
+            if !r.verdicts.is_empty() {
+                code = ExitCode::from(1);
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        return Ok(code);
+    }
+    let all = run_all(&a.campaign, subject.as_ref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&Value::Array(all.iter().map(Stats::to_json).collect())).unwrap());
+    } else {
+        for st in &all {
+            println!("{}", campaign::summary_line(st));
+        }
+        print_failures(&all);
+    }
+    let findings: u64 = all.iter().map(|s| s.findings() + s.oracle_errors).sum();
+    println!("\n{} campaigns, {} cases, {} findings", all.len(), all.iter().map(|s| s.cases).sum::<u64>(), findings);
+    Ok(if findings == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Write a file atomically: a temporary file in the same directory, then a rename.
+fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(contents.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename to {}: {e}", path.display()))
+}
+
+fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
+    let subject = Kernels;
+    let all = run_all(&a, &subject)?;
+    let mut md = String::new();
+    md.push_str("# losscheck stability report\n\n");
+    md.push_str(&format!(
+        "Subject: the built-in kernels. Seed {}, {} cases per loss × dtype. Regenerate with `./run report` \
+         (or `losscheck report --seed {}`). Errors are in bits (Herbie's log2(1 + ulps)) against the \
+         correctly rounded exact result from the MPFR oracle; the accuracy bar is 1 ulp (16-bit \
+         outputs) / 2 ulps (f32 outputs) for values and 2 ulps for gradients.\n\n",
+        a.seed,
+        all.first().map(|s| s.cases).unwrap_or(0),
+        a.seed
+    ));
+    md.push_str("| loss | dtype | cases | value bits max | p99 | median | grad bits max | p99 | correctly rounded | hard cases | findings |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for st in &all {
+        let f = if st.verdicts.is_empty() && st.oracle_errors == 0 {
+            "none".to_string()
+        } else {
+            st.verdicts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}% | {} | {} |\n",
+            st.loss, st.dtype, st.cases, st.value_bits.max, st.value_bits.p99, st.value_bits.median, st.grad_bits.max, st.grad_bits.p99,
+            100.0 * st.correctly_rounded, st.hard_cases, f
+        ));
+    }
+    md.push_str("\n## Worst case per loss × dtype\n\n");
+    for st in &all {
+        if let Some(w) = &st.worst {
+            md.push_str(&format!(
+                "- **{} {}**: case {} (value {:.2} bits, grad {:.2} bits) — replay: `{}`\n",
+                st.loss, st.dtype, w.index, w.value_bits, w.grad_bits, w.replay
+            ));
+        }
+    }
+    md.push_str("\n## Cases per generator regime\n\n");
+    for st in all.iter().filter(|s| s.dtype == Dtype::F32) {
+        md.push_str(&format!(
+            "- {}: {}\n",
+            st.loss,
+            st.regimes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let json = json!({
+        "schema": "losscheck-report/0",
+        "seed": a.seed,
+        "subject": "kernels",
+        "campaigns": all.iter().map(|s| { let mut v = s.to_json(); v.as_object_mut().unwrap().remove("seconds"); v }).collect::<Vec<_>>(),
+    });
+    write_atomic(&out.join("REPORT.md"), &md)?;
+    write_atomic(&out.join("report.json"), &(serde_json::to_string_pretty(&json).unwrap() + "\n"))?;
+    for st in &all {
+        println!("{}", campaign::summary_line(st));
+    }
+    print_failures(&all);
+    let findings: u64 = all.iter().map(|s| s.findings() + s.oracle_errors).sum();
+    println!("\nwrote {} and {}; {} findings", out.join("REPORT.md").display(), out.join("report.json").display(), findings);
+    Ok(if findings == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,1 +1,8 @@
-//! The harness (stub; being written).
+//! The harness: generators ([`gen`]), judging against the oracle ([`compare`]), metamorphic
+//! relations ([`metamorphic`]), subjects ([`subject`]) and campaigns ([`campaign`]).
+
+pub mod campaign;
+pub mod compare;
+pub mod gen;
+pub mod metamorphic;
+pub mod subject;

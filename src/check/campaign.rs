@@ -1,0 +1,305 @@
+//! Campaigns: N generated cases of one loss × dtype, each judged against the oracle, in
+//! parallel, aggregated into error statistics (bits of error, verdict counts, facts, the worst
+//! case) with a replay command for every finding. Case `k` of a campaign is a function of
+//! (seed, loss, dtype, k) alone, so results do not depend on the thread count and any case
+//! replays on its own.
+
+use crate::check::compare::{self, CaseReport, Verdict};
+use crate::check::gen;
+use crate::check::subject::Subject;
+use losscheck_core::{Case, Dtype};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Default number of cases per loss × dtype in the verification suite (DESIGN: ≥ 20,000).
+pub const DEFAULT_CASES: u64 = 20_000;
+
+/// The case count of the default run, scaled by `LOSSCHECK_CASES` (an absolute count) for long
+/// campaigns.
+pub fn cases_from_env(default: u64) -> u64 {
+    std::env::var("LOSSCHECK_CASES").ok().and_then(|s| s.trim().replace('_', "").parse().ok()).unwrap_or(default)
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub loss: String,
+    pub dtype: Dtype,
+    pub cases: u64,
+    pub seed: u64,
+    /// Keep at most this many failing cases (the first by index).
+    pub keep_failures: usize,
+}
+
+impl Config {
+    pub fn new(loss: &str, dtype: Dtype, cases: u64, seed: u64) -> Config {
+        Config { loss: loss.to_string(), dtype, cases, seed, keep_failures: 10 }
+    }
+}
+
+/// Summary statistics of a sample of bits of error.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BitsSummary {
+    pub max: f64,
+    pub p99: f64,
+    pub median: f64,
+    pub mean: f64,
+}
+
+impl BitsSummary {
+    pub fn of(mut v: Vec<f64>) -> BitsSummary {
+        if v.is_empty() {
+            return BitsSummary::default();
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        BitsSummary { max: *v.last().unwrap(), p99: q(0.99), median: q(0.5), mean: v.iter().sum::<f64>() / v.len() as f64 }
+    }
+    pub fn to_json(&self) -> Value {
+        json!({"max": self.max, "p99": self.p99, "median": self.median, "mean": self.mean})
+    }
+}
+
+/// A case that drew a verdict (or the worst case of the campaign).
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub index: u64,
+    pub verdicts: Vec<Verdict>,
+    pub value_bits: f64,
+    pub grad_bits: f64,
+    pub case: Case,
+    pub report: CaseReport,
+    /// The command that replays this case.
+    pub replay: String,
+}
+
+impl Finding {
+    pub fn to_json(&self) -> Value {
+        let outputs: Vec<Value> = self
+            .report
+            .outputs
+            .iter()
+            .map(|o| {
+                json!({"output": o.output, "index": o.index, "actual": losscheck_core::tensor::encode_f64(o.actual),
+                       "expected": losscheck_core::tensor::encode_f64(o.expected), "ulps": losscheck_core::tensor::encode_f64(o.ulps),
+                       "bits": o.bits, "allowed": o.allowed, "verdict": o.verdict.map(|v| v.name())})
+            })
+            .collect();
+        json!({
+            "index": self.index, "loss": self.case.loss, "dtype": self.case.dtype.name(),
+            "verdicts": self.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>(),
+            "bits": {"value": self.value_bits, "grad": self.grad_bits},
+            "outputs": outputs, "error": self.report.error,
+            "case": self.case.to_json(), "replay": self.replay,
+        })
+    }
+}
+
+/// The result of a campaign.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub subject: String,
+    pub loss: String,
+    pub dtype: Dtype,
+    pub seed: u64,
+    pub cases: u64,
+    /// Cases the subject answered with `unsupported` (coverage, not findings).
+    pub unsupported: u64,
+    /// Cases the oracle could not evaluate (a bug in the generator or the oracle).
+    pub oracle_errors: u64,
+    pub hard_cases: u64,
+    pub value_bits: BitsSummary,
+    pub grad_bits: BitsSummary,
+    /// Share of cases whose value was correctly rounded in every component.
+    pub correctly_rounded: f64,
+    pub verdicts: BTreeMap<Verdict, u64>,
+    pub facts: BTreeMap<&'static str, u64>,
+    /// Cases per generator regime.
+    pub regimes: BTreeMap<String, u64>,
+    pub failures: Vec<Finding>,
+    pub worst: Option<Finding>,
+    pub seconds: f64,
+}
+
+impl Stats {
+    pub fn findings(&self) -> u64 {
+        self.verdicts.values().sum()
+    }
+    pub fn to_json(&self) -> Value {
+        json!({
+            "subject": self.subject, "loss": self.loss, "dtype": self.dtype.name(), "seed": self.seed,
+            "cases": self.cases, "unsupported": self.unsupported, "oracle_errors": self.oracle_errors,
+            "hard_cases": self.hard_cases,
+            "value_bits": self.value_bits.to_json(), "grad_bits": self.grad_bits.to_json(),
+            "correctly_rounded": self.correctly_rounded,
+            "verdicts": self.verdicts.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "facts": self.facts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "regimes": self.regimes,
+            "failures": self.failures.iter().map(Finding::to_json).collect::<Vec<_>>(),
+            "worst": self.worst.as_ref().map(Finding::to_json),
+            "seconds": self.seconds,
+        })
+    }
+}
+
+/// The command that replays case `index` of a campaign.
+pub fn replay_command(loss: &str, dtype: Dtype, seed: u64, index: u64, subject: &str) -> String {
+    format!("losscheck verify --subject {subject} --loss {loss} --dtype {dtype} --seed {seed} --index {index}")
+}
+
+/// Outcome of one case.
+pub struct Outcome {
+    pub index: u64,
+    pub case: Case,
+    pub report: Option<CaseReport>,
+    pub oracle_error: Option<String>,
+    pub unsupported: bool,
+    pub hard: bool,
+}
+
+/// Generate, evaluate and judge case `index`.
+pub fn run_one(cfg: &Config, subject: &dyn Subject, index: u64) -> Outcome {
+    let case = gen::generate(&cfg.loss, cfg.dtype, cfg.seed, index);
+    judge_case(case, subject, index)
+}
+
+/// Evaluate and judge one given case.
+pub fn judge_case(case: Case, subject: &dyn Subject, index: u64) -> Outcome {
+    let oracle = match losscheck_oracles::evaluate(&case) {
+        Ok(o) => o,
+        Err(e) => {
+            return Outcome { index, case, report: None, oracle_error: Some(e.to_string()), unsupported: false, hard: false };
+        }
+    };
+    let hard = oracle.value.iter().chain(oracle.grads.values().flatten()).any(|e| e.hard.is_some());
+    let answer = subject.eval(&case);
+    let unsupported = matches!(&answer, Err(e) if e.kind == losscheck_core::ErrorKind::Unsupported);
+    let report = compare::judge(&case, &oracle, &answer);
+    Outcome { index, case, report: Some(report), oracle_error: None, unsupported, hard }
+}
+
+/// Run a campaign in parallel. `tick` is called once per finished case (progress bars).
+pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Stats {
+    let t0 = Instant::now();
+    let done = AtomicU64::new(0);
+    let outcomes: Vec<Outcome> = (0..cfg.cases)
+        .into_par_iter()
+        .map(|k| {
+            let o = run_one(cfg, subject, k);
+            done.fetch_add(1, Ordering::Relaxed);
+            tick();
+            o
+        })
+        .collect();
+    let mut st = Stats {
+        subject: subject.name(),
+        loss: cfg.loss.clone(),
+        dtype: cfg.dtype,
+        seed: cfg.seed,
+        cases: cfg.cases,
+        unsupported: 0,
+        oracle_errors: 0,
+        hard_cases: 0,
+        value_bits: BitsSummary::default(),
+        grad_bits: BitsSummary::default(),
+        correctly_rounded: 0.0,
+        verdicts: BTreeMap::new(),
+        facts: BTreeMap::new(),
+        regimes: BTreeMap::new(),
+        failures: Vec::new(),
+        worst: None,
+        seconds: 0.0,
+    };
+    let (mut vb, mut gb) = (Vec::new(), Vec::new());
+    let mut cr = 0u64;
+    let mut worst_key = (false, f64::NEG_INFINITY);
+    for o in outcomes {
+        if let Some(r) = gen::regime_of(&cfg.loss, cfg.dtype, cfg.seed, o.index) {
+            *st.regimes.entry(r).or_default() += 1;
+        }
+        if o.hard {
+            st.hard_cases += 1;
+        }
+        if let Some(e) = o.oracle_error {
+            st.oracle_errors += 1;
+            if st.failures.len() < cfg.keep_failures {
+                st.failures.push(Finding {
+                    index: o.index,
+                    verdicts: vec![],
+                    value_bits: f64::NAN,
+                    grad_bits: f64::NAN,
+                    case: o.case,
+                    report: CaseReport { error: Some(format!("oracle: {e}")), ..Default::default() },
+                    replay: replay_command(&cfg.loss, cfg.dtype, cfg.seed, o.index, &st.subject),
+                });
+            }
+            continue;
+        }
+        let r = o.report.expect("report");
+        if o.unsupported {
+            st.unsupported += 1;
+            continue;
+        }
+        vb.push(r.value_bits);
+        if !r.outputs.iter().all(|x| x.output == "value") {
+            gb.push(r.grad_bits);
+        }
+        if r.value_correctly_rounded {
+            cr += 1;
+        }
+        for v in &r.verdicts {
+            *st.verdicts.entry(*v).or_default() += 1;
+        }
+        for f in &r.facts {
+            *st.facts.entry(f.name).or_default() += 1;
+        }
+        let key = (!r.verdicts.is_empty(), r.value_bits.max(r.grad_bits));
+        let finding = || Finding {
+            index: o.index,
+            verdicts: r.verdicts.clone(),
+            value_bits: r.value_bits,
+            grad_bits: r.grad_bits,
+            case: o.case.clone(),
+            report: r.clone(),
+            replay: replay_command(&cfg.loss, cfg.dtype, cfg.seed, o.index, &st.subject),
+        };
+        if key.0 > worst_key.0 || (key.0 == worst_key.0 && key.1 > worst_key.1) {
+            worst_key = key;
+            st.worst = Some(finding());
+        }
+        if !r.verdicts.is_empty() && st.failures.len() < cfg.keep_failures {
+            st.failures.push(finding());
+        }
+    }
+    let judged = vb.len().max(1) as f64;
+    st.correctly_rounded = cr as f64 / judged;
+    st.value_bits = BitsSummary::of(vb);
+    st.grad_bits = BitsSummary::of(gb);
+    st.seconds = t0.elapsed().as_secs_f64();
+    st
+}
+
+/// A one-line human summary of a campaign.
+pub fn summary_line(st: &Stats) -> String {
+    let verdicts = if st.verdicts.is_empty() {
+        "no findings".to_string()
+    } else {
+        st.verdicts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "{:<14} {:<5} {:>7} cases  value bits max {:>5.2} p99 {:>5.2}  grad bits max {:>5.2}  CR {:>6.2}%  {}{}  ({:.1}s)",
+        st.loss,
+        st.dtype.name(),
+        st.cases,
+        st.value_bits.max,
+        st.value_bits.p99,
+        st.grad_bits.max,
+        100.0 * st.correctly_rounded,
+        verdicts,
+        if st.oracle_errors > 0 { format!(", {} oracle errors", st.oracle_errors) } else { String::new() },
+        st.seconds
+    )
+}

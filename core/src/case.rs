@@ -266,11 +266,21 @@ impl Case {
             .get("inputs")
             .and_then(Value::as_object)
             .ok_or_else(|| bad("missing object field \"inputs\"".into()))?;
+        // An undeclared `cross_entropy` target is soft (float) when it has the logits' rank,
+        // class ids (i64) otherwise; a declared dtype decides by itself.
+        let rank = |tv: &Value| match tv.get("shape") {
+            Some(s) => s.as_array().map(Vec::len),
+            None => Some(1),
+        };
+        let logits_rank = inputs.get("logits").and_then(rank);
         for (name, tv) in inputs {
             let ispec = spec.input(name).ok_or_else(|| {
                 bad(format!("{loss} has no input {name:?} (inputs: {})", spec.input_names()))
             })?;
-            let t = parse_tensor(name, tv, dtype, ispec.kind, &mut warnings)?;
+            let soft = ispec.kind == InputKind::ClassIdOrSoft
+                && logits_rank.is_some()
+                && rank(tv) == logits_rank;
+            let t = parse_tensor(name, tv, dtype, ispec.kind, soft, &mut warnings)?;
             case.inputs.insert(name.clone(), t);
         }
         if let Some(g) = obj.get("grad") {
@@ -327,6 +337,7 @@ fn parse_tensor(
     v: &Value,
     dtype: Dtype,
     kind: InputKind,
+    soft_hint: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Tensor, LossError> {
     let bad = |m: String| LossError::invalid(format!("input {name}: {m}"));
@@ -353,7 +364,13 @@ fn parse_tensor(
         Some(Value::String(s)) => Some(TensorDtype::parse(s).ok_or_else(|| bad(format!("unknown dtype {s:?}")))?),
         Some(o) => return Err(bad(format!("dtype must be a string, got {o}"))),
     };
-    let want_int = kind.is_integer();
+    // Soft cross-entropy targets are float tensors: a declared float dtype (or, undeclared,
+    // the logits' rank) makes a `ClassIdOrSoft` input float.
+    let want_int = match (kind, declared) {
+        (InputKind::ClassIdOrSoft, Some(TensorDtype::Float(_))) => false,
+        (InputKind::ClassIdOrSoft, None) => !soft_hint,
+        _ => kind.is_integer(),
+    };
     let tdtype = declared.unwrap_or(if want_int { TensorDtype::I64 } else { TensorDtype::Float(dtype) });
     match (tdtype, want_int) {
         (TensorDtype::I64, true) => {

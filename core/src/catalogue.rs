@@ -3,6 +3,7 @@
 //! every kernel, oracle and subject-facing check shares.
 
 use crate::case::{Case, LossError, ParamValue, Reduction};
+use crate::dtype::Dtype;
 use crate::tensor::{Tensor, TensorDtype};
 use std::collections::BTreeMap;
 
@@ -579,9 +580,25 @@ pub fn validate(case: &Case) -> Result<Checked, LossError> {
             return Err(bad(format!("{}: no gradient for {g:?} (differentiable: {})", spec.id, spec.grads.join(", "))));
         }
     }
+    // out_dtype: the input dtype, or f32 (the autocast pattern for 16-bit inputs)
+    if case.out_dtype != case.dtype && case.out_dtype != Dtype::F32 {
+        return Err(bad(format!(
+            "out_dtype {} is neither the input dtype {} nor f32",
+            case.out_dtype, case.dtype
+        )));
+    }
     // params
     for (name, v) in &case.params {
         if name == "reduction" {
+            // `Case::reduction` reads anything unparseable as `mean`: reject it here
+            match v {
+                ParamValue::Str(s) if Reduction::parse(s).is_some() => {}
+                _ => {
+                    return Err(bad(format!(
+                        "param reduction={v} is not none, sum, mean or sequence_mean"
+                    )))
+                }
+            }
             continue;
         }
         let p = spec.param(name).ok_or_else(|| bad(format!("{}: unknown param {name:?} (params: {})", spec.id, spec.param_names())))?;
@@ -702,6 +719,19 @@ fn try_layout(layout: &'static Layout, case: &Case) -> Result<(BTreeMap<&'static
     Ok((dims, rows))
 }
 
+/// The case's `ignore_index`, or the catalogue default when the params omit it; `None` for a
+/// loss without one.
+pub fn ignore_index(case: &Case) -> Option<i64> {
+    match case.params.get("ignore_index") {
+        Some(ParamValue::Int(i)) => Some(*i),
+        Some(_) => None,
+        None => match spec(&case.loss)?.param("ignore_index")?.default {
+            Default::Int(i) => Some(i),
+            _ => None,
+        },
+    }
+}
+
 /// The rows that validation skips (and that contribute nothing): masked, zero-weight, ignored.
 pub fn skipped_rows(case: &Case, rows: usize) -> Vec<bool> {
     let mut skip = vec![false; rows];
@@ -717,9 +747,9 @@ pub fn skipped_rows(case: &Case, rows: usize) -> Vec<bool> {
     }
     let spec = case.spec();
     if matches!(spec.input("target").map(|i| i.kind), Some(InputKind::ClassId | InputKind::ClassIdOrSoft)) {
-        if let (Some(t), Some(ParamValue::Int(ii))) = (case.inputs.get("target").and_then(Tensor::i), case.params.get("ignore_index")) {
+        if let (Some(t), Some(ii)) = (case.inputs.get("target").and_then(Tensor::i), ignore_index(case)) {
             for (s, &v) in skip.iter_mut().zip(t) {
-                *s |= v == *ii;
+                *s |= v == ii;
             }
         }
     }
@@ -734,19 +764,31 @@ fn check_values(spec: &LossSpec, case: &Case, checked: &Checked) -> Result<(), L
             return Err(bad(format!("input mask[{k}]={v} is not 0 or 1")));
         }
     }
+    // Weights: finite and >= 0. A per-output weight is not checked where the mask is 0, an
+    // elementwise pos_weight not where the position is masked or has weight 0 (a masked
+    // position may hold anything); class weights and a broadcast pos_weight belong to every
+    // row and are always checked.
+    let masked: Vec<bool> = match case.inputs.get("mask").and_then(Tensor::i) {
+        Some(m) => m.iter().map(|&v| v == 0).collect(),
+        None => vec![false; checked.rows],
+    };
+    let skip = skipped_rows(case, checked.rows);
     for wname in ["weight", "class_weight", "pos_weight"] {
         if let Some(w) = case.inputs.get(wname).and_then(Tensor::f) {
-            if let Some((k, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
-                return Err(bad(format!("input {wname}[{k}]={v} is not a finite value >= 0")));
+            let exempt = |k: usize| match wname {
+                "weight" => masked.get(k).copied().unwrap_or(false),
+                "pos_weight" if w.len() == checked.rows => skip[k],
+                _ => false,
+            };
+            if let Some((k, v)) =
+                w.iter().enumerate().find(|&(k, v)| !(exempt(k) || v.is_finite() && *v >= 0.0))
+            {
+                return Err(bad(format!("input {wname}[{k}]={v:?} is not a finite value >= 0")));
             }
         }
     }
-    let skip = skipped_rows(case, checked.rows);
     let log_target = matches!(case.params.get("log_target"), Some(ParamValue::Bool(true)));
-    let ignore_index = match case.params.get("ignore_index") {
-        Some(ParamValue::Int(i)) => Some(*i),
-        _ => None,
-    };
+    let ignore_index = ignore_index(case);
     for (name, t) in &case.inputs {
         if matches!(name.as_str(), "mask" | "weight" | "class_weight" | "pos_weight" | "cotangent") {
             continue;

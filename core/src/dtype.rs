@@ -101,8 +101,7 @@ impl Dtype {
     pub fn round(self, x: f64) -> f64 {
         match self {
             Dtype::F32 => x as f32 as f64,
-            Dtype::F16 => half::f16::from_f64(x).to_f64(),
-            Dtype::Bf16 => half::bf16::from_f64(x).to_f64(),
+            Dtype::F16 | Dtype::Bf16 => round_to_format(x, self.format()),
         }
     }
 
@@ -111,8 +110,18 @@ impl Dtype {
         x.is_nan() || self.round(x).to_bits() == x.to_bits()
     }
 
-    /// The bit pattern of a value of this dtype (`x` must be one; NaN gives the canonical NaN).
+    /// The bit pattern of a value of this dtype (NaN gives the canonical NaN; a value outside
+    /// the dtype is correctly rounded to it first).
     pub fn to_bits(self, x: f64) -> u32 {
+        if x.is_nan() {
+            return match self {
+                Dtype::F32 => f32::NAN.to_bits(),
+                Dtype::F16 => half::f16::NAN.to_bits() as u32,
+                Dtype::Bf16 => half::bf16::NAN.to_bits() as u32,
+            };
+        }
+        // `round` is exact in the dtype, so half's conversion of it is exact.
+        let x = self.round(x);
         match self {
             Dtype::F32 => (x as f32).to_bits(),
             Dtype::F16 => half::f16::from_f64(x).to_bits() as u32,
@@ -192,7 +201,8 @@ impl Dtype {
         if ulps.is_nan() || ulps.is_infinite() {
             return self.bits_cap();
         }
-        (1.0 + ulps).log2().min(self.bits_cap())
+        // libm, not the platform's log2: the same bits on every platform
+        libm::log2(1.0 + ulps).min(self.bits_cap())
     }
 
     /// DESIGN.md's breakdown rule: more than half the significand bits lost.
@@ -216,20 +226,29 @@ impl Dtype {
         pow2(e - (f.precision as i32 - 1))
     }
 
-    /// Smallest x with RN(exp(x)) = +inf: ln(max + ulp(max)/2). f16: 11.09, f32/bf16: 88.72.
+    /// Smallest f64 x with RN(exp(x)) = +inf, i.e. exp(x) ≥ max + ulp(max)/2.
+    /// f16: 11.09, f32: 88.72, bf16: 88.72 (88.7208).
     pub fn exp_overflow_edge(self) -> f64 {
-        libm::log(self.max() + self.ulp_at(self.max()) / 2.0)
+        let f = self.format();
+        // max + ulp(max)/2 = 2^(emax+1)·(1 − 2^−(p+1))
+        ln_edge(f.emax + 1, Some(f.precision as i32 + 1), true)
     }
 
-    /// exp(x) is subnormal below this: ln(min normal). f16 −9.70, f32/bf16 −87.34.
+    /// Smallest f64 x with RN(exp(x)) normal, i.e. exp(x) ≥ min_normal − min_subnormal/2 (that
+    /// midpoint rounds up to the even min normal): below it exp(x) rounds to a subnormal (or to
+    /// 0, below [`Dtype::exp_zero_edge`]). f16 −9.70 (−9.7046), f32 −87.34, bf16 −87.34 (−87.3405).
     pub fn exp_subnormal_edge(self) -> f64 {
-        libm::log(self.min_normal())
+        let f = self.format();
+        // min_normal − min_subnormal/2 = 2^emin·(1 − 2^−p)
+        ln_edge(f.emin, Some(f.precision as i32), true)
     }
 
-    /// exp(x) rounds to 0 at or below this: ln(min subnormal / 2). f16 −17.33, bf16 −92.9,
-    /// f32 −103.97.
+    /// Largest f64 x with RN(exp(x)) = 0, i.e. exp(x) ≤ min_subnormal/2 (that midpoint rounds
+    /// to the even 0): exp(x) rounds to 0 at or below it. f16 −17.33, bf16 −92.9, f32 −103.97.
     pub fn exp_zero_edge(self) -> f64 {
-        libm::log(self.min_subnormal() / 2.0)
+        let f = self.format();
+        // min_subnormal/2 = 2^(emin − p)
+        ln_edge(f.emin - f.precision as i32, None, false)
     }
 
     /// The dtype the kernels compute 16-bit inputs in (f32's edges apply there too).
@@ -251,12 +270,98 @@ impl std::str::FromStr for Dtype {
     }
 }
 
+/// ln(2^k·(1 − 2^−j)) (no factor when `j` is `None`), rounded to an f64 upwards (`up`) or
+/// downwards. Evaluated in double-double — k·ln 2 with a 106-bit ln 2, plus the series of
+/// log1p(−2^−j) — to ~1e−30 relative; the tail decides the direction (the exact value is
+/// transcendental, never an f64, so the direction is always defined).
+fn ln_edge(k: i32, j: Option<i32>, up: bool) -> f64 {
+    // ln 2 = LN2_HI + LN2_LO to ~2^−106
+    const LN2_HI: f64 = std::f64::consts::LN_2;
+    const LN2_LO: f64 = 2.319_046_813_846_299_6e-17; // ln 2 − LN_2, to nearest
+    let kf = k as f64;
+    let mut acc = dd_add(two_prod(kf, LN2_HI), two_prod(kf, LN2_LO));
+    if let Some(j) = j {
+        // log1p(−u) = −Σ_{n≥1} u^n/n, u = 2^−j (j ≥ 8); terms below 2^−120 dropped
+        let mut n = 1;
+        while j * n <= 120 {
+            let un = pow2(-j * n); // exact
+            let q = un / n as f64;
+            let r = libm::fma(-q, n as f64, un) / n as f64; // un/n = q + r to ~2^−106 relative
+            acc = dd_add(acc, (-q, -r));
+            n += 1;
+        }
+    }
+    let (hi, lo) = acc;
+    if up && lo > 0.0 {
+        next_up_f64(hi)
+    } else if !up && lo < 0.0 {
+        -next_up_f64(-hi)
+    } else {
+        hi
+    }
+}
+
+/// (a·b, its rounding error), exactly.
+fn two_prod(a: f64, b: f64) -> (f64, f64) {
+    let p = a * b;
+    (p, libm::fma(a, b, -p))
+}
+
+/// (a + b, its rounding error), exactly.
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// Double-double addition, renormalised (|lo| ≤ ulp(hi)/2).
+fn dd_add(x: (f64, f64), y: (f64, f64)) -> (f64, f64) {
+    let (s, e) = two_sum(x.0, y.0);
+    let (t, f) = two_sum(x.1, y.1);
+    let (s, e) = two_sum(s, e + t);
+    two_sum(s, e + f)
+}
+
+/// The next f64 above a finite x.
+fn next_up_f64(x: f64) -> f64 {
+    if x == 0.0 {
+        f64::from_bits(1)
+    } else if x > 0.0 {
+        f64::from_bits(x.to_bits() + 1)
+    } else {
+        f64::from_bits(x.to_bits() - 1)
+    }
+}
+
 /// 2^e as an exact `f64` for e in the f64 range (subnormal exponents included).
 pub fn pow2(e: i32) -> f64 {
     if e >= -1022 {
         f64::from_bits(((e + 1023) as u64) << 52)
     } else {
         f64::from_bits(1u64 << (e + 1074))
+    }
+}
+
+/// Correct rounding (ties to even) of an `f64` to a format narrower than f32, as an exact `f64`.
+///
+/// `half`'s own `from_f64` is not correctly rounded: with F16C (detected at run time) it rounds
+/// through f32 (double rounding), and its software path drops the low 32 significand bits
+/// before rounding (ties decided without the sticky bits). Results would also differ between
+/// machines with and without F16C. This scales by the format's quantum at |x| (exact), rounds
+/// to an integer (ties to even, exact below 2^52) and scales back (exact).
+fn round_to_format(x: f64, f: Format) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let e = exponent(x).max(f.emin);
+    let quantum = pow2(e - (f.precision as i32 - 1));
+    // |x / quantum| < 2^precision: rint is exact and ties to even.
+    let r = libm::rint(x / quantum) * quantum;
+    let max = (2.0 - pow2(1 - f.precision as i32)) * pow2(f.emax);
+    if r.abs() > max {
+        f64::INFINITY.copysign(x)
+    } else {
+        r.copysign(x)
     }
 }
 
@@ -302,7 +407,8 @@ impl Element for half::f16 {
     }
     #[inline]
     fn from_f64(x: f64) -> Self {
-        half::f16::from_f64(x)
+        // The rounded value is exact in f16, so half's conversion of it is exact.
+        half::f16::from_f64(round_to_format(x, Dtype::F16.format()))
     }
 }
 
@@ -314,6 +420,6 @@ impl Element for half::bf16 {
     }
     #[inline]
     fn from_f64(x: f64) -> Self {
-        half::bf16::from_f64(x)
+        half::bf16::from_f64(round_to_format(x, Dtype::Bf16.format()))
     }
 }

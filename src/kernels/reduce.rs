@@ -1,0 +1,475 @@
+//! Reductions, masks, weights and cotangents: the one piece every kernel family shares.
+//!
+//! DESIGN.md's policies, implemented once:
+//!
+//! - `sum` = Σ m·w·l, `mean` = Σ m·w·l / Σ m·w, `none` gives m·w·l per element (0 where masked).
+//! - **Empty mean is zero**: when the denominator Σ m·w is exactly 0 (everything masked, every
+//!   weight 0, N = 0) the value and every gradient are exactly 0, and no loss is evaluated.
+//! - A masked or zero-weight position is *skipped*: its loss and derivatives are never computed,
+//!   so a NaN or ±inf sitting there cannot leak (nothing is multiplied by 0).
+//! - Gradients are termwise: ∂/∂x_j = m_j·w_j·∂l_j/∂x_j·cot/denom, with `cot` the cotangent
+//!   (per element for `none`, a scalar for the reduced ones, 1 when absent) and `denom` the
+//!   mean's denominator (1 for `sum` and `none`). A NaN in one term does not touch the others.
+//! - An exact zero factor makes a gradient term exactly 0 even when another factor is ±inf or
+//!   NaN: a derivative that is exactly 0 (e.g. mse at r = 0, or the kink selection nearest 0)
+//!   times an infinite cotangent is 0 (the limit along the cotangent, the other inputs fixed),
+//!   and a zero cotangent gives 0 whatever the derivative — the same rule as for a zero weight.
+//!
+//! Everything is accumulated in f64 with compensated (TwoSum) summation over several lanes, so
+//! a sum of 2^17 terms is within about one f64 ulp of the exact sum of the computed terms plus
+//! n·2^-106·Σ|terms| — far below DESIGN.md's conditioning allowance κ·2^-53·|exact|. Each output
+//! is rounded once, from f64, to its dtype.
+
+use losscheck_core::{Element, LossError, Reduction};
+
+/// Independent accumulator lanes (instruction-level parallelism; later a SIMD width).
+const LANES: usize = 4;
+
+/// Knuth's TwoSum: `s + e = a + b` exactly (for finite operands, without overflow).
+#[inline(always)]
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    let e = (a - (s - bb)) + (b - bb);
+    (s, e)
+}
+
+/// A compensated sum over a few (4) independent lanes.
+///
+/// Non-finite terms are handled exactly: the plain lane sums carry ±inf and NaN with IEEE
+/// semantics (+inf + −inf = NaN), and the compensation is only used when the plain sum is
+/// finite (so every term and every partial sum was finite and the TwoSum errors are exact).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompensatedSum {
+    s: [f64; LANES],
+    c: [f64; LANES],
+}
+
+impl CompensatedSum {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add `x` into lane `lane % LANES`.
+    #[inline(always)]
+    pub fn add_lane(&mut self, lane: usize, x: f64) {
+        let k = lane % LANES;
+        let (s, e) = two_sum(self.s[k], x);
+        self.s[k] = s;
+        self.c[k] += e;
+    }
+
+    /// Add `x` into lane 0.
+    #[inline(always)]
+    pub fn add(&mut self, x: f64) {
+        self.add_lane(0, x);
+    }
+
+    /// The sum, rounded once to f64 (up to the compensation's residual error).
+    pub fn total(&self) -> f64 {
+        let plain: f64 = self.s.iter().sum();
+        if !plain.is_finite() {
+            return plain;
+        }
+        let mut s = 0.0f64;
+        let mut c = 0.0f64;
+        for k in 0..LANES {
+            let (t, e) = two_sum(s, self.s[k]);
+            s = t;
+            c += e + self.c[k];
+        }
+        let total = s + c;
+        if total.is_finite() {
+            total
+        } else {
+            plain
+        }
+    }
+}
+
+/// Compensated sum of a slice.
+pub fn sum_f64(xs: &[f64]) -> f64 {
+    let mut acc = CompensatedSum::new();
+    let mut chunks = xs.chunks_exact(LANES);
+    for ch in &mut chunks {
+        for (k, &x) in ch.iter().enumerate() {
+            acc.add_lane(k, x);
+        }
+    }
+    for &x in chunks.remainder() {
+        acc.add(x);
+    }
+    acc.total()
+}
+
+/// The cotangent, as the reduction sees it.
+#[derive(Clone, Copy, Debug)]
+enum Cot<'a, T> {
+    /// Absent: 1.
+    One,
+    /// Reduced output: one scalar.
+    Scalar(f64),
+    /// `none`: one per element.
+    PerElement(&'a [T]),
+}
+
+/// A validated reduction over `n` elementwise (or row-wise) terms: mask, weights, cotangent,
+/// the kind of reduction and the mean's denominator.
+///
+/// Build one with [`Plan::new`] (which checks lengths and values and names the offending input,
+/// index and value), then let [`Plan::run`] drive a per-element kernel. Reusable by every loss
+/// family whose output has one term per position.
+#[derive(Clone, Debug)]
+pub struct Plan<'a, T: Element> {
+    n: usize,
+    weight: Option<&'a [T]>,
+    mask: Option<&'a [i64]>,
+    reduction: Reduction,
+    cot: Cot<'a, T>,
+    /// Σ m·w for `mean`, 1 otherwise.
+    denom: f64,
+}
+
+impl<'a, T: Element> Plan<'a, T> {
+    /// Check and prepare a reduction over `n` terms.
+    ///
+    /// - `weight`: one per term, finite and ≥ 0 (NaN, ±inf, negative are invalid everywhere,
+    ///   as `catalogue::validate` does).
+    /// - `mask`: one per term, 0 or 1.
+    /// - `cotangent`: `n` values for `none`, exactly one for `sum` / `mean`.
+    /// - `reduction`: `none`, `sum` or `mean` (`sequence_mean` is not elementwise).
+    pub fn new(
+        n: usize,
+        weight: Option<&'a [T]>,
+        mask: Option<&'a [i64]>,
+        cotangent: Option<&'a [T]>,
+        reduction: Reduction,
+    ) -> Result<Self, LossError> {
+        if reduction == Reduction::SequenceMean {
+            return Err(LossError::invalid(
+                "reduction sequence_mean is only for cross_entropy on [B,T,C]",
+            ));
+        }
+        if let Some(w) = weight {
+            if w.len() != n {
+                return Err(LossError::invalid(format!(
+                    "input weight: {} elements where {n} are expected",
+                    w.len()
+                )));
+            }
+            for (k, &v) in w.iter().enumerate() {
+                let x = v.to_f64();
+                if !(x.is_finite() && x >= 0.0) {
+                    return Err(LossError::invalid(format!(
+                        "input weight[{k}]={x:?} is not a finite value >= 0"
+                    )));
+                }
+            }
+        }
+        if let Some(m) = mask {
+            if m.len() != n {
+                return Err(LossError::invalid(format!(
+                    "input mask: {} elements where {n} are expected",
+                    m.len()
+                )));
+            }
+            if let Some((k, v)) = m.iter().enumerate().find(|(_, &v)| v != 0 && v != 1) {
+                return Err(LossError::invalid(format!("input mask[{k}]={v} is not 0 or 1")));
+            }
+        }
+        let cot = match (cotangent, reduction) {
+            (None, _) => Cot::One,
+            (Some(c), Reduction::None) => {
+                if c.len() != n {
+                    return Err(LossError::invalid(format!(
+                        "input cotangent: {} elements, expected {n} (the output's) for reduction none",
+                        c.len()
+                    )));
+                }
+                Cot::PerElement(c)
+            }
+            (Some(c), _) => {
+                if c.len() != 1 {
+                    return Err(LossError::invalid(format!(
+                        "input cotangent: {} elements, expected one (shape []) for reduction {reduction}",
+                        c.len()
+                    )));
+                }
+                Cot::Scalar(c[0].to_f64())
+            }
+        };
+        let mut plan = Plan { n, weight, mask, reduction, cot, denom: 1.0 };
+        if reduction == Reduction::Mean {
+            plan.denom = plan.denominator();
+        }
+        Ok(plan)
+    }
+
+    /// Number of terms.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    /// The mean's denominator Σ m·w (1 for `sum` and `none`).
+    pub fn denom(&self) -> f64 {
+        self.denom
+    }
+
+    /// Is this an empty mean (denominator exactly 0)? Then everything is 0.
+    pub fn is_empty_mean(&self) -> bool {
+        self.reduction == Reduction::Mean && self.denom == 0.0
+    }
+
+    /// The coefficient m_j·w_j of term `j`; exactly 0 for a skipped term.
+    #[inline(always)]
+    pub fn coef(&self, j: usize) -> f64 {
+        if let Some(m) = self.mask {
+            if m[j] == 0 {
+                return 0.0;
+            }
+        }
+        match self.weight {
+            Some(w) => w[j].to_f64(),
+            None => 1.0,
+        }
+    }
+
+    /// Σ m·w, compensated (weights are ≥ 0 and finite: never NaN, never cancels; exactly 0 only
+    /// when no term is active).
+    fn denominator(&self) -> f64 {
+        match (self.weight, self.mask) {
+            (None, None) => self.n as f64,
+            (None, Some(m)) => m.iter().filter(|&&v| v != 0).count() as f64,
+            (Some(_), _) => {
+                let mut acc = CompensatedSum::new();
+                for j in 0..self.n {
+                    acc.add_lane(j, self.coef(j));
+                }
+                acc.total()
+            }
+        }
+    }
+
+    /// Shape of the value: `n` components for `none`, one otherwise.
+    pub fn value_len(&self) -> usize {
+        if self.reduction == Reduction::None {
+            self.n
+        } else {
+            1
+        }
+    }
+
+    /// Drive a per-term kernel through the reduction.
+    ///
+    /// `kernel(j)` returns, for an active term `j` (it is never called for a masked or
+    /// zero-weight one), the loss l_j and its K local derivatives ∂l_j/∂x (one per
+    /// differentiable input), all in f64. `want[k]` says whether gradient k is wanted.
+    /// Returns the value (rounded once to `O`: `n` components for `none`, one otherwise) and
+    /// each wanted gradient (rounded once to `T`, 0 at skipped positions).
+    pub fn run<O: Element, const K: usize, F>(
+        &self,
+        want: [bool; K],
+        kernel: F,
+    ) -> (Vec<O>, [Option<Vec<T>>; K])
+    where
+        F: Fn(usize) -> (f64, [f64; K]),
+    {
+        let mut value = Vec::new();
+        let mut grads: [Vec<T>; K] = std::array::from_fn(|_| Vec::new());
+        self.run_into(want, kernel, &mut value, &mut grads);
+        let mut it = grads.into_iter();
+        let grads = std::array::from_fn(|k| {
+            let g = it.next().unwrap_or_default();
+            want[k].then_some(g)
+        });
+        (value, grads)
+    }
+
+    /// [`Plan::run`] into caller-owned buffers, reusing their allocations: `value` is replaced
+    /// by the value, `grads[k]` by gradient k when `want[k]` (emptied otherwise). For repeated
+    /// calls on large batches this avoids allocating (and first-touching) fresh output memory.
+    pub fn run_into<O: Element, const K: usize, F>(
+        &self,
+        want: [bool; K],
+        kernel: F,
+        value: &mut Vec<O>,
+        grads: &mut [Vec<T>; K],
+    ) where
+        F: Fn(usize) -> (f64, [f64; K]),
+    {
+        let n = self.n;
+        let zero_t = T::from_f64(0.0);
+        let zero_o = O::from_f64(0.0);
+        value.clear();
+        for g in grads.iter_mut() {
+            g.clear();
+        }
+        // A zero scalar cotangent makes every gradient term exactly 0.
+        let zero_cot = matches!(self.cot, Cot::Scalar(c) if c == 0.0);
+        if self.is_empty_mean() || zero_cot {
+            for (k, g) in grads.iter_mut().enumerate() {
+                if want[k] {
+                    g.resize(n, zero_t);
+                }
+            }
+            if self.is_empty_mean() {
+                value.resize(self.value_len(), zero_o);
+                return;
+            }
+        }
+        let store: [bool; K] = std::array::from_fn(|k| want[k] && !zero_cot);
+        for (k, g) in grads.iter_mut().enumerate() {
+            if store[k] {
+                g.reserve_exact(n);
+            }
+        }
+        if self.reduction == Reduction::None {
+            value.reserve_exact(n);
+        }
+        let dense = self.mask.is_none() && self.weight.is_none();
+        let none = self.reduction == Reduction::None;
+        match (dense, none) {
+            (true, true) => self.inner::<O, K, F, true, true>(&kernel, store, value, grads),
+            (true, false) => self.inner::<O, K, F, true, false>(&kernel, store, value, grads),
+            (false, true) => self.inner::<O, K, F, false, true>(&kernel, store, value, grads),
+            (false, false) => self.inner::<O, K, F, false, false>(&kernel, store, value, grads),
+        }
+    }
+
+    /// The loop, monomorphised on "no mask and no weight" and on `none`.
+    #[inline(always)]
+    fn inner<O: Element, const K: usize, F, const DENSE: bool, const NONE: bool>(
+        &self,
+        kernel: &F,
+        store: [bool; K],
+        value: &mut Vec<O>,
+        grads: &mut [Vec<T>; K],
+    ) where
+        F: Fn(usize) -> (f64, [f64; K]),
+    {
+        let n = self.n;
+        let zero_t = T::from_f64(0.0);
+        let zero_o = O::from_f64(0.0);
+        let scale = GradScale::new(self);
+        let mut acc = CompensatedSum::new();
+        let mut step = |j: usize, lane: usize| {
+            let c = if DENSE { 1.0 } else { self.coef(j) };
+            if !DENSE && c == 0.0 {
+                if NONE {
+                    value.push(zero_o);
+                }
+                for k in 0..K {
+                    if store[k] {
+                        grads[k].push(zero_t);
+                    }
+                }
+                return;
+            }
+            let (l, g) = kernel(j);
+            if NONE {
+                value.push(O::from_f64(c * l));
+            } else {
+                acc.add_lane(lane, c * l);
+            }
+            for k in 0..K {
+                if store[k] {
+                    let x = match scale {
+                        GradScale::Mul(s) => c * g[k] * s,
+                        GradScale::Div(cot, den) => grad_term(c, g[k], cot, den),
+                        GradScale::PerElement(cot) => grad_term(c, g[k], cot[j].to_f64(), 1.0),
+                    };
+                    grads[k].push(T::from_f64(x));
+                }
+            }
+        };
+        for j in 0..n {
+            step(j, j % LANES);
+        }
+        if !NONE {
+            let total = acc.total();
+            let v = if self.reduction == Reduction::Mean { total / self.denom } else { total };
+            value.push(O::from_f64(v));
+        }
+    }
+}
+
+/// How a gradient term c·g·cot/den is formed, decided once per call.
+#[derive(Clone, Copy)]
+enum GradScale<'a, T> {
+    /// s = cot/den is exact (den a power of 2), finite and non-zero: c·g·s, and for g = 0 that
+    /// is 0 already (finite s).
+    Mul(f64),
+    /// The general reduced case: (c·g·cot)/den with the exact-zero rule.
+    Div(f64, f64),
+    /// `none`: c·g·cot_j (den = 1) with the exact-zero rule.
+    PerElement(&'a [T]),
+}
+
+impl<'a, T: Element> GradScale<'a, T> {
+    fn new(plan: &Plan<'a, T>) -> Self {
+        let den = plan.denom;
+        let cot = match plan.cot {
+            Cot::PerElement(c) => return GradScale::PerElement(c),
+            Cot::One => 1.0,
+            Cot::Scalar(c) => c,
+        };
+        let pow2 = den > 0.0 && den.is_finite() && (den.to_bits() & ((1u64 << 52) - 1)) == 0;
+        let s = cot / den;
+        if pow2 && s.is_finite() && s != 0.0 && s * den == cot {
+            GradScale::Mul(s)
+        } else {
+            GradScale::Div(cot, den)
+        }
+    }
+}
+
+/// One termwise gradient component c·g·cot/den (c = m·w > 0, g = ∂l/∂x, den > 0 the mean's
+/// denominator or 1), with the exact-zero rule: g = 0 or cot = 0 gives exactly 0. The division
+/// is done per component (not a multiplication by a rounded 1/den) so that a representable
+/// quotient comes out exact.
+#[inline(always)]
+pub fn grad_term(c: f64, g: f64, cot: f64, den: f64) -> f64 {
+    if g == 0.0 || cot == 0.0 {
+        0.0
+    } else {
+        c * g * cot / den
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compensated_sum_recovers_cancelled_terms() {
+        // 1 + 2^-60 − 1 is 2^-60 exactly; a plain f64 sum gives 0.
+        let xs = [1.0, 2f64.powi(-60), -1.0];
+        assert_eq!(xs.iter().sum::<f64>(), 0.0);
+        assert_eq!(sum_f64(&xs), 2f64.powi(-60));
+    }
+
+    #[test]
+    fn compensated_sum_non_finite() {
+        assert_eq!(sum_f64(&[1.0, f64::INFINITY, 2.0]), f64::INFINITY);
+        assert!(sum_f64(&[f64::INFINITY, 1.0, f64::NEG_INFINITY]).is_nan());
+        assert!(sum_f64(&[1.0, f64::NAN]).is_nan());
+        assert_eq!(sum_f64(&[]), 0.0);
+    }
+
+    #[test]
+    fn long_sum_of_tenths() {
+        // 2^17 copies of the f64 nearest 0.1: the exact sum is 2^17·fl(0.1); compensated
+        // summation returns its correct rounding, which is fl(0.1)·2^17 (a power-of-2 scaling).
+        let n = 1 << 17;
+        let xs = vec![0.1f64; n];
+        assert_eq!(sum_f64(&xs), 0.1 * n as f64);
+    }
+}

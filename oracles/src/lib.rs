@@ -137,45 +137,41 @@ pub fn eval_raw(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> R
     }
 }
 
-/// Round every output; `None` if some output is undecided and the cap is not reached.
+/// Round every output; `None` if some output is undecided and the cap is not reached. The
+/// enclosures are moved into the answer, not copied.
 fn decide(case: &Case, checked: &Checked, raw: Raw, prec: u32, at_cap: bool) -> Option<OracleOutput> {
-    let decide_one = |iv: &Ival, dtype: Dtype, kappa: f64| -> Option<Exact> {
-        let r = round::round_enclosure(iv, dtype);
-        match r {
-            round::Decided::One(x) => Some(Exact { enclosure: iv.clone(), rounded: x, hard: None, kappa, dtype }),
+    let decide_one = |iv: Ival, dtype: Dtype, kappa: f64| -> Option<Exact> {
+        match round::round_enclosure(&iv, dtype) {
+            round::Decided::One(x) => Some(Exact { enclosure: iv, rounded: x, hard: None, kappa, dtype }),
             round::Decided::Two(a, b) => {
                 if at_cap {
-                    Some(Exact { enclosure: iv.clone(), rounded: a, hard: Some((a, b)), kappa, dtype })
+                    Some(Exact { enclosure: iv, rounded: a, hard: Some((a, b)), kappa, dtype })
                 } else {
                     None
                 }
             }
         }
     };
-    let mut value = Vec::with_capacity(raw.value.len());
-    for (k, iv) in raw.value.iter().enumerate() {
-        value.push(decide_one(iv, case.out_dtype, raw.kappa.get(k).copied().unwrap_or(1.0))?);
+    let Raw { value: raw_value, kappa: raw_kappa, grads: raw_grads, kinks: raw_kinks } = raw;
+    let mut value = Vec::with_capacity(raw_value.len());
+    for (k, iv) in raw_value.into_iter().enumerate() {
+        value.push(decide_one(iv, case.out_dtype, raw_kappa.get(k).copied().unwrap_or(1.0))?);
     }
     let mut grads = BTreeMap::new();
     let mut grad_shapes = BTreeMap::new();
-    for (name, g) in &raw.grads {
+    for (name, g) in raw_grads {
         let mut v = Vec::with_capacity(g.len());
         for iv in g {
             v.push(decide_one(iv, case.dtype, 1.0)?);
         }
-        grads.insert(name.clone(), v);
-        grad_shapes.insert(name.clone(), case.inputs[name].shape.clone());
+        grad_shapes.insert(name.clone(), case.inputs[&name].shape.clone());
+        grads.insert(name, v);
     }
     let mut kinks = Vec::new();
-    for kg in &raw.kinks {
+    for kg in raw_kinks {
         let mut members = Vec::new();
-        for (input, index, lo, hi) in &kg.members {
-            members.push(KinkMember {
-                input: input.clone(),
-                index: *index,
-                lo: decide_one(lo, case.dtype, 1.0)?,
-                hi: decide_one(hi, case.dtype, 1.0)?,
-            });
+        for (input, index, lo, hi) in kg.members {
+            members.push(KinkMember { input, index, lo: decide_one(lo, case.dtype, 1.0)?, hi: decide_one(hi, case.dtype, 1.0)? });
         }
         kinks.push(KinkGroup { primitive: kg.primitive, members });
     }

@@ -1,0 +1,488 @@
+//! High-precision finite-difference cross-check of oracle gradients (DESIGN.md: "every oracle
+//! gradient is cross-checked … along 3 random directions, one-sided at domain boundaries,
+//! skipping kinks and infinite inputs").
+//!
+//! For a case, seeded random directions v over the requested differentiable inputs are drawn
+//! (v_j uniform in (−1, 1) with 53 random bits; 0 at kink members, at non-finite inputs and at
+//! non-finite gradient components). The directional derivative Σ_j g_j·v_j from the oracle's
+//! gradient enclosures (midpoints, at [`FD_PREC`] bits) is compared with a difference
+//! quotient of the oracle's *value* at the perturbed real inputs x ± h·v, evaluated through
+//! the same raw evaluator at [`FD_PREC`] bits, with h = 2^[`FD_H_EXP`]:
+//!
+//! - h·|v_j| < 2^−209 is far below the smallest non-zero difference of two dtype values
+//!   (2^−149 in f32), so the perturbation never crosses a kink that the exact inputs are not at;
+//! - x ± h·v is exact at [`FD_PREC`] bits (|x| < 2^128 down to 2^−262 needs < 400 bits), and the
+//!   value's relative rounding error 2^−1000 divided by h leaves > 500 bits of agreement;
+//! - central differences (truncation O(h²)); forward differences with the boundary components
+//!   pointed inward when some input sits at the boundary of its domain (0 or 1).
+//!
+//! What is compared: for `sum` / `mean` with a finite value, the scalar value (times the
+//! cotangent); for `sum` / `mean` whose value is not finite (an inf or NaN term), the terms of
+//! the same case with reduction `none`, combined with this module's own D = Σ m·w (termwise
+//! gradients: other terms' derivatives must still be right); for `none`, every component of an
+//! elementwise loss separately (cotangent applied), or the cotangent-weighted sum of the finite
+//! components for row-wise losses.
+
+use crate::ival::Ival;
+use crate::{point_inputs, Inputs, Raw};
+use losscheck_core::catalogue::{Domain, InputKind, Structure};
+use losscheck_core::{validate, Case, Checked, LossError, Reduction};
+use rug::Float;
+use std::collections::BTreeMap;
+
+/// Working precision of the finite-difference evaluations (bits).
+pub const FD_PREC: u32 = 1024;
+/// The step is h = 2^FD_H_EXP (directions have |v_j| < 1).
+pub const FD_H_EXP: i32 = -209;
+
+/// A raw evaluator: [`crate::eval_raw`] or a stand-in (e.g. a deliberately wrong gradient, to
+/// show the check detects it).
+pub type RawEval<'a> = &'a dyn Fn(&Case, &Checked, &Inputs, u32) -> Result<Raw, LossError>;
+
+/// The splitmix64 generator (Steele, Lea, Flood 2014): small, deterministic, seedable.
+#[derive(Clone, Debug)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator with the given seed.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64 { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), a multiple of 2^−53.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in (−1, 1), a multiple of 2^−53.
+    pub fn signed_unit(&mut self) -> f64 {
+        let x = self.next_f64();
+        if self.next_u64() & 1 == 0 {
+            x
+        } else {
+            -x
+        }
+    }
+
+    /// Uniform in [0, n) (n > 0; the modulo bias is negligible for small n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// The result of a finite-difference check.
+#[derive(Clone, Debug, Default)]
+pub struct FdReport {
+    /// Directions drawn.
+    pub directions: usize,
+    /// Comparisons made (directions × components compared).
+    pub comparisons: usize,
+    /// Comparisons that could not be made (non-finite value or cotangent, nothing perturbed).
+    pub skipped: usize,
+    /// Direction components forced to 0 (kinks, non-finite inputs or gradients), per direction.
+    pub zeroed: usize,
+    /// Directions that used a one-sided difference (an input at a domain boundary).
+    pub one_sided: usize,
+    /// The largest relative discrepancy |A − B| / max(|A|, |B|, Σ_j |g_j v_j|) seen (0 when
+    /// every comparison agreed exactly).
+    pub max_rel: f64,
+    /// Description of the worst comparison.
+    pub worst: String,
+}
+
+impl FdReport {
+    fn record(&mut self, rel: f64, what: impl FnOnce() -> String) {
+        self.comparisons += 1;
+        if rel > self.max_rel || (rel.is_nan() && !self.max_rel.is_nan()) {
+            self.max_rel = rel;
+            self.worst = what();
+        }
+    }
+}
+
+/// Check the oracle's gradients of `case` along `directions` seeded random directions.
+pub fn check_gradients(case: &Case, directions: usize, seed: u64) -> Result<FdReport, LossError> {
+    check_gradients_with(case, directions, seed, &crate::eval_raw)
+}
+
+/// [`check_gradients`] for any raw evaluator (its gradients are checked against its values).
+pub fn check_gradients_with(
+    case: &Case,
+    directions: usize,
+    seed: u64,
+    eval: RawEval,
+) -> Result<FdReport, LossError> {
+    let checked = validate(case)?;
+    let prec = FD_PREC;
+    let base = point_inputs(case, prec);
+    let raw0 = eval(case, &checked, &base, prec)?;
+    let spec = case.spec();
+    let reduction = case.reduction();
+
+    // The differentiable inputs that are checked, their gradients, and what must stay fixed.
+    let names: Vec<String> = case
+        .grad
+        .iter()
+        .filter(|g| raw0.grads.contains_key(*g))
+        .cloned()
+        .collect();
+    let mut grads: BTreeMap<&str, Vec<Float>> = BTreeMap::new();
+    let mut fixed: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
+    let mut inward: BTreeMap<&str, Vec<i8>> = BTreeMap::new();
+    for name in &names {
+        let x = &base[name];
+        let g = &raw0.grads[name];
+        let dom = match spec.input(name).map(|i| i.kind) {
+            Some(InputKind::Float(d)) => d,
+            _ => Domain::Any,
+        };
+        let mut fx = vec![false; x.len()];
+        let mut iw = vec![0i8; x.len()];
+        for j in 0..x.len() {
+            let gm = g[j].mid();
+            fx[j] = !x[j].is_finite() || !gm.is_finite();
+            let xv = &x[j].lo;
+            iw[j] = match dom {
+                Domain::UnitInterval if *xv == 0 => 1,
+                Domain::UnitInterval if *xv == 1 => -1,
+                Domain::NonNegative if *xv == 0 => 1,
+                _ => 0,
+            };
+        }
+        grads.insert(name, g.iter().map(Ival::mid).collect());
+        fixed.insert(name, fx);
+        inward.insert(name, iw);
+    }
+    for kg in &raw0.kinks {
+        for (input, index, _, _) in &kg.members {
+            if let Some(f) = fixed.get_mut(input.as_str()) {
+                if *index < f.len() {
+                    f[*index] = true;
+                }
+            }
+        }
+    }
+
+    // What is compared.
+    let n_out = raw0.value.len();
+    let elementwise = spec.structure == Structure::Elementwise;
+    let cot_case: Option<Vec<Float>> = case
+        .inputs
+        .get("cotangent")
+        .and_then(|t| t.f())
+        .map(|v| v.iter().map(|&c| Float::with_val(prec, c)).collect());
+    enum Route {
+        Scalar,
+        Terms {
+            case: Box<Case>,
+            checked: Checked,
+            finite: Vec<bool>,
+            factor: Option<Float>,
+        },
+        Components {
+            finite: Vec<bool>,
+        },
+    }
+    let route = if reduction == Reduction::None {
+        Route::Components {
+            finite: raw0.value.iter().map(|v| v.mid().is_finite()).collect(),
+        }
+    } else if raw0.value.first().is_some_and(|v| v.mid().is_finite()) {
+        Route::Scalar
+    } else {
+        // Terms of the unreduced case; D computed here, independently of the reducer.
+        let mut c = case.clone();
+        c.set_reduction(Reduction::None);
+        c.inputs.remove("cotangent");
+        let ch = validate(&c)?;
+        let r = eval(&c, &ch, &point_inputs(&c, prec), prec)?;
+        let finite = r.value.iter().map(|v| v.mid().is_finite()).collect();
+        let rows = ch.rows;
+        let mask = c
+            .inputs
+            .get("mask")
+            .and_then(|t| t.i().map(|v| v.to_vec()))
+            .unwrap_or_else(|| vec![1; rows]);
+        let weight = c
+            .inputs
+            .get("weight")
+            .and_then(|t| t.f().map(|v| v.to_vec()))
+            .unwrap_or_else(|| vec![1.0; rows]);
+        let mut d = Float::new(prec);
+        for (m, w) in mask.iter().zip(&weight) {
+            if *m != 0 {
+                d += *w;
+            }
+        }
+        let cot = cot_case
+            .as_ref()
+            .map(|v| v[0].clone())
+            .unwrap_or_else(|| Float::with_val(prec, 1));
+        let factor = if !cot.is_finite() || d.is_zero() {
+            None
+        } else if reduction == Reduction::Mean {
+            Some(Float::with_val(prec, &cot / &d))
+        } else {
+            Some(cot)
+        };
+        Route::Terms {
+            case: Box::new(c),
+            checked: ch,
+            finite,
+            factor,
+        }
+    };
+
+    // Inputs of a row whose unreduced term is not finite stay fixed: that term is left out of
+    // the difference, so its derivatives must be left out of grad·v (index j of an input with
+    // k·rows elements belongs to row j / k).
+    let dead: Option<&Vec<bool>> = match &route {
+        Route::Scalar => None,
+        Route::Terms { finite, .. } | Route::Components { finite } => Some(finite),
+    };
+    if let Some(finite) = dead {
+        let rows = finite.len();
+        for f in fixed.values_mut() {
+            if rows == 0 || f.len() % rows != 0 {
+                continue;
+            }
+            let per_row = f.len() / rows;
+            for (j, x) in f.iter_mut().enumerate() {
+                *x |= !finite[j / per_row];
+            }
+        }
+    }
+
+    let mut rng = SplitMix64::new(seed ^ 0x6C6F_7373_6368_6B21);
+    let mut rep = FdReport {
+        directions,
+        ..FdReport::default()
+    };
+    for dir in 0..directions {
+        // Draw v.
+        let mut v: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut one_sided = false;
+        let mut any = false;
+        for name in &names {
+            let fx = &fixed[name.as_str()];
+            let iw = &inward[name.as_str()];
+            let mut vv = Vec::with_capacity(fx.len());
+            for j in 0..fx.len() {
+                let mut x = rng.signed_unit();
+                if fx[j] {
+                    x = 0.0;
+                    rep.zeroed += 1;
+                } else if iw[j] != 0 {
+                    one_sided = true;
+                    x = x.abs() * iw[j] as f64;
+                }
+                any |= x != 0.0;
+                vv.push(x);
+            }
+            v.insert(name, vv);
+        }
+        if !any {
+            rep.skipped += 1;
+            continue;
+        }
+        if one_sided {
+            rep.one_sided += 1;
+        }
+        let perturbed = |sign: i32, inputs: &Inputs| -> Inputs {
+            let mut out = inputs.clone();
+            for name in &names {
+                let vv = &v[name.as_str()];
+                let xs = out.get_mut(name).expect("input present");
+                for (j, x) in xs.iter_mut().enumerate() {
+                    if vv[j] != 0.0 {
+                        let mut step = Float::with_val(prec, vv[j]);
+                        step <<= FD_H_EXP;
+                        if sign < 0 {
+                            step = -step;
+                        }
+                        let (y, ord) =
+                            Float::with_val_round(prec, &x.lo + &step, rug::float::Round::Nearest);
+                        // dtype values span < 280 bits and h·v another 262: always exact
+                        assert_eq!(ord, std::cmp::Ordering::Equal, "inexact FD perturbation");
+                        *x = Ival::from_float(y);
+                    }
+                }
+            }
+            out
+        };
+        // Directional derivative from the gradient, per output component of an elementwise
+        // loss (index j of every input belongs to output j) and in total.
+        let gv = |j_filter: Option<usize>| -> (Float, Float) {
+            let mut a = Float::new(prec);
+            let mut s = Float::new(prec);
+            for name in &names {
+                let g = &grads[name.as_str()];
+                let vv = &v[name.as_str()];
+                for j in 0..vv.len() {
+                    if vv[j] == 0.0 || j_filter.is_some_and(|f| f != j) {
+                        continue;
+                    }
+                    let t = Float::with_val(prec, &g[j] * vv[j]);
+                    s += t.clone().abs();
+                    a += t;
+                }
+            }
+            (a, s)
+        };
+        match &route {
+            Route::Scalar => {
+                let rp = eval(case, &checked, &perturbed(1, &base), prec)?;
+                let rm = if one_sided {
+                    raw0.clone()
+                } else {
+                    eval(case, &checked, &perturbed(-1, &base), prec)?
+                };
+                let mut b = difference(&rp.value[0], &rm.value[0], one_sided, prec);
+                let cot = cot_case.as_ref().map(|c| c[0].clone());
+                if let Some(c) = &cot {
+                    if !c.is_finite() {
+                        rep.skipped += 1;
+                        continue;
+                    }
+                    b *= c;
+                }
+                let (a, s) = gv(None);
+                let rel = relative(&a, &b, &s);
+                rep.record(rel, || {
+                    format!("direction {dir}: grad·v = {}, fd = {}", show(&a), show(&b))
+                });
+            }
+            Route::Terms {
+                case: c,
+                checked: ch,
+                finite,
+                factor,
+            } => {
+                let Some(factor) = factor else {
+                    rep.skipped += 1;
+                    continue;
+                };
+                let b0 = point_inputs(c, prec);
+                let rp = eval(c, ch, &perturbed(1, &b0), prec)?;
+                let rm = if one_sided {
+                    eval(c, ch, &b0, prec)?
+                } else {
+                    eval(c, ch, &perturbed(-1, &b0), prec)?
+                };
+                let mut b = Float::new(prec);
+                for (k, _) in finite.iter().enumerate().filter(|(_, f)| **f) {
+                    b += difference(&rp.value[k], &rm.value[k], one_sided, prec);
+                }
+                b *= factor;
+                let (a, s) = gv(None);
+                let rel = relative(&a, &b, &s);
+                rep.record(rel, || {
+                    format!(
+                        "direction {dir} (terms): grad·v = {}, fd = {}",
+                        show(&a),
+                        show(&b)
+                    )
+                });
+            }
+            Route::Components { finite } => {
+                let rp = eval(case, &checked, &perturbed(1, &base), prec)?;
+                let rm = if one_sided {
+                    raw0.clone()
+                } else {
+                    eval(case, &checked, &perturbed(-1, &base), prec)?
+                };
+                let cot_at = |k: usize| -> Float {
+                    cot_case
+                        .as_ref()
+                        .map(|c| c[k].clone())
+                        .unwrap_or_else(|| Float::with_val(prec, 1))
+                };
+                if elementwise {
+                    for k in 0..n_out {
+                        let c = cot_at(k);
+                        let touched = names.iter().any(|nm| v[nm.as_str()][k] != 0.0);
+                        if !finite[k] || !c.is_finite() || !touched {
+                            rep.skipped += 1;
+                            continue;
+                        }
+                        let b = difference(&rp.value[k], &rm.value[k], one_sided, prec) * &c;
+                        let (a, s) = gv(Some(k));
+                        let rel = relative(&a, &b, &s);
+                        rep.record(rel, || {
+                            format!(
+                                "direction {dir}, component {k}: grad·v = {}, fd = {}",
+                                show(&a),
+                                show(&b)
+                            )
+                        });
+                    }
+                } else {
+                    let mut b = Float::new(prec);
+                    let mut ok = true;
+                    for (k, _) in finite.iter().enumerate().filter(|(_, f)| **f) {
+                        let c = cot_at(k);
+                        ok &= c.is_finite();
+                        b += difference(&rp.value[k], &rm.value[k], one_sided, prec) * &c;
+                    }
+                    if !ok {
+                        rep.skipped += 1;
+                        continue;
+                    }
+                    let (a, s) = gv(None);
+                    let rel = relative(&a, &b, &s);
+                    rep.record(rel, || {
+                        format!("direction {dir}: grad·v = {}, fd = {}", show(&a), show(&b))
+                    });
+                }
+            }
+        }
+    }
+    Ok(rep)
+}
+
+/// (f+ − f−)/(2h), or (f+ − f)/h one-sided, from the midpoints.
+fn difference(fp: &Ival, fm: &Ival, one_sided: bool, prec: u32) -> Float {
+    let mut q = Float::with_val(prec, &fp.mid() - &fm.mid());
+    // 1/(2h) = 2^(−1 − FD_H_EXP), 1/h = 2^(−FD_H_EXP).
+    q <<= if one_sided { -FD_H_EXP } else { -1 - FD_H_EXP };
+    q
+}
+
+/// |a − b| / max(|a|, |b|, s); 0 when a = b (including both 0), +inf when the scale is 0 but
+/// a ≠ b, NaN when either is NaN.
+fn relative(a: &Float, b: &Float, s: &Float) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
+    }
+    let d = Float::with_val(a.prec(), a - b).abs();
+    if d.is_zero() {
+        return 0.0;
+    }
+    let mut m = a.clone().abs();
+    let bb = b.clone().abs();
+    if bb > m {
+        m = bb;
+    }
+    if *s > m {
+        m = s.clone();
+    }
+    if m.is_zero() {
+        return f64::INFINITY;
+    }
+    Float::with_val(53, &d / &m).to_f64()
+}
+
+fn show(x: &Float) -> String {
+    x.to_string_radix(10, Some(20))
+}

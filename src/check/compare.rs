@@ -314,15 +314,30 @@ fn is_empty_mean(case: &Case, oracle: &OracleOutput) -> bool {
 fn kink_selection(case: &Case, g: &losscheck_oracles::KinkGroup, resp: &Response, name: &str, k: usize) -> (Exact, f64) {
     let dtype = case.dtype;
     let answer = |input: &str, idx: usize| resp.grad.get(input).filter(|t| idx < t.len()).map(|t| t.get_f64(idx));
-    let point = |m: &losscheck_oracles::KinkMember, theta: f64| -> f64 {
-        let (lo, hi) = (m.lo.rounded, m.hi.rounded);
-        dtype.round(lo + theta * (hi - lo))
+    // The segment's ends as f64 (the enclosures' midpoints: f64's range holds every product of
+    // dtype values here, where the dtype-rounded ends may have overflowed to ±inf).
+    let ends = |m: &losscheck_oracles::KinkMember| (m.lo.enclosure.mid_f64(), m.hi.enclosure.mid_f64());
+    // The point of member m's segment at θ, as the reference for the answer a. f64 cannot
+    // hold lo + θ(hi − lo) exactly (θ itself is rounded), so the reference is the point of
+    // [x − slack, x + slack] ∩ segment nearest a, with slack = 2⁻⁵⁰·max(|lo|, |hi|): the
+    // coupling between members is checked to that relative precision, and an answer on the
+    // segment at its own θ is matched exactly.
+    let point = |m: &losscheck_oracles::KinkMember, theta: f64, a: Option<f64>| -> f64 {
+        let (lo, hi) = ends(m);
+        let x = lo + theta * (hi - lo);
+        let slack = lo.abs().max(hi.abs()) * losscheck_core::dtype::pow2(-50);
+        let (smin, smax) = (lo.min(hi), lo.max(hi));
+        let (el, eh) = ((x - slack).max(smin), (x + slack).min(smax));
+        match a {
+            Some(a) if a.is_finite() && el <= eh => dtype.round(a.clamp(el, eh)),
+            _ => dtype.round(x),
+        }
     };
     // candidate θ from every member's answer
     let mut candidates = vec![0.0, 0.5, 1.0];
     for m in &g.members {
         if let Some(a) = answer(&m.input, m.index) {
-            let (lo, hi) = (m.lo.rounded, m.hi.rounded);
+            let (lo, hi) = ends(m);
             if hi != lo && a.is_finite() && lo.is_finite() && hi.is_finite() {
                 candidates.push(((a - lo) / (hi - lo)).clamp(0.0, 1.0));
             }
@@ -332,7 +347,7 @@ fn kink_selection(case: &Case, g: &losscheck_oracles::KinkGroup, resp: &Response
         g.members
             .iter()
             .map(|m| match answer(&m.input, m.index) {
-                Some(a) => dtype.ulps(a, point(m, theta)),
+                Some(a) => dtype.ulps(a, point(m, theta, Some(a))),
                 None => 0.0,
             })
             .fold(0.0, f64::max)
@@ -346,7 +361,7 @@ fn kink_selection(case: &Case, g: &losscheck_oracles::KinkGroup, resp: &Response
     }
     let me = g.members.iter().find(|m| m.input == name && m.index == k).expect("kink member");
     let theta = best.1;
-    let r = point(me, theta);
+    let r = point(me, theta, answer(name, k));
     let mut e = me.lo.clone();
     e.rounded = r;
     e.hard = None;

@@ -133,8 +133,8 @@ pub struct Plan<'a, T: Element> {
 impl<'a, T: Element> Plan<'a, T> {
     /// Check and prepare a reduction over `n` terms.
     ///
-    /// - `weight`: one per term, finite and ≥ 0 (NaN, ±inf, negative are invalid everywhere,
-    ///   as `catalogue::validate` does).
+    /// - `weight`: one per term, finite and ≥ 0 where unmasked (NaN, ±inf, negative are
+    ///   invalid there, as `catalogue::validate` says; a masked position may hold anything).
     /// - `mask`: one per term, 0 or 1.
     /// - `cotangent`: `n` values for `none`, exactly one for `sum` / `mean`.
     /// - `reduction`: `none`, `sum` or `mean` (`sequence_mean` is not elementwise).
@@ -159,7 +159,9 @@ impl<'a, T: Element> Plan<'a, T> {
             }
             for (k, &v) in w.iter().enumerate() {
                 let x = v.to_f64();
-                if !(x.is_finite() && x >= 0.0) {
+                // A masked position may hold anything (DESIGN.md: range checks skip it).
+                let masked = mask.is_some_and(|m| m.get(k) == Some(&0));
+                if !masked && !(x.is_finite() && x >= 0.0) {
                     return Err(LossError::invalid(format!(
                         "input weight[{k}]={x:?} is not a finite value >= 0"
                     )));

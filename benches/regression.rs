@@ -47,7 +47,11 @@ fn naive_huber(p: &[f32], t: &[f32], delta: f32, gp: &mut [f32], gt: &mut [f32])
     for i in 0..p.len() {
         let r = p[i] - t[i];
         let a = r.abs();
-        let (l, g) = if a <= delta { (0.5 * r * r, r) } else { (delta * (a - 0.5 * delta), delta * r.signum()) };
+        let (l, g) = if a <= delta {
+            (0.5 * r * r, r)
+        } else {
+            (delta * (a - 0.5 * delta), delta * r.signum())
+        };
         sum += l;
         gp[i] = g * inv;
         gt[i] = -gp[i];
@@ -79,7 +83,14 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("mse/naive", |b| {
-        b.iter(|| black_box(naive_mse(black_box(&pred), black_box(&target), &mut gp, &mut gt)))
+        b.iter(|| {
+            black_box(naive_mse(
+                black_box(&pred),
+                black_box(&target),
+                &mut gp,
+                &mut gt,
+            ))
+        })
     });
     group.bench_function("huber/kernel", |b| {
         b.iter(|| {
@@ -91,12 +102,22 @@ fn bench(c: &mut Criterion) {
     group.bench_function("huber/kernel_into", |b| {
         b.iter(|| {
             let args = ElementwiseArgs::new(black_box(&pred), black_box(&target));
-            Regression::Huber { delta: 1.0 }.eval_into(&args, &mut out).unwrap();
+            Regression::Huber { delta: 1.0 }
+                .eval_into(&args, &mut out)
+                .unwrap();
             black_box(&out);
         })
     });
     group.bench_function("huber/naive", |b| {
-        b.iter(|| black_box(naive_huber(black_box(&pred), black_box(&target), 1.0, &mut gp, &mut gt)))
+        b.iter(|| {
+            black_box(naive_huber(
+                black_box(&pred),
+                black_box(&target),
+                1.0,
+                &mut gp,
+                &mut gt,
+            ))
+        })
     });
     group.finish();
 }

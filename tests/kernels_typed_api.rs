@@ -8,7 +8,9 @@
 use half::{bf16, f16};
 use losscheck::core::TensorDtype;
 use losscheck::kernels::evaluate;
-use losscheck::kernels::regression::{huber, log_cosh, mae, mse, quantile, ElementwiseArgs, Output};
+use losscheck::kernels::regression::{
+    huber, log_cosh, mae, mse, quantile, ElementwiseArgs, Output,
+};
 use losscheck::{Case, Dtype, Element, Reduction, Tensor};
 
 fn f32s(out: &Option<Vec<f32>>) -> Vec<f32> {
@@ -28,12 +30,14 @@ fn mse_mean_sum_none() {
     assert_eq!(f32s(&out.grad_pred), vec![1.0, 2.0]);
     assert_eq!(f32s(&out.grad_target), vec![-1.0, -2.0]);
     // torch.nn.functional.mse_loss(..., reduction='sum') -> 5.; grad [2., 4.]
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
+    let out: Output<f32, f32> =
+        mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
     assert_eq!(out.value, vec![5.0]);
     assert_eq!(f32s(&out.grad_pred), vec![2.0, 4.0]);
     // torch.nn.functional.mse_loss(..., reduction='none') -> [1., 4.];
     //   .backward(torch.ones(2)) -> [2., 4.]
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None)).unwrap();
+    let out: Output<f32, f32> =
+        mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None)).unwrap();
     assert_eq!(out.value, vec![1.0, 4.0]);
     assert_eq!(f32s(&out.grad_pred), vec![2.0, 4.0]);
 }
@@ -50,7 +54,14 @@ fn mae_kink_gradient_is_zero() {
     assert_eq!(f32s(&out.grad_target), vec![-0.25, 0.25, 0.0, -0.25]);
     // r = 0 with pred = target ≠ 0: both gradients 0 (the coupled pair (s, −s) with s = 0)
     let out: Output<f32, f32> = mae(&ElementwiseArgs::new(&[5.0f32], &[5.0f32])).unwrap();
-    assert_eq!((out.value[0], f32s(&out.grad_pred)[0], f32s(&out.grad_target)[0]), (0.0, 0.0, 0.0));
+    assert_eq!(
+        (
+            out.value[0],
+            f32s(&out.grad_pred)[0],
+            f32s(&out.grad_target)[0]
+        ),
+        (0.0, 0.0, 0.0)
+    );
 }
 
 #[test]
@@ -68,7 +79,11 @@ fn huber_both_branches_and_infinities() {
     //   delta=2.0, reduction='none') -> [inf, inf, 4.]; grad [2., -2., 2.] (±δ at ±inf)
     let p = [f32::INFINITY, f32::NEG_INFINITY, 3.0];
     let t = [0.0f32; 3];
-    let out: Output<f32, f32> = huber(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None), 2.0).unwrap();
+    let out: Output<f32, f32> = huber(
+        &ElementwiseArgs::new(&p, &t).reduction(Reduction::None),
+        2.0,
+    )
+    .unwrap();
     assert_eq!(out.value, vec![f32::INFINITY, f32::INFINITY, 4.0]);
     assert_eq!(f32s(&out.grad_pred), vec![2.0, -2.0, 2.0]);
     assert_eq!(f32s(&out.grad_target), vec![-2.0, 2.0, -2.0]);
@@ -81,23 +96,41 @@ fn quantile_sides_and_kink() {
     //   u = 0 takes 0, the Clarke element nearest 0)
     let p = [0.0f32, 2.0, 1.0];
     let t = [1.0f32, 0.0, 1.0];
-    let out: Output<f32, f32> = quantile(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum), 0.25).unwrap();
+    let out: Output<f32, f32> = quantile(
+        &ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum),
+        0.25,
+    )
+    .unwrap();
     assert_eq!(out.value, vec![1.75]);
     assert_eq!(f32s(&out.grad_pred), vec![-0.25, 0.75, 0.0]);
     assert_eq!(f32s(&out.grad_target), vec![0.25, -0.75, 0.0]);
     // u = ±inf: the slope of that side; value inf
     let p = [f32::NEG_INFINITY, f32::INFINITY];
     let t = [0.0f32; 2];
-    let out: Output<f32, f32> = quantile(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None), 0.25).unwrap();
+    let out: Output<f32, f32> = quantile(
+        &ElementwiseArgs::new(&p, &t).reduction(Reduction::None),
+        0.25,
+    )
+    .unwrap();
     assert_eq!(out.value, vec![f32::INFINITY, f32::INFINITY]);
     assert_eq!(f32s(&out.grad_pred), vec![-0.25, 0.75]);
 }
 
 #[test]
 fn log_cosh_tiny_moderate_huge_infinite() {
-    let p = [0.0f32, 2f32.powi(-60), 1.0, 0.5, 100.0, 1.0e30, f32::INFINITY, f32::NEG_INFINITY];
+    let p = [
+        0.0f32,
+        2f32.powi(-60),
+        1.0,
+        0.5,
+        100.0,
+        1.0e30,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
     let t = [0.0f32; 8];
-    let out: Output<f32, f32> = log_cosh(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None)).unwrap();
+    let out: Output<f32, f32> =
+        log_cosh(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None)).unwrap();
     // torch.log(torch.cosh(torch.tensor(x, dtype=torch.float64))) for x = 1, .5, 100 (mpmath, 40
     // digits: 0.43378083048302718702..., 0.12011450695827752463..., 99.306852819440054690...);
     // log cosh(2^-60) = 2^-121·(1 − 2^-120/6 + …), whose f32 rounding is 2^-121 (a naive
@@ -141,7 +174,10 @@ fn weighted_mean_divides_by_the_weight_sum() {
     assert_eq!(out.value, vec![7.0]);
     assert_eq!(f32s(&out.grad_pred), vec![0.5, 0.0, 4.5]);
     // none: w·l = [1., 0., 27.]
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t).weight(&w).reduction(Reduction::None)).unwrap();
+    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t)
+        .weight(&w)
+        .reduction(Reduction::None))
+    .unwrap();
     assert_eq!(out.value, vec![1.0, 0.0, 27.0]);
     assert_eq!(f32s(&out.grad_pred), vec![2.0, 0.0, 18.0]);
 }
@@ -154,7 +190,10 @@ fn masked_and_zero_weight_nan_inf_do_not_leak() {
     let w = [1.0f32, 1.0, 1.0, 0.0];
     for loss in ["mse", "mae", "huber", "quantile", "log_cosh"] {
         for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-            let args = ElementwiseArgs::new(&p, &t).mask(&m).weight(&w).reduction(red);
+            let args = ElementwiseArgs::new(&p, &t)
+                .mask(&m)
+                .weight(&w)
+                .reduction(red);
             let out: Output<f32, f32> = run(loss, &args);
             for v in &out.value {
                 assert!(v.is_finite(), "{loss} {red}: {:?}", out.value);
@@ -200,14 +239,18 @@ fn unmasked_nan_propagates_termwise() {
     //   -> nan; the gradient is termwise: [nan, 6.] (the NaN does not poison element 1)
     let p = [f32::NAN, 3.0];
     let t = [0.0f32; 2];
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
+    let out: Output<f32, f32> =
+        mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
     assert!(out.value[0].is_nan());
     let g = f32s(&out.grad_pred);
     assert!(g[0].is_nan());
     assert_eq!(g[1], 6.0);
     // inf − inf has no limit: NaN value and gradients for every loss
     for loss in ["mse", "mae", "huber", "quantile", "log_cosh"] {
-        let out = run(loss, &ElementwiseArgs::new(&[f32::INFINITY], &[f32::INFINITY]));
+        let out = run(
+            loss,
+            &ElementwiseArgs::new(&[f32::INFINITY], &[f32::INFINITY]),
+        );
         assert!(out.value[0].is_nan(), "{loss}");
         assert!(f32s(&out.grad_pred)[0].is_nan(), "{loss}");
     }
@@ -219,7 +262,10 @@ fn cotangent_scales_gradients() {
     let t = [0.0f32; 2];
     // loss = mse_loss(p, t, reduction='sum'); loss.backward(torch.tensor(3.)) -> [6., 12.]
     let cot = [3.0f32];
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum).cotangent(&cot)).unwrap();
+    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t)
+        .reduction(Reduction::Sum)
+        .cotangent(&cot))
+    .unwrap();
     assert_eq!(out.value, vec![5.0]);
     assert_eq!(f32s(&out.grad_pred), vec![6.0, 12.0]);
     // mean: [3·2/2, 3·4/2] = [3., 6.]
@@ -227,14 +273,20 @@ fn cotangent_scales_gradients() {
     assert_eq!(f32s(&out.grad_pred), vec![3.0, 6.0]);
     // none: loss.backward(torch.tensor([1., .5])) -> [2., 2.]
     let cot = [1.0f32, 0.5];
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None).cotangent(&cot)).unwrap();
+    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t)
+        .reduction(Reduction::None)
+        .cotangent(&cot))
+    .unwrap();
     assert_eq!(f32s(&out.grad_pred), vec![2.0, 2.0]);
     // exact-zero rule: a zero cotangent gives 0 even against an infinite derivative, and an
     // exactly-zero derivative (r = 0) gives 0 against an infinite cotangent
     let p = [f32::INFINITY, 0.0, 1.0];
     let t = [0.0f32; 3];
     let cot = [0.0f32, f32::INFINITY, f32::INFINITY];
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t).reduction(Reduction::None).cotangent(&cot)).unwrap();
+    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p, &t)
+        .reduction(Reduction::None)
+        .cotangent(&cot))
+    .unwrap();
     assert_eq!(f32s(&out.grad_pred), vec![0.0, 0.0, f32::INFINITY]);
 }
 
@@ -264,7 +316,10 @@ fn bf16_value_in_bf16_or_f32() {
     let out: Output<bf16, bf16> = mse(&ElementwiseArgs::new(&p, &t)).unwrap();
     assert_eq!(out.value, vec![b(1.0 + 2f64.powi(-6))]);
     let out: Output<bf16, f32> = mse(&ElementwiseArgs::new(&p, &t)).unwrap();
-    assert_eq!(out.value, vec![(1.0 + 2f64.powi(-6) + 2f64.powi(-14)) as f32]);
+    assert_eq!(
+        out.value,
+        vec![(1.0 + 2f64.powi(-6) + 2f64.powi(-14)) as f32]
+    );
 }
 
 #[test]
@@ -277,7 +332,8 @@ fn f32_extremes() {
     let out: Output<f32, f32> = mae(&ElementwiseArgs::new(&p, &t)).unwrap();
     assert_eq!(out.value, vec![max]);
     assert_eq!(f32s(&out.grad_pred), vec![0.5, 0.0]);
-    let out: Output<f32, f32> = mae(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
+    let out: Output<f32, f32> =
+        mae(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
     assert_eq!(out.value, vec![f32::INFINITY]);
     // mse: (2·max)² overflows; gradient 4·max overflows too
     let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&p[..1], &t[..1])).unwrap();
@@ -294,17 +350,20 @@ fn f32_extremes() {
     // huge and tiny weights: mean of w·r² with w = [1e30, 1e-30], r = [1, 2]:
     // (1e30 + 4e-30)/(1e30 + 1e-30) rounds to 1 in f32 (the exact quotient is 1 + ~3e-60)
     let w = [1e30f32, 1e-30];
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&[1.0, 2.0], &[0.0, 0.0]).weight(&w)).unwrap();
+    let out: Output<f32, f32> =
+        mse(&ElementwiseArgs::new(&[1.0, 2.0], &[0.0, 0.0]).weight(&w)).unwrap();
     assert_eq!(out.value, vec![1.0]);
     // r = [2^64, 0]: w·r² = 1e30·2^128 overflows f32 but not f64. The mean
     // (1e30·2^128)/(1e30 + 1e-30) = 2^128·(1 − ~1e-60) is past f32's overflow threshold
     // 2^128 − 2^103: inf
     let big = 2f32.powi(64);
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&[big, 0.0], &[0.0, 0.0]).weight(&w)).unwrap();
+    let out: Output<f32, f32> =
+        mse(&ElementwiseArgs::new(&[big, 0.0], &[0.0, 0.0]).weight(&w)).unwrap();
     assert_eq!(out.value, vec![f32::INFINITY]);
     let w1 = [1e30f32, 1e30];
     // with equal weights: (1e30·2^128 + 0)/(2e30) = 2^127 exactly: finite
-    let out: Output<f32, f32> = mse(&ElementwiseArgs::new(&[big, 0.0], &[0.0, 0.0]).weight(&w1)).unwrap();
+    let out: Output<f32, f32> =
+        mse(&ElementwiseArgs::new(&[big, 0.0], &[0.0, 0.0]).weight(&w1)).unwrap();
     assert_eq!(out.value, vec![2f32.powi(127)]);
 }
 
@@ -315,9 +374,11 @@ fn long_batches_do_not_stall() {
     // value holds it exactly, bf16 too (2^17); a naive f16 accumulator stalls at 2048.
     let one = vec![f16::ONE; n];
     let zero = vec![f16::ZERO; n];
-    let out: Output<f16, f32> = mse(&ElementwiseArgs::new(&one, &zero).reduction(Reduction::Sum)).unwrap();
+    let out: Output<f16, f32> =
+        mse(&ElementwiseArgs::new(&one, &zero).reduction(Reduction::Sum)).unwrap();
     assert_eq!(out.value, vec![131072.0]);
-    let out: Output<f16, f16> = mse(&ElementwiseArgs::new(&one, &zero).reduction(Reduction::Sum)).unwrap();
+    let out: Output<f16, f16> =
+        mse(&ElementwiseArgs::new(&one, &zero).reduction(Reduction::Sum)).unwrap();
     assert_eq!(out.value, vec![f16::INFINITY]);
     let out: Output<f16, f16> = mse(&ElementwiseArgs::new(&one, &zero)).unwrap();
     assert_eq!(out.value, vec![f16::ONE]);
@@ -347,22 +408,47 @@ fn f16_output_is_correctly_rounded() {
     let p = [f16::ONE, f16::from_f64(2f64.powi(-11)), f16::from_bits(1)];
     assert_eq!(p[2].to_f64(), 2f64.powi(-24));
     let t = [f16::ZERO; 3];
-    let out: Output<f16, f16> = mae(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
+    let out: Output<f16, f16> =
+        mae(&ElementwiseArgs::new(&p, &t).reduction(Reduction::Sum)).unwrap();
     assert_eq!(out.value[0].to_f64(), 1.0 + 2f64.powi(-10));
     // the dtype layer directly: values whose deciding bits lie in the low 32 bits of the f64
     let above = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
-    assert_eq!(<f16 as Element>::from_f64(above).to_f64(), 1.0 + 2f64.powi(-10));
-    assert_eq!(<f16 as Element>::from_f64(-above).to_f64(), -(1.0 + 2f64.powi(-10)));
+    assert_eq!(
+        <f16 as Element>::from_f64(above).to_f64(),
+        1.0 + 2f64.powi(-10)
+    );
+    assert_eq!(
+        <f16 as Element>::from_f64(-above).to_f64(),
+        -(1.0 + 2f64.powi(-10))
+    );
     let below = 1.0 + 2f64.powi(-11) - 2f64.powi(-40);
     assert_eq!(<f16 as Element>::from_f64(below).to_f64(), 1.0);
     let above_b = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
-    assert_eq!(<bf16 as Element>::from_f64(above_b).to_f64(), 1.0 + 2f64.powi(-7));
+    assert_eq!(
+        <bf16 as Element>::from_f64(above_b).to_f64(),
+        1.0 + 2f64.powi(-7)
+    );
     // ties to even, subnormals, overflow
-    assert_eq!(<f16 as Element>::from_f64(1.0 + 2f64.powi(-11)).to_f64(), 1.0);
-    assert_eq!(<f16 as Element>::from_f64(1.0 + 3.0 * 2f64.powi(-11)).to_f64(), 1.0 + 2f64.powi(-9));
-    assert_eq!(<f16 as Element>::from_f64(0.75 * 2f64.powi(-24)).to_f64(), 2f64.powi(-24));
-    assert_eq!(<f16 as Element>::from_f64(0.5 * 2f64.powi(-24)).to_f64(), 0.0);
-    assert_eq!(<f16 as Element>::from_f64(0.5000001 * 2f64.powi(-24)).to_f64(), 2f64.powi(-24));
+    assert_eq!(
+        <f16 as Element>::from_f64(1.0 + 2f64.powi(-11)).to_f64(),
+        1.0
+    );
+    assert_eq!(
+        <f16 as Element>::from_f64(1.0 + 3.0 * 2f64.powi(-11)).to_f64(),
+        1.0 + 2f64.powi(-9)
+    );
+    assert_eq!(
+        <f16 as Element>::from_f64(0.75 * 2f64.powi(-24)).to_f64(),
+        2f64.powi(-24)
+    );
+    assert_eq!(
+        <f16 as Element>::from_f64(0.5 * 2f64.powi(-24)).to_f64(),
+        0.0
+    );
+    assert_eq!(
+        <f16 as Element>::from_f64(0.5000001 * 2f64.powi(-24)).to_f64(),
+        2f64.powi(-24)
+    );
     assert_eq!(<f16 as Element>::from_f64(65519.99).to_f64(), 65504.0);
     assert_eq!(<f16 as Element>::from_f64(65520.0).to_f64(), f64::INFINITY);
     assert!(<f16 as Element>::from_f64(f64::NAN).is_nan());
@@ -381,8 +467,12 @@ fn evaluate_autocast_dtypes_and_shapes() {
     for d in [Dtype::F16, Dtype::Bf16] {
         let mut c = Case::new("mse", d).unwrap();
         c.out_dtype = Dtype::F32;
-        c.inputs.insert("pred".into(), Tensor::float(d, vec![2, 1], vec![1.0, 2.0]));
-        c.inputs.insert("target".into(), Tensor::float(d, vec![2, 1], vec![0.0, 0.0]));
+        c.inputs
+            .insert("pred".into(), Tensor::float(d, vec![2, 1], vec![1.0, 2.0]));
+        c.inputs.insert(
+            "target".into(),
+            Tensor::float(d, vec![2, 1], vec![0.0, 0.0]),
+        );
         let r = evaluate(&c).unwrap();
         // torch.nn.functional.mse_loss(torch.tensor([[1.],[2.]]), torch.zeros(2,1)) -> 2.5
         assert_eq!(r.value.dtype, TensorDtype::Float(Dtype::F32));
@@ -399,12 +489,18 @@ fn evaluate_autocast_dtypes_and_shapes() {
 fn evaluate_params_mask_weight_cotangent() {
     let mut c = Case::new("huber", Dtype::F32).unwrap();
     c.id = 42;
-    c.params.insert("delta".into(), losscheck::core::ParamValue::Float(0.5));
-    c.inputs.insert("pred".into(), tensor(Dtype::F32, &[2.0, 0.25, f64::NAN]));
-    c.inputs.insert("target".into(), tensor(Dtype::F32, &[0.0, 0.0, 0.0]));
-    c.inputs.insert("mask".into(), Tensor::int(vec![3], vec![1, 1, 0]));
-    c.inputs.insert("weight".into(), tensor(Dtype::F32, &[2.0, 4.0, 1.0]));
-    c.inputs.insert("cotangent".into(), Tensor::scalar(Dtype::F32, 10.0));
+    c.params
+        .insert("delta".into(), losscheck::core::ParamValue::Float(0.5));
+    c.inputs
+        .insert("pred".into(), tensor(Dtype::F32, &[2.0, 0.25, f64::NAN]));
+    c.inputs
+        .insert("target".into(), tensor(Dtype::F32, &[0.0, 0.0, 0.0]));
+    c.inputs
+        .insert("mask".into(), Tensor::int(vec![3], vec![1, 1, 0]));
+    c.inputs
+        .insert("weight".into(), tensor(Dtype::F32, &[2.0, 4.0, 1.0]));
+    c.inputs
+        .insert("cotangent".into(), Tensor::scalar(Dtype::F32, 10.0));
     c.set_reduction(Reduction::Sum);
     let r = evaluate(&c).unwrap();
     assert_eq!(r.id, 42);
@@ -415,9 +511,12 @@ fn evaluate_params_mask_weight_cotangent() {
     assert_eq!(r.grad["pred"].f().unwrap(), &[10.0, 10.0, 0.0]);
 
     let mut c = Case::new("quantile", Dtype::Bf16).unwrap();
-    c.params.insert("tau".into(), losscheck::core::ParamValue::Float(0.75));
-    c.inputs.insert("pred".into(), tensor(Dtype::Bf16, &[0.0, 4.0]));
-    c.inputs.insert("target".into(), tensor(Dtype::Bf16, &[2.0, 0.0]));
+    c.params
+        .insert("tau".into(), losscheck::core::ParamValue::Float(0.75));
+    c.inputs
+        .insert("pred".into(), tensor(Dtype::Bf16, &[0.0, 4.0]));
+    c.inputs
+        .insert("target".into(), tensor(Dtype::Bf16, &[2.0, 0.0]));
     c.set_reduction(Reduction::None);
     let r = evaluate(&c).unwrap();
     // u = [2, −4]: [0.75·2, 0.25·4] = [1.5, 1.]; ∂/∂pred = [−0.75, 0.25]

@@ -3,9 +3,9 @@
 //! that still draws that verdict.
 
 use losscheck::check::campaign::{self, Config};
+use losscheck::check::subject::Subject;
 use losscheck::check::{compare, gen};
 use losscheck::zoo::{self, ZooSubject};
-use losscheck::check::subject::Subject;
 
 /// The default budget per loss and dtype for detection (issue 5's bar: ≤ 2,000).
 const BUDGET: u64 = 2_000;
@@ -17,9 +17,15 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
     for entry in zoo::entries() {
         let subject = ZooSubject(entry);
         for &dtype in entry.dtypes {
-            let cfg = Config { keep_failures: usize::MAX, ..Config::new(entry.loss, dtype, BUDGET, seed) };
+            let cfg = Config {
+                keep_failures: usize::MAX,
+                ..Config::new(entry.loss, dtype, BUDGET, seed)
+            };
             let st = campaign::run(&cfg, &subject, &|| {});
-            let hit = st.failures.iter().find(|f| f.verdicts.contains(&entry.verdict));
+            let hit = st
+                .failures
+                .iter()
+                .find(|f| f.verdicts.contains(&entry.verdict));
             let Some(hit) = hit else {
                 panic!(
                     "zoo:{} ({} {dtype}) was not flagged `{}` in {BUDGET} cases; verdicts seen: {:?}",
@@ -29,12 +35,19 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
             // Shrink while the same verdict persists.
             let mut fails = |c: &losscheck::Case| {
                 let o = campaign::judge_case(c.clone(), &subject, 0);
-                o.report.is_some_and(|r| r.verdicts.contains(&entry.verdict))
+                o.report
+                    .is_some_and(|r| r.verdicts.contains(&entry.verdict))
             };
             let small = gen::shrink(entry.loss, dtype, seed, hit.index, &mut fails, 2_000);
             assert!(fails(&small), "the shrunk case must still fail");
             let n = small.inputs.values().map(|t| t.numel()).max().unwrap_or(0);
-            let original = hit.case.inputs.values().map(|t| t.numel()).max().unwrap_or(0);
+            let original = hit
+                .case
+                .inputs
+                .values()
+                .map(|t| t.numel())
+                .max()
+                .unwrap_or(0);
             assert!(n <= original, "shrinking must not grow the case");
             // The kernels get the shrunk case right: the failure is the zoo entry's, not the judge's.
             let k = campaign::judge_case(small.clone(), &losscheck::check::subject::Kernels, 0);
@@ -43,7 +56,14 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
                 "the kernels fail the zoo counterexample too: {}",
                 small.to_json()
             );
-            report.push(format!("zoo:{} {dtype}: {} on {} elements (from {}): {}", entry.name, entry.verdict, n, original, small.to_json()));
+            report.push(format!(
+                "zoo:{} {dtype}: {} on {} elements (from {}): {}",
+                entry.name,
+                entry.verdict,
+                n,
+                original,
+                small.to_json()
+            ));
             let _ = subject.name();
         }
     }

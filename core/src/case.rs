@@ -18,8 +18,12 @@ pub enum Reduction {
 }
 
 impl Reduction {
-    pub const ALL: [Reduction; 4] =
-        [Reduction::None, Reduction::Sum, Reduction::Mean, Reduction::SequenceMean];
+    pub const ALL: [Reduction; 4] = [
+        Reduction::None,
+        Reduction::Sum,
+        Reduction::Mean,
+        Reduction::SequenceMean,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Reduction::None => "none",
@@ -109,13 +113,22 @@ pub struct LossError {
 
 impl LossError {
     pub fn invalid(message: impl Into<String>) -> LossError {
-        LossError { kind: ErrorKind::InvalidInput, message: message.into() }
+        LossError {
+            kind: ErrorKind::InvalidInput,
+            message: message.into(),
+        }
     }
     pub fn unsupported(message: impl Into<String>) -> LossError {
-        LossError { kind: ErrorKind::Unsupported, message: message.into() }
+        LossError {
+            kind: ErrorKind::Unsupported,
+            message: message.into(),
+        }
     }
     pub fn internal(message: impl Into<String>) -> LossError {
-        LossError { kind: ErrorKind::Internal, message: message.into() }
+        LossError {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+        }
     }
     /// PROTOCOL.md's error response.
     pub fn to_json(&self, id: u64) -> Value {
@@ -179,14 +192,18 @@ impl Case {
     }
 
     pub fn set_reduction(&mut self, r: Reduction) {
-        self.params.insert("reduction".into(), ParamValue::Str(r.name().into()));
+        self.params
+            .insert("reduction".into(), ParamValue::Str(r.name().into()));
     }
 
     /// A float param, falling back to the catalogue default; `None` for an absent optional.
     pub fn float_param(&self, name: &str) -> Option<f64> {
         match self.params.get(name) {
             Some(v) => v.as_f64(),
-            None => self.spec().param(name).and_then(|p| p.default.to_value().as_f64()),
+            None => self
+                .spec()
+                .param(name)
+                .and_then(|p| p.default.to_value().as_f64()),
         }
     }
 
@@ -196,10 +213,16 @@ impl Case {
 
     /// The request as PROTOCOL.md writes it.
     pub fn to_json(&self) -> Value {
-        let params: Map<String, Value> =
-            self.params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
-        let inputs: Map<String, Value> =
-            self.inputs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+        let params: Map<String, Value> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect();
+        let inputs: Map<String, Value> = self
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect();
         json!({
             "op": "eval", "id": self.id, "loss": self.loss,
             "dtype": self.dtype.name(), "out_dtype": self.out_dtype.name(),
@@ -213,7 +236,9 @@ impl Case {
     /// integer tensors accepted — each such repair is reported in the returned warnings.
     pub fn from_json(v: &Value) -> Result<(Case, Vec<String>), LossError> {
         let bad = |m: String| LossError::invalid(m);
-        let obj = v.as_object().ok_or_else(|| bad("a case must be a JSON object".into()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("a case must be a JSON object".into()))?;
         if let Some(op) = obj.get("op") {
             if op != "eval" {
                 return Err(bad(format!("expected op \"eval\", got {op}")));
@@ -224,7 +249,9 @@ impl Case {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("missing string field \"loss\"".into()))?;
         let spec = catalogue::spec(loss).ok_or_else(|| {
-            bad(format!("unknown loss {loss:?}; `losscheck list` shows the catalogue"))
+            bad(format!(
+                "unknown loss {loss:?}; `losscheck list` shows the catalogue"
+            ))
         })?;
         let dtype_of = |field: &str| -> Result<Option<Dtype>, LossError> {
             match obj.get(field) {
@@ -241,21 +268,31 @@ impl Case {
         let mut warnings = Vec::new();
         case.id = match obj.get("id") {
             None => 0,
-            Some(x) => x.as_u64().ok_or_else(|| bad(format!("id must be an unsigned integer, got {x}")))?,
+            Some(x) => x
+                .as_u64()
+                .ok_or_else(|| bad(format!("id must be an unsigned integer, got {x}")))?,
         };
         if let Some(params) = obj.get("params") {
-            let params =
-                params.as_object().ok_or_else(|| bad("params must be an object".into()))?;
+            let params = params
+                .as_object()
+                .ok_or_else(|| bad("params must be an object".into()))?;
             for (name, pv) in params {
                 let value = if name == "reduction" {
-                    let s = pv.as_str().ok_or_else(|| bad(format!("reduction must be a string, got {pv}")))?;
+                    let s = pv
+                        .as_str()
+                        .ok_or_else(|| bad(format!("reduction must be a string, got {pv}")))?;
                     Reduction::parse(s).ok_or_else(|| {
-                        bad(format!("reduction {s:?} is not none, sum, mean or sequence_mean"))
+                        bad(format!(
+                            "reduction {s:?} is not none, sum, mean or sequence_mean"
+                        ))
                     })?;
                     ParamValue::Str(s.to_string())
                 } else {
                     let p = spec.param(name).ok_or_else(|| {
-                        bad(format!("{loss} has no param {name:?} (params: {})", spec.param_names()))
+                        bad(format!(
+                            "{loss} has no param {name:?} (params: {})",
+                            spec.param_names()
+                        ))
                     })?;
                     parse_param(p.kind, name, pv)?
                 };
@@ -275,7 +312,10 @@ impl Case {
         let logits_rank = inputs.get("logits").and_then(rank);
         for (name, tv) in inputs {
             let ispec = spec.input(name).ok_or_else(|| {
-                bad(format!("{loss} has no input {name:?} (inputs: {})", spec.input_names()))
+                bad(format!(
+                    "{loss} has no input {name:?} (inputs: {})",
+                    spec.input_names()
+                ))
             })?;
             let soft = ispec.kind == InputKind::ClassIdOrSoft
                 && logits_rank.is_some()
@@ -284,10 +324,14 @@ impl Case {
             case.inputs.insert(name.clone(), t);
         }
         if let Some(g) = obj.get("grad") {
-            let g = g.as_array().ok_or_else(|| bad("grad must be an array of input names".into()))?;
+            let g = g
+                .as_array()
+                .ok_or_else(|| bad("grad must be an array of input names".into()))?;
             case.grad.clear();
             for x in g {
-                let n = x.as_str().ok_or_else(|| bad(format!("grad entries must be strings, got {x}")))?;
+                let n = x
+                    .as_str()
+                    .ok_or_else(|| bad(format!("grad entries must be strings, got {x}")))?;
                 if !spec.grads.contains(&n) {
                     return Err(bad(format!(
                         "{loss} has no gradient for {n:?} (differentiable: {})",
@@ -314,7 +358,9 @@ fn parse_param(kind: ParamKind, name: &str, v: &Value) -> Result<ParamValue, Los
         }
         ParamKind::Int => {
             let x = v.as_i64().or_else(|| {
-                v.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15).map(|x| x as i64)
+                v.as_f64()
+                    .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15)
+                    .map(|x| x as i64)
             });
             ParamValue::Int(x.ok_or_else(bad)?)
         }
@@ -341,7 +387,9 @@ fn parse_tensor(
     warnings: &mut Vec<String>,
 ) -> Result<Tensor, LossError> {
     let bad = |m: String| LossError::invalid(format!("input {name}: {m}"));
-    let obj = v.as_object().ok_or_else(|| bad("must be a tensor object".into()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("must be a tensor object".into()))?;
     let data = obj
         .get("data")
         .and_then(Value::as_array)
@@ -351,17 +399,29 @@ fn parse_tensor(
             .as_array()
             .ok_or_else(|| bad("shape must be an array".into()))?
             .iter()
-            .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| bad(format!("bad dimension {d}"))))
+            .map(|d| {
+                d.as_u64()
+                    .map(|d| d as usize)
+                    .ok_or_else(|| bad(format!("bad dimension {d}")))
+            })
             .collect::<Result<_, _>>()?,
         None => vec![data.len()],
     };
-    let n: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("shape overflows".into()))?;
+    let n: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("shape overflows".into()))?;
     if n != data.len() {
-        return Err(bad(format!("shape {shape:?} holds {n} elements but data has {}", data.len())));
+        return Err(bad(format!(
+            "shape {shape:?} holds {n} elements but data has {}",
+            data.len()
+        )));
     }
     let declared = match obj.get("dtype") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(TensorDtype::parse(s).ok_or_else(|| bad(format!("unknown dtype {s:?}")))?),
+        Some(Value::String(s)) => {
+            Some(TensorDtype::parse(s).ok_or_else(|| bad(format!("unknown dtype {s:?}")))?)
+        }
         Some(o) => return Err(bad(format!("dtype must be a string, got {o}"))),
     };
     // Soft cross-entropy targets are float tensors: a declared float dtype (or, undeclared,
@@ -371,7 +431,11 @@ fn parse_tensor(
         (InputKind::ClassIdOrSoft, None) => !soft_hint,
         _ => kind.is_integer(),
     };
-    let tdtype = declared.unwrap_or(if want_int { TensorDtype::I64 } else { TensorDtype::Float(dtype) });
+    let tdtype = declared.unwrap_or(if want_int {
+        TensorDtype::I64
+    } else {
+        TensorDtype::Float(dtype)
+    });
     match (tdtype, want_int) {
         (TensorDtype::I64, true) => {
             let mut out = Vec::with_capacity(n);
@@ -390,13 +454,17 @@ fn parse_tensor(
                 out.push(i);
             }
             if repaired > 0 {
-                warnings.push(format!("input {name}: {repaired} integral float(s) read as integers"));
+                warnings.push(format!(
+                    "input {name}: {repaired} integral float(s) read as integers"
+                ));
             }
             Ok(Tensor::int(shape, out))
         }
         (TensorDtype::Float(d), false) => {
             if d != dtype {
-                return Err(bad(format!("dtype {d} differs from the request's dtype {dtype}")));
+                return Err(bad(format!(
+                    "dtype {d} differs from the request's dtype {dtype}"
+                )));
             }
             let mut vals = Vec::with_capacity(n);
             for (k, x) in data.iter().enumerate() {
@@ -439,7 +507,11 @@ pub struct Response {
 impl Response {
     pub fn to_json(&self) -> Value {
         let shaped = |t: &Tensor| json!({ "shape": t.shape, "data": t.data_json() });
-        let grad: Map<String, Value> = self.grad.iter().map(|(k, t)| (k.clone(), shaped(t))).collect();
+        let grad: Map<String, Value> = self
+            .grad
+            .iter()
+            .map(|(k, t)| (k.clone(), shaped(t)))
+            .collect();
         json!({ "id": self.id, "value": shaped(&self.value), "grad": grad })
     }
 }

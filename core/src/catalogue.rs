@@ -244,7 +244,11 @@ impl LossSpec {
         self.inputs.iter().filter(|i| !i.optional)
     }
     pub fn input_names(&self) -> String {
-        self.inputs.iter().map(|i| i.name).collect::<Vec<_>>().join(", ")
+        self.inputs
+            .iter()
+            .map(|i| i.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
     pub fn param_names(&self) -> String {
         let mut v: Vec<&str> = vec!["reduction"];
@@ -269,21 +273,54 @@ impl LossSpec {
 // The data.
 
 const fn input(name: &'static str, kind: InputKind, doc: &'static str) -> InputSpec {
-    InputSpec { name, kind, optional: false, doc }
+    InputSpec {
+        name,
+        kind,
+        optional: false,
+        doc,
+    }
 }
 const fn opt(name: &'static str, kind: InputKind, doc: &'static str) -> InputSpec {
-    InputSpec { name, kind, optional: true, doc }
+    InputSpec {
+        name,
+        kind,
+        optional: true,
+        doc,
+    }
 }
-const fn fparam(name: &'static str, default: f64, domain: ParamDomain, doc: &'static str) -> ParamSpec {
-    ParamSpec { name, kind: ParamKind::Float, default: Default::Float(default), domain, doc }
+const fn fparam(
+    name: &'static str,
+    default: f64,
+    domain: ParamDomain,
+    doc: &'static str,
+) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind: ParamKind::Float,
+        default: Default::Float(default),
+        domain,
+        doc,
+    }
 }
 
 const ANY: InputKind = InputKind::Float(Domain::Any);
 const UNIT: InputKind = InputKind::Float(Domain::UnitInterval);
-const W: InputSpec = opt("weight", InputKind::Float(Domain::Weight), "per-output-element weight, >= 0");
+const W: InputSpec = opt(
+    "weight",
+    InputKind::Float(Domain::Weight),
+    "per-output-element weight, >= 0",
+);
 const M: InputSpec = opt("mask", InputKind::Mask, "per-output-element mask, 0 or 1");
-const COT: InputSpec = opt("cotangent", ANY, "scales the gradient: the output's shape for `none`, [] otherwise");
-const CW: InputSpec = opt("class_weight", InputKind::Float(Domain::Weight), "[C] per-class weight, >= 0");
+const COT: InputSpec = opt(
+    "cotangent",
+    ANY,
+    "scales the gradient: the output's shape for `none`, [] otherwise",
+);
+const CW: InputSpec = opt(
+    "class_weight",
+    InputKind::Float(Domain::Weight),
+    "[C] per-class weight, >= 0",
+);
 
 const E: Dims = Dims::Elementwise;
 const fn named(d: &'static [&'static str]) -> Dims {
@@ -545,7 +582,8 @@ fn kind_word(r: Reduction) -> &'static str {
 /// masked, zero-weight and ignored positions). The error names the input, the index and the
 /// value.
 pub fn validate(case: &Case) -> Result<Checked, LossError> {
-    let spec = spec(&case.loss).ok_or_else(|| LossError::invalid(format!("unknown loss {:?}", case.loss)))?;
+    let spec = spec(&case.loss)
+        .ok_or_else(|| LossError::invalid(format!("unknown loss {:?}", case.loss)))?;
     let bad = LossError::invalid;
     // inputs: required present, none unknown, dtypes.
     for i in spec.required_inputs() {
@@ -555,7 +593,11 @@ pub fn validate(case: &Case) -> Result<Checked, LossError> {
     }
     for (name, t) in &case.inputs {
         let ispec = spec.input(name).ok_or_else(|| {
-            bad(format!("{}: unknown input {name:?} (inputs: {})", spec.id, spec.input_names()))
+            bad(format!(
+                "{}: unknown input {name:?} (inputs: {})",
+                spec.id,
+                spec.input_names()
+            ))
         })?;
         let ok = match (ispec.kind, t.dtype) {
             (InputKind::Float(_), TensorDtype::Float(d)) => d == case.dtype,
@@ -568,16 +610,29 @@ pub fn validate(case: &Case) -> Result<Checked, LossError> {
             return Err(bad(format!(
                 "input {name}: dtype {} where {} is expected",
                 t.dtype.name(),
-                if ispec.kind.is_integer() && ispec.kind != InputKind::ClassIdOrSoft { "i64".to_string() } else { case.dtype.name().to_string() }
+                if ispec.kind.is_integer() && ispec.kind != InputKind::ClassIdOrSoft {
+                    "i64".to_string()
+                } else {
+                    case.dtype.name().to_string()
+                }
             )));
         }
         if t.len() != t.numel() {
-            return Err(bad(format!("input {name}: shape {:?} holds {} elements but data has {}", t.shape, t.numel(), t.len())));
+            return Err(bad(format!(
+                "input {name}: shape {:?} holds {} elements but data has {}",
+                t.shape,
+                t.numel(),
+                t.len()
+            )));
         }
     }
     for g in &case.grad {
         if !spec.grads.contains(&g.as_str()) {
-            return Err(bad(format!("{}: no gradient for {g:?} (differentiable: {})", spec.id, spec.grads.join(", "))));
+            return Err(bad(format!(
+                "{}: no gradient for {g:?} (differentiable: {})",
+                spec.id,
+                spec.grads.join(", ")
+            )));
         }
     }
     // out_dtype: the input dtype, or f32 (the autocast pattern for 16-bit inputs)
@@ -601,48 +656,84 @@ pub fn validate(case: &Case) -> Result<Checked, LossError> {
             }
             continue;
         }
-        let p = spec.param(name).ok_or_else(|| bad(format!("{}: unknown param {name:?} (params: {})", spec.id, spec.param_names())))?;
+        let p = spec.param(name).ok_or_else(|| {
+            bad(format!(
+                "{}: unknown param {name:?} (params: {})",
+                spec.id,
+                spec.param_names()
+            ))
+        })?;
         let ok = match (p.kind, v) {
             (ParamKind::Float, ParamValue::Float(x)) => p.domain.contains(*x),
             (ParamKind::OptFloat, ParamValue::Null) => true,
             (ParamKind::OptFloat, ParamValue::Float(x)) => p.domain.contains(*x),
-            (ParamKind::Int, ParamValue::Int(i)) => p.domain.contains(*i as f64) || p.domain == ParamDomain::Any,
+            (ParamKind::Int, ParamValue::Int(i)) => {
+                p.domain.contains(*i as f64) || p.domain == ParamDomain::Any
+            }
             (ParamKind::Bool, ParamValue::Bool(_)) => true,
             (ParamKind::Choice(c), ParamValue::Str(s)) => c.contains(&s.as_str()),
             _ => false,
         };
         if !ok {
-            return Err(bad(format!("param {name}={v} is outside its domain ({} {})", p.kind.name(), p.domain.describe())));
+            return Err(bad(format!(
+                "param {name}={v} is outside its domain ({} {})",
+                p.kind.name(),
+                p.domain.describe()
+            )));
         }
     }
     // layout
     let (layout, dims, row_shape) = match_layout(spec, case)?;
     let reduction = case.reduction();
     if !spec.reductions().contains(&reduction) {
-        return Err(bad(format!("{}: reduction {} is not supported", spec.id, kind_word(reduction))));
+        return Err(bad(format!(
+            "{}: reduction {} is not supported",
+            spec.id,
+            kind_word(reduction)
+        )));
     }
     if reduction == Reduction::SequenceMean && layout.name != "BTC" {
-        return Err(bad("reduction sequence_mean needs [B,T,C] logits".to_string()));
+        return Err(bad(
+            "reduction sequence_mean needs [B,T,C] logits".to_string()
+        ));
     }
     if let Some(&c) = dims.get("C") {
         let n = row_shape.iter().product::<usize>();
         if c == 0 && n != 0 {
-            return Err(bad(format!("C = 0 classes with {n} rows (C = 0 only with N = 0)")));
+            return Err(bad(format!(
+                "C = 0 classes with {n} rows (C = 0 only with N = 0)"
+            )));
         }
     }
     if let Some(cot) = case.inputs.get("cotangent") {
-        let want: Vec<usize> = if reduction == Reduction::None { row_shape.clone() } else { vec![] };
+        let want: Vec<usize> = if reduction == Reduction::None {
+            row_shape.clone()
+        } else {
+            vec![]
+        };
         if cot.shape != want {
-            return Err(bad(format!("input cotangent: shape {:?}, expected {:?} for reduction {}", cot.shape, want, reduction)));
+            return Err(bad(format!(
+                "input cotangent: shape {:?}, expected {:?} for reduction {}",
+                cot.shape, want, reduction
+            )));
         }
     }
     let rows = row_shape.iter().product::<usize>();
-    let checked = Checked { layout: layout.name, dims, row_shape, rows, soft: layout.soft };
+    let checked = Checked {
+        layout: layout.name,
+        dims,
+        row_shape,
+        rows,
+        soft: layout.soft,
+    };
     check_values(spec, case, &checked)?;
     Ok(checked)
 }
 
-fn match_layout(spec: &LossSpec, case: &Case) -> Result<(&'static Layout, BTreeMap<&'static str, usize>, Vec<usize>), LossError> {
+fn match_layout(
+    spec: &LossSpec,
+    case: &Case,
+) -> Result<(&'static Layout, BTreeMap<&'static str, usize>, Vec<usize>), LossError> {
     let mut errors = Vec::new();
     for layout in spec.layouts {
         match try_layout(layout, case) {
@@ -657,14 +748,25 @@ fn match_layout(spec: &LossSpec, case: &Case) -> Result<(&'static Layout, BTreeM
     }))
 }
 
-fn try_layout(layout: &'static Layout, case: &Case) -> Result<(BTreeMap<&'static str, usize>, Vec<usize>), String> {
+fn try_layout(
+    layout: &'static Layout,
+    case: &Case,
+) -> Result<(BTreeMap<&'static str, usize>, Vec<usize>), String> {
     let spec = case.spec();
     // soft vs class-id target
     if let Some(t) = case.inputs.get("target") {
         if spec.input("target").map(|i| i.kind) == Some(InputKind::ClassIdOrSoft) {
             let is_float = matches!(t.dtype, TensorDtype::Float(_));
             if is_float != layout.soft {
-                return Err(format!("layout {}: target must be {}", layout.name, if layout.soft { "a float tensor" } else { "i64 class ids" }));
+                return Err(format!(
+                    "layout {}: target must be {}",
+                    layout.name,
+                    if layout.soft {
+                        "a float tensor"
+                    } else {
+                        "i64 class ids"
+                    }
+                ));
             }
         }
     }
@@ -677,14 +779,20 @@ fn try_layout(layout: &'static Layout, case: &Case) -> Result<(BTreeMap<&'static
         .and_then(|(n, _)| case.inputs.get(*n))
         .map(|t| t.shape.clone());
     for (name, d) in layout.dims {
-        let Some(t) = case.inputs.get(*name) else { continue };
+        let Some(t) = case.inputs.get(*name) else {
+            continue;
+        };
         if *name == "cotangent" {
             continue; // checked against the reduction later
         }
         match d {
             Dims::Elementwise => {
                 if Some(&t.shape) != elem_shape.as_ref() {
-                    return Err(format!("input {name}: shape {:?} differs from {:?}", t.shape, elem_shape.unwrap_or_default()));
+                    return Err(format!(
+                        "input {name}: shape {:?} differs from {:?}",
+                        t.shape,
+                        elem_shape.unwrap_or_default()
+                    ));
                 }
             }
             Dims::ElementwiseOrLast => {
@@ -692,17 +800,29 @@ fn try_layout(layout: &'static Layout, case: &Case) -> Result<(BTreeMap<&'static
                 let last = es.last().copied();
                 let ok = t.shape == es || (t.shape.len() == 1 && Some(t.shape[0]) == last);
                 if !ok {
-                    return Err(format!("input {name}: shape {:?} is neither {:?} nor [{}]", t.shape, es, last.map(|l| l.to_string()).unwrap_or_default()));
+                    return Err(format!(
+                        "input {name}: shape {:?} is neither {:?} nor [{}]",
+                        t.shape,
+                        es,
+                        last.map(|l| l.to_string()).unwrap_or_default()
+                    ));
                 }
             }
             Dims::Named(syms) => {
                 if t.shape.len() != syms.len() {
-                    return Err(format!("input {name}: shape {:?} is not [{}]", t.shape, syms.join(",")));
+                    return Err(format!(
+                        "input {name}: shape {:?} is not [{}]",
+                        t.shape,
+                        syms.join(",")
+                    ));
                 }
                 for (s, &n) in syms.iter().zip(&t.shape) {
                     match dims.get(s) {
                         Some(&m) if m != n => {
-                            return Err(format!("input {name}: dim {s} = {n} but {s} = {m} elsewhere (shape {:?})", t.shape));
+                            return Err(format!(
+                                "input {name}: dim {s} = {n} but {s} = {m} elsewhere (shape {:?})",
+                                t.shape
+                            ));
                         }
                         _ => {
                             dims.insert(s, n);
@@ -713,7 +833,10 @@ fn try_layout(layout: &'static Layout, case: &Case) -> Result<(BTreeMap<&'static
         }
     }
     let rows = match layout.rows {
-        Dims::Named(syms) => syms.iter().map(|s| dims.get(s).copied().unwrap_or(0)).collect(),
+        Dims::Named(syms) => syms
+            .iter()
+            .map(|s| dims.get(s).copied().unwrap_or(0))
+            .collect(),
         _ => elem_shape.unwrap_or_default(),
     };
     Ok((dims, rows))
@@ -746,8 +869,14 @@ pub fn skipped_rows(case: &Case, rows: usize) -> Vec<bool> {
         }
     }
     let spec = case.spec();
-    if matches!(spec.input("target").map(|i| i.kind), Some(InputKind::ClassId | InputKind::ClassIdOrSoft)) {
-        if let (Some(t), Some(ii)) = (case.inputs.get("target").and_then(Tensor::i), ignore_index(case)) {
+    if matches!(
+        spec.input("target").map(|i| i.kind),
+        Some(InputKind::ClassId | InputKind::ClassIdOrSoft)
+    ) {
+        if let (Some(t), Some(ii)) = (
+            case.inputs.get("target").and_then(Tensor::i),
+            ignore_index(case),
+        ) {
             for (s, &v) in skip.iter_mut().zip(t) {
                 *s |= v == ii;
             }
@@ -780,23 +909,34 @@ fn check_values(spec: &LossSpec, case: &Case, checked: &Checked) -> Result<(), L
                 "pos_weight" if w.len() == checked.rows => skip[k],
                 _ => false,
             };
-            if let Some((k, v)) =
-                w.iter().enumerate().find(|&(k, v)| !(exempt(k) || v.is_finite() && *v >= 0.0))
+            if let Some((k, v)) = w
+                .iter()
+                .enumerate()
+                .find(|&(k, v)| !(exempt(k) || v.is_finite() && *v >= 0.0))
             {
-                return Err(bad(format!("input {wname}[{k}]={v:?} is not a finite value >= 0")));
+                return Err(bad(format!(
+                    "input {wname}[{k}]={v:?} is not a finite value >= 0"
+                )));
             }
         }
     }
     let log_target = matches!(case.params.get("log_target"), Some(ParamValue::Bool(true)));
     let ignore_index = ignore_index(case);
     for (name, t) in &case.inputs {
-        if matches!(name.as_str(), "mask" | "weight" | "class_weight" | "pos_weight" | "cotangent") {
+        if matches!(
+            name.as_str(),
+            "mask" | "weight" | "class_weight" | "pos_weight" | "cotangent"
+        ) {
             continue;
         }
         let kind = spec.input(name).unwrap().kind;
         let n = t.len();
         // elements per row for row-aligned inputs
-        let per_row = if checked.rows > 0 && n % checked.rows == 0 { n / checked.rows } else { 0 };
+        let per_row = if checked.rows > 0 && n % checked.rows == 0 {
+            n / checked.rows
+        } else {
+            0
+        };
         let skipped = |k: usize| per_row > 0 && skip[k / per_row];
         match (kind, &t.data) {
             (_, crate::tensor::Data::F(v)) => {
@@ -810,11 +950,12 @@ fn check_values(spec: &LossSpec, case: &Case, checked: &Checked) -> Result<(), L
                     }
                     let problem = match dom {
                         Domain::Any | Domain::Weight => None,
-                        Domain::UnitInterval => (!(0.0..=1.0).contains(&x)).then_some("outside [0, 1]"),
-                        Domain::NonNegative => (x < 0.0).then_some("negative"),
-                        Domain::KlTarget if log_target => {
-                            (x > 0.0).then_some("> 0 with log_target (a log-probability must be <= 0)")
+                        Domain::UnitInterval => {
+                            (!(0.0..=1.0).contains(&x)).then_some("outside [0, 1]")
                         }
+                        Domain::NonNegative => (x < 0.0).then_some("negative"),
+                        Domain::KlTarget if log_target => (x > 0.0)
+                            .then_some("> 0 with log_target (a log-probability must be <= 0)"),
                         Domain::KlTarget => (!(0.0..=1.0).contains(&x)).then_some("outside [0, 1]"),
                     };
                     if let Some(what) = problem {

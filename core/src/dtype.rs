@@ -50,9 +50,21 @@ impl Dtype {
 
     pub fn format(self) -> Format {
         match self {
-            Dtype::F32 => Format { precision: 24, emin: -126, emax: 127 },
-            Dtype::F16 => Format { precision: 11, emin: -14, emax: 15 },
-            Dtype::Bf16 => Format { precision: 8, emin: -126, emax: 127 },
+            Dtype::F32 => Format {
+                precision: 24,
+                emin: -126,
+                emax: 127,
+            },
+            Dtype::F16 => Format {
+                precision: 11,
+                emin: -14,
+                emax: 15,
+            },
+            Dtype::Bf16 => Format {
+                precision: 8,
+                emin: -126,
+                emax: 127,
+            },
         }
     }
 
@@ -168,7 +180,11 @@ impl Dtype {
         if x.is_nan() || x == f64::INFINITY {
             return x;
         }
-        self.from_ordinal(self.ordinal(x).expect("next_up of a value outside the dtype") + 1)
+        self.from_ordinal(
+            self.ordinal(x)
+                .expect("next_up of a value outside the dtype")
+                + 1,
+        )
     }
 
     pub fn next_down(self, x: f64) -> f64 {

@@ -51,7 +51,11 @@ impl Tensor {
     /// A float tensor; `data` must already hold values of `dtype` (see [`Tensor::float_rounded`]).
     pub fn float(dtype: Dtype, shape: Vec<usize>, data: Vec<f64>) -> Tensor {
         debug_assert_eq!(numel(&shape), data.len());
-        Tensor { dtype: TensorDtype::Float(dtype), shape, data: Data::F(data) }
+        Tensor {
+            dtype: TensorDtype::Float(dtype),
+            shape,
+            data: Data::F(data),
+        }
     }
 
     /// A float tensor whose data are rounded to `dtype`; returns how many values moved.
@@ -72,7 +76,11 @@ impl Tensor {
 
     pub fn int(shape: Vec<usize>, data: Vec<i64>) -> Tensor {
         debug_assert_eq!(numel(&shape), data.len());
-        Tensor { dtype: TensorDtype::I64, shape, data: Data::I(data) }
+        Tensor {
+            dtype: TensorDtype::I64,
+            shape,
+            data: Data::I(data),
+        }
     }
 
     pub fn scalar(dtype: Dtype, x: f64) -> Tensor {

@@ -77,7 +77,12 @@ fn inf_bits(dt: Dtype) -> u32 {
 fn positive_values(dt: Dtype) -> Vec<f64> {
     let v: Vec<f64> = (0..inf_bits(dt)).map(|b| decode(dt, b)).collect();
     for w in v.windows(2) {
-        assert!(w[0] < w[1], "{dt}: decoded values are not increasing: {} then {}", w[0], w[1]);
+        assert!(
+            w[0] < w[1],
+            "{dt}: decoded values are not increasing: {} then {}",
+            w[0],
+            w[1]
+        );
     }
     v
 }
@@ -112,14 +117,21 @@ fn every_16bit_pattern_decodes_to_the_ieee_value_and_rounds_to_itself() {
     for dt in SIXTEEN {
         for b in 0..=0xFFFFu32 {
             let v = decode(dt, b);
-            assert!(same(dt.from_bits(b), v), "{dt}: from_bits({b:#06x}) = {} not {v}", dt.from_bits(b));
+            assert!(
+                same(dt.from_bits(b), v),
+                "{dt}: from_bits({b:#06x}) = {} not {v}",
+                dt.from_bits(b)
+            );
             let r = dt.round(v);
             assert!(same(r, v), "{dt}: round({v:e}) (bits {b:#06x}) = {r:e}");
             assert!(dt.contains(v), "{dt}: contains({v:e}) is false");
             if !v.is_nan() {
                 assert_eq!(dt.to_bits(v), b, "{dt}: to_bits({v:e})");
             } else {
-                assert!(decode(dt, dt.to_bits(v)).is_nan(), "{dt}: to_bits(NaN) is not a NaN pattern");
+                assert!(
+                    decode(dt, dt.to_bits(v)).is_nan(),
+                    "{dt}: to_bits(NaN) is not a NaN pattern"
+                );
             }
         }
     }
@@ -131,12 +143,20 @@ fn contains_rejects_every_midpoint_and_out_of_range_value() {
         let v = positive_values(dt);
         for w in v.windows(2) {
             let mid = (w[0] + w[1]) / 2.0;
-            assert!(!dt.contains(mid) && !dt.contains(-mid), "{dt}: contains midpoint {mid:e}");
+            assert!(
+                !dt.contains(mid) && !dt.contains(-mid),
+                "{dt}: contains midpoint {mid:e}"
+            );
         }
         let max = *v.last().unwrap();
         assert!(!dt.contains(2.0 * max));
-        assert!(!dt.contains(v[1] / 2.0), "{dt}: contains half the min subnormal");
-        assert!(dt.contains(f64::NAN) && dt.contains(f64::INFINITY) && dt.contains(f64::NEG_INFINITY));
+        assert!(
+            !dt.contains(v[1] / 2.0),
+            "{dt}: contains half the min subnormal"
+        );
+        assert!(
+            dt.contains(f64::NAN) && dt.contains(f64::INFINITY) && dt.contains(f64::NEG_INFINITY)
+        );
     }
 }
 
@@ -148,7 +168,11 @@ fn format_constants_match_the_decoded_tables() {
         assert_eq!(dt.max(), *v.last().unwrap(), "{dt} max");
         assert_eq!(dt.min_subnormal(), v[1], "{dt} min subnormal");
         assert_eq!(dt.min_normal(), v[1 << mb], "{dt} min normal");
-        assert_eq!(dt.epsilon(), decode(dt, dt.to_bits(1.0) + 1) - 1.0, "{dt} epsilon");
+        assert_eq!(
+            dt.epsilon(),
+            decode(dt, dt.to_bits(1.0) + 1) - 1.0,
+            "{dt} epsilon"
+        );
         assert_eq!(dt.width(), 16);
         assert_eq!(dt.precision(), mb + 1);
     }
@@ -188,7 +212,10 @@ fn ordinal_and_from_ordinal_round_trip_on_every_16bit_value() {
             if v == 0.0 {
                 assert_eq!(back, 0.0, "{dt}: from_ordinal(0)");
             } else {
-                assert!(same(back, v), "{dt}: from_ordinal({k}) = {back:e}, not {v:e}");
+                assert!(
+                    same(back, v),
+                    "{dt}: from_ordinal({k}) = {back:e}, not {v:e}"
+                );
             }
         }
         assert_eq!(dt.ordinal(-0.0), Some(0));
@@ -221,7 +248,13 @@ fn ordinals_are_monotone_and_consecutive_along_the_number_line() {
         let l = line(dt);
         let o: Vec<i64> = l.iter().map(|&x| dt.ordinal(x).unwrap()).collect();
         for (w, x) in o.windows(2).zip(l.windows(2)) {
-            assert_eq!(w[1], w[0] + 1, "{dt}: ordinals of {:e} and {:e}", x[0], x[1]);
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "{dt}: ordinals of {:e} and {:e}",
+                x[0],
+                x[1]
+            );
         }
         assert_eq!(dt.ordinal(0.0), Some(0));
     }
@@ -233,8 +266,20 @@ fn ulps_between_neighbours_is_one_and_between_signed_zeros_is_zero() {
         let l = line(dt);
         // finite neighbours (the pair (max, inf) is ∞, checked below)
         for w in l[1..l.len() - 1].windows(2) {
-            assert_eq!(dt.ulps(w[0], w[1]), 1.0, "{dt}: ulps({:e}, {:e})", w[0], w[1]);
-            assert_eq!(dt.ulps(w[1], w[0]), 1.0, "{dt}: ulps({:e}, {:e})", w[1], w[0]);
+            assert_eq!(
+                dt.ulps(w[0], w[1]),
+                1.0,
+                "{dt}: ulps({:e}, {:e})",
+                w[0],
+                w[1]
+            );
+            assert_eq!(
+                dt.ulps(w[1], w[0]),
+                1.0,
+                "{dt}: ulps({:e}, {:e})",
+                w[1],
+                w[0]
+            );
         }
         assert_eq!(dt.ulps(-0.0, 0.0), 0.0);
         assert_eq!(dt.ulps(0.0, -0.0), 0.0);
@@ -279,8 +324,14 @@ fn bits_is_log2_of_one_plus_ulps_capped_at_the_width() {
         assert_eq!(dt.bits(two_pow(cap as i32 + 3)), cap, "{dt}: above the cap");
         assert_eq!(dt.bits(f64::INFINITY), cap);
         assert_eq!(dt.bits(f64::NAN), cap);
-        assert!((dt.bits(2.0) - 1.584_962_500_721_156).abs() < 1e-15, "{dt}: bits(2) = log2 3");
-        assert!((dt.bits(0.5) - 0.584_962_500_721_156_2).abs() < 1e-15, "{dt}: bits(0.5) = log2 1.5");
+        assert!(
+            (dt.bits(2.0) - 1.584_962_500_721_156).abs() < 1e-15,
+            "{dt}: bits(2) = log2 3"
+        );
+        assert!(
+            (dt.bits(0.5) - 0.584_962_500_721_156_2).abs() < 1e-15,
+            "{dt}: bits(0.5) = log2 1.5"
+        );
         assert_eq!(dt.bits(dt.ulps(dt.max(), f64::INFINITY)), cap);
     }
 }
@@ -299,7 +350,11 @@ fn ulp_at_is_the_gap_to_the_next_value_up() {
         }
         let n = v.len();
         let top_gap = v[n - 1] - v[n - 2];
-        assert_eq!(dt.ulp_at(v[n - 1]), top_gap, "{dt}: ulp_at(max) is the spacing at max");
+        assert_eq!(
+            dt.ulp_at(v[n - 1]),
+            top_gap,
+            "{dt}: ulp_at(max) is the spacing at max"
+        );
         assert_eq!(dt.ulp_at(f64::INFINITY), top_gap);
         assert_eq!(dt.ulp_at(1e300), top_gap);
         assert_eq!(dt.ulp_at(0.0), v[1]);
@@ -349,11 +404,26 @@ fn midpoints_round_to_even_and_their_f64_neighbours_to_the_nearer_value() {
             let even = even_of(dt, b as u32);
             for s in [1.0, -1.0] {
                 let got = dt.round(s * mid);
-                assert!(same(got, s * even), "{dt}: round({:e}) = {got:e}, want {:e} (ties to even)", s * mid, s * even);
+                assert!(
+                    same(got, s * even),
+                    "{dt}: round({:e}) = {got:e}, want {:e} (ties to even)",
+                    s * mid,
+                    s * even
+                );
                 let up = dt.round(s * f64_up(mid));
-                assert!(same(up, s * hi), "{dt}: round({:e}) = {up:e}, want {:e}", s * f64_up(mid), s * hi);
+                assert!(
+                    same(up, s * hi),
+                    "{dt}: round({:e}) = {up:e}, want {:e}",
+                    s * f64_up(mid),
+                    s * hi
+                );
                 let down = dt.round(s * f64_down(mid));
-                assert!(same(down, s * lo), "{dt}: round({:e}) = {down:e}, want {:e}", s * f64_down(mid), s * lo);
+                assert!(
+                    same(down, s * lo),
+                    "{dt}: round({:e}) = {down:e}, want {:e}",
+                    s * f64_down(mid),
+                    s * lo
+                );
             }
         }
     }
@@ -367,9 +437,18 @@ fn overflow_threshold_is_max_plus_half_an_ulp() {
         let (max, below) = (v[n - 1], v[n - 2]);
         let t = max + (max - below) / 2.0;
         for s in [1.0, -1.0] {
-            assert_eq!(dt.round(s * t), s * f64::INFINITY, "{dt}: round({:e})", s * t);
+            assert_eq!(
+                dt.round(s * t),
+                s * f64::INFINITY,
+                "{dt}: round({:e})",
+                s * t
+            );
             assert_eq!(dt.round(s * f64_up(t)), s * f64::INFINITY);
-            assert_eq!(dt.round(s * f64_down(t)), s * max, "{dt}: round(just below max + ulp/2)");
+            assert_eq!(
+                dt.round(s * f64_down(t)),
+                s * max,
+                "{dt}: round(just below max + ulp/2)"
+            );
             assert_eq!(dt.round(s * 2.0 * max), s * f64::INFINITY);
             assert_eq!(dt.round(s * f64::MAX), s * f64::INFINITY);
             assert_eq!(dt.round(s * f64::INFINITY), s * f64::INFINITY);
@@ -384,10 +463,21 @@ fn half_the_min_subnormal_rounds_to_signed_zero_and_just_above_to_the_min_subnor
         let min_sub = positive_values(dt)[1];
         let h = min_sub / 2.0;
         for s in [1.0f64, -1.0] {
-            assert!(same(dt.round(s * h), s * 0.0), "{dt}: round({:e}) = {:e}", s * h, dt.round(s * h));
+            assert!(
+                same(dt.round(s * h), s * 0.0),
+                "{dt}: round({:e}) = {:e}",
+                s * h,
+                dt.round(s * h)
+            );
             assert!(same(dt.round(s * f64_down(h)), s * 0.0));
-            assert!(same(dt.round(s * f64_up(h)), s * min_sub), "{dt}: round(just above half min_sub)");
-            assert!(same(dt.round(s * f64::from_bits(1)), s * 0.0), "{dt}: the least f64 subnormal");
+            assert!(
+                same(dt.round(s * f64_up(h)), s * min_sub),
+                "{dt}: round(just above half min_sub)"
+            );
+            assert!(
+                same(dt.round(s * f64::from_bits(1)), s * 0.0),
+                "{dt}: the least f64 subnormal"
+            );
             assert!(same(dt.round(s * 1e-300), s * 0.0));
             assert!(same(dt.round(s * 0.0), s * 0.0));
         }
@@ -396,7 +486,12 @@ fn half_the_min_subnormal_rounds_to_signed_zero_and_just_above_to_the_min_subnor
 
 /// Reference rounding by binary search: the largest positive value (given as an increasing list,
 /// accessed through `value(i)`, i in 0..n) not above |x|, then exact distance comparison.
-fn reference_round(x: f64, n: u32, value: impl Fn(u32) -> f64, bits_even: impl Fn(u32) -> bool) -> f64 {
+fn reference_round(
+    x: f64,
+    n: u32,
+    value: impl Fn(u32) -> f64,
+    bits_even: impl Fn(u32) -> bool,
+) -> f64 {
     if x.is_nan() {
         return f64::NAN;
     }
@@ -483,7 +578,11 @@ fn random_f64_values_round_like_the_binary_search_reference_in_16bit() {
             let x = rng.f64_in_binades(lo_e, hi_e);
             let want = reference_round(x, n, |i| v[i as usize], |i| i % 2 == 0);
             let got = dt.round(x);
-            assert!(same(got, want), "{dt}: round({x:e} = {:#018x}) = {got:e}, want {want:e}", x.to_bits());
+            assert!(
+                same(got, want),
+                "{dt}: round({x:e} = {:#018x}) = {got:e}, want {want:e}",
+                x.to_bits()
+            );
         }
     }
 }
@@ -506,20 +605,33 @@ fn f32_decoding_matches_the_ieee_layout_on_boundary_patterns() {
             assert!(same(Dtype::F32.from_bits(b | s), v));
             assert!(same(Dtype::F32.round(v), v));
             assert_eq!(Dtype::F32.to_bits(v), b | s);
-            assert_eq!(Dtype::F32.ordinal(v), Some(if s == 0 { b as i64 } else { -(b as i64) }));
+            assert_eq!(
+                Dtype::F32.ordinal(v),
+                Some(if s == 0 { b as i64 } else { -(b as i64) })
+            );
             if b < F32_INF_BITS {
                 let next = decode(Dtype::F32, b + 1);
                 assert_eq!(Dtype::F32.next_up(decode(Dtype::F32, b)), next);
                 if b + 1 < F32_INF_BITS {
                     assert_eq!(Dtype::F32.ulps(decode(Dtype::F32, b), next), 1.0);
-                    assert_eq!(Dtype::F32.ulp_at(decode(Dtype::F32, b)), next - decode(Dtype::F32, b), "{b:#x}");
+                    assert_eq!(
+                        Dtype::F32.ulp_at(decode(Dtype::F32, b)),
+                        next - decode(Dtype::F32, b),
+                        "{b:#x}"
+                    );
                 }
             }
         }
     }
     assert_eq!(Dtype::F32.ulps(-0.0, 0.0), 0.0);
-    assert_eq!(Dtype::F32.ulps(f32::MAX as f64, f64::INFINITY), f64::INFINITY);
-    assert_eq!(Dtype::F32.ulps(f32::MAX as f64, -(f32::MAX as f64)), 2.0 * (F32_INF_BITS - 1) as f64);
+    assert_eq!(
+        Dtype::F32.ulps(f32::MAX as f64, f64::INFINITY),
+        f64::INFINITY
+    );
+    assert_eq!(
+        Dtype::F32.ulps(f32::MAX as f64, -(f32::MAX as f64)),
+        2.0 * (F32_INF_BITS - 1) as f64
+    );
 }
 
 #[test]
@@ -534,9 +646,21 @@ fn f32_midpoints_at_the_boundaries_round_to_even_and_their_neighbours_to_the_nea
         let mid = (lo + hi) / 2.0;
         let even = if b % 2 == 0 { lo } else { hi };
         for s in [1.0, -1.0] {
-            assert!(same(dt.round(s * mid), s * even), "f32: round({:e})", s * mid);
-            assert!(same(dt.round(s * f64_up(mid)), s * hi), "f32: round(up of {:e})", s * mid);
-            assert!(same(dt.round(s * f64_down(mid)), s * lo), "f32: round(down of {:e})", s * mid);
+            assert!(
+                same(dt.round(s * mid), s * even),
+                "f32: round({:e})",
+                s * mid
+            );
+            assert!(
+                same(dt.round(s * f64_up(mid)), s * hi),
+                "f32: round(up of {:e})",
+                s * mid
+            );
+            assert!(
+                same(dt.round(s * f64_down(mid)), s * lo),
+                "f32: round(down of {:e})",
+                s * mid
+            );
         }
     }
     // overflow: max + ulp(max)/2 → inf, just below → max
@@ -563,7 +687,10 @@ fn random_f64_values_round_to_f32_like_the_binary_search_reference() {
         let x = rng.f64_in_binades(-152, 129);
         let want = reference_round(x, n, value, |i| i % 2 == 0);
         let got = Dtype::F32.round(x);
-        assert!(same(got, want), "f32: round({x:e}) = {got:e}, want {want:e}");
+        assert!(
+            same(got, want),
+            "f32: round({x:e}) = {got:e}, want {want:e}"
+        );
     }
 }
 
@@ -610,7 +737,11 @@ fn exp_dd(x: f64) -> Dd {
     }
     let ln2 = two_sum(ln2.0, ln2.1);
     let (l_hi, l_lo) = (ln2.0, ln2.1);
-    assert_eq!(l_hi, std::f64::consts::LN_2, "the series' head is ln 2 to nearest");
+    assert_eq!(
+        l_hi,
+        std::f64::consts::LN_2,
+        "the series' head is ln 2 to nearest"
+    );
     assert!(l_lo > 2.3e-17 && l_lo < 2.4e-17, "ln 2 − LN_2 ≈ 2.319e-17");
     #[allow(non_snake_case)]
     let LN2 = Dd(l_hi, l_lo);
@@ -632,7 +763,10 @@ fn exp_dd(x: f64) -> Dd {
 fn exp_cmp(x: f64, t: f64) -> std::cmp::Ordering {
     let e = exp_dd(x);
     let d = (e.0 - t) + e.1;
-    assert!(d.abs() > 1e-26 * t, "exp({x:e}) is too close to {t:e} to decide ({d:e})");
+    assert!(
+        d.abs() > 1e-26 * t,
+        "exp({x:e}) is too close to {t:e} to decide ({d:e})"
+    );
     d.partial_cmp(&0.0).unwrap()
 }
 
@@ -640,7 +774,12 @@ fn exp_cmp(x: f64, t: f64) -> std::cmp::Ordering {
 fn landmarks(dt: Dtype) -> (f64, f64, f64, f64) {
     let inf = inf_bits(dt);
     let (_, mb) = layout(dt);
-    (decode(dt, inf - 1), decode(dt, inf - 2), decode(dt, 1), decode(dt, 1 << mb))
+    (
+        decode(dt, inf - 1),
+        decode(dt, inf - 2),
+        decode(dt, 1),
+        decode(dt, 1 << mb),
+    )
 }
 
 #[test]
@@ -651,10 +790,22 @@ fn exp_overflow_edge_is_the_smallest_x_whose_exp_rounds_to_inf() {
         let (max, below, _, _) = landmarks(dt);
         let t = max + (max - below) / 2.0; // RN(y) = inf iff y ≥ t
         assert_ne!(exp_cmp(x, t), Less, "{dt}: exp(edge) < max + ulp/2");
-        assert_eq!(exp_cmp(f64_down(x), t), Less, "{dt}: the f64 below the edge already overflows");
+        assert_eq!(
+            exp_cmp(f64_down(x), t),
+            Less,
+            "{dt}: the f64 below the edge already overflows"
+        );
         // and with libm's exp, where the margin exceeds its error (≥ 1 f64 ulp of x away)
-        assert_eq!(dt.round(libm::exp(f64_up(x))), f64::INFINITY, "{dt}: just above the edge");
-        assert_eq!(dt.round(libm::exp(f64_down(f64_down(x)))), max, "{dt}: just below the edge");
+        assert_eq!(
+            dt.round(libm::exp(f64_up(x))),
+            f64::INFINITY,
+            "{dt}: just above the edge"
+        );
+        assert_eq!(
+            dt.round(libm::exp(f64_down(f64_down(x)))),
+            max,
+            "{dt}: just below the edge"
+        );
         assert!(dt.round(libm::exp(x - 1e-6)).is_finite());
         assert_eq!(dt.round(libm::exp(x + 1e-6)), f64::INFINITY);
     }
@@ -668,11 +819,26 @@ fn exp_subnormal_edge_separates_subnormal_from_normal_results() {
         let (_, _, min_sub, min_normal) = landmarks(dt);
         let t = min_normal - min_sub / 2.0; // RN(y) ≥ min normal iff y ≥ t (ties to the even min normal)
         assert_ne!(exp_cmp(x, t), Less, "{dt}: exp(edge) rounds to a subnormal");
-        assert_eq!(exp_cmp(f64_down(x), t), Less, "{dt}: the f64 below the edge still rounds to a normal");
+        assert_eq!(
+            exp_cmp(f64_down(x), t),
+            Less,
+            "{dt}: the f64 below the edge still rounds to a normal"
+        );
         let below = dt.round(libm::exp(f64_down(f64_down(x))));
-        assert!(below > 0.0 && below < min_normal, "{dt}: RN(exp(just below)) = {below:e} is not subnormal");
-        assert_eq!(below, min_normal - min_sub, "{dt}: just below the edge is the largest subnormal");
-        assert_eq!(dt.round(libm::exp(f64_up(x))), min_normal, "{dt}: just above the edge");
+        assert!(
+            below > 0.0 && below < min_normal,
+            "{dt}: RN(exp(just below)) = {below:e} is not subnormal"
+        );
+        assert_eq!(
+            below,
+            min_normal - min_sub,
+            "{dt}: just below the edge is the largest subnormal"
+        );
+        assert_eq!(
+            dt.round(libm::exp(f64_up(x))),
+            min_normal,
+            "{dt}: just above the edge"
+        );
         assert!(dt.round(libm::exp(x + 1e-6)) >= min_normal);
         let b = dt.round(libm::exp(x - 1e-6));
         assert!(b > 0.0 && b < min_normal);
@@ -686,10 +852,26 @@ fn exp_zero_edge_is_the_largest_x_whose_exp_rounds_to_zero() {
         let x = dt.exp_zero_edge();
         let (_, _, min_sub, _) = landmarks(dt);
         let t = min_sub / 2.0; // RN(y) = 0 iff y ≤ t (ties to the even 0)
-        assert_ne!(exp_cmp(x, t), Greater, "{dt}: exp(edge) does not round to 0");
-        assert_eq!(exp_cmp(f64_up(x), t), Greater, "{dt}: the f64 above the edge still rounds to 0");
-        assert_eq!(dt.round(libm::exp(f64_down(x))), 0.0, "{dt}: just below the edge");
-        assert_eq!(dt.round(libm::exp(f64_up(f64_up(x)))), min_sub, "{dt}: just above the edge");
+        assert_ne!(
+            exp_cmp(x, t),
+            Greater,
+            "{dt}: exp(edge) does not round to 0"
+        );
+        assert_eq!(
+            exp_cmp(f64_up(x), t),
+            Greater,
+            "{dt}: the f64 above the edge still rounds to 0"
+        );
+        assert_eq!(
+            dt.round(libm::exp(f64_down(x))),
+            0.0,
+            "{dt}: just below the edge"
+        );
+        assert_eq!(
+            dt.round(libm::exp(f64_up(f64_up(x)))),
+            min_sub,
+            "{dt}: just above the edge"
+        );
         assert_eq!(dt.round(libm::exp(x - 1e-6)), 0.0);
         assert_eq!(dt.round(libm::exp(x + 1e-6)), min_sub);
     }
@@ -704,14 +886,25 @@ fn exp_edges_are_near_the_documented_values() {
         (Dtype::F32, (88.72, 0.005), (-87.3, 0.05), (-103.97, 0.005)),
     ];
     for (dt, over, sub, zero) in table {
-        let got = [dt.exp_overflow_edge(), dt.exp_subnormal_edge(), dt.exp_zero_edge()];
+        let got = [
+            dt.exp_overflow_edge(),
+            dt.exp_subnormal_edge(),
+            dt.exp_zero_edge(),
+        ];
         for (g, (want, tol)) in got.into_iter().zip([over, sub, zero]) {
-            assert!((g - want).abs() <= tol, "{dt}: edge {g} is not {want} ± {tol}");
+            assert!(
+                (g - want).abs() <= tol,
+                "{dt}: edge {g} is not {want} ± {tol}"
+            );
         }
         assert!(got[2] < got[1] && got[1] < 0.0 && got[0] > 0.0);
     }
     for dt in Dtype::ALL {
-        assert_eq!(dt.compute_type(), Dtype::F32, "16-bit inputs compute in f32");
+        assert_eq!(
+            dt.compute_type(),
+            Dtype::F32,
+            "16-bit inputs compute in f32"
+        );
     }
 }
 
@@ -730,18 +923,33 @@ fn element_conversions_agree_with_the_dtype_layer() {
     for w in v.windows(2) {
         let mid = (w[0] + w[1]) / 2.0;
         for x in [mid, f64_up(mid), f64_down(mid), -mid, -f64_up(mid)] {
-            assert!(same(<half::f16 as Element>::from_f64(x).to_f64(), Dtype::F16.round(x)), "f16 {x:e}");
+            assert!(
+                same(
+                    <half::f16 as Element>::from_f64(x).to_f64(),
+                    Dtype::F16.round(x)
+                ),
+                "f16 {x:e}"
+            );
         }
     }
     let v = positive_values(Dtype::Bf16);
     for w in v.windows(2).step_by(7) {
         let mid = (w[0] + w[1]) / 2.0;
         for x in [mid, f64_up(mid), f64_down(mid), -mid] {
-            assert!(same(<half::bf16 as Element>::from_f64(x).to_f64(), Dtype::Bf16.round(x)), "bf16 {x:e}");
+            assert!(
+                same(
+                    <half::bf16 as Element>::from_f64(x).to_f64(),
+                    Dtype::Bf16.round(x)
+                ),
+                "bf16 {x:e}"
+            );
         }
     }
     for x in [0.1, 1.0 / 3.0, 1e38, 3.5e38, 1e-45, 7e-46] {
-        assert!(same(<f32 as Element>::from_f64(x) as f64, Dtype::F32.round(x)));
+        assert!(same(
+            <f32 as Element>::from_f64(x) as f64,
+            Dtype::F32.round(x)
+        ));
     }
 }
 

@@ -125,37 +125,77 @@ pub fn evaluate(case: &Case) -> Result<OracleOutput, LossError> {
 pub fn point_inputs(case: &Case, prec: u32) -> Inputs {
     case.inputs
         .iter()
-        .filter_map(|(k, t)| t.f().map(|v| (k.clone(), v.iter().map(|&x| Ival::point(prec, x)).collect())))
+        .filter_map(|(k, t)| {
+            t.f()
+                .map(|v| (k.clone(), v.iter().map(|&x| Ival::point(prec, x)).collect()))
+        })
         .collect()
 }
 
 /// Dispatch to the family function of the case's loss at one working precision.
-pub fn eval_raw(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Result<Raw, LossError> {
+pub fn eval_raw(
+    case: &Case,
+    checked: &Checked,
+    inputs: &Inputs,
+    prec: u32,
+) -> Result<Raw, LossError> {
     match case.spec().family {
-        losscheck_core::catalogue::Family::Regression => regression::eval(case, checked, inputs, prec),
-        _ => Err(LossError::unsupported(format!("no oracle yet for {}", case.loss))),
+        losscheck_core::catalogue::Family::Regression => {
+            regression::eval(case, checked, inputs, prec)
+        }
+        _ => Err(LossError::unsupported(format!(
+            "no oracle yet for {}",
+            case.loss
+        ))),
     }
 }
 
 /// Round every output; `None` if some output is undecided and the cap is not reached. The
 /// enclosures are moved into the answer, not copied.
-fn decide(case: &Case, checked: &Checked, raw: Raw, prec: u32, at_cap: bool) -> Option<OracleOutput> {
+fn decide(
+    case: &Case,
+    checked: &Checked,
+    raw: Raw,
+    prec: u32,
+    at_cap: bool,
+) -> Option<OracleOutput> {
     let decide_one = |iv: Ival, dtype: Dtype, kappa: f64| -> Option<Exact> {
         match round::round_enclosure(&iv, dtype) {
-            round::Decided::One(x) => Some(Exact { enclosure: iv, rounded: x, hard: None, kappa, dtype }),
+            round::Decided::One(x) => Some(Exact {
+                enclosure: iv,
+                rounded: x,
+                hard: None,
+                kappa,
+                dtype,
+            }),
             round::Decided::Two(a, b) => {
                 if at_cap {
-                    Some(Exact { enclosure: iv, rounded: a, hard: Some((a, b)), kappa, dtype })
+                    Some(Exact {
+                        enclosure: iv,
+                        rounded: a,
+                        hard: Some((a, b)),
+                        kappa,
+                        dtype,
+                    })
                 } else {
                     None
                 }
             }
         }
     };
-    let Raw { value: raw_value, kappa: raw_kappa, grads: raw_grads, kinks: raw_kinks } = raw;
+    let Raw {
+        value: raw_value,
+        kappa: raw_kappa,
+        grads: raw_grads,
+        kinks: raw_kinks,
+    } = raw;
     let mut value = Vec::with_capacity(raw_value.len());
     for (k, iv) in raw_value.into_iter().enumerate() {
-        value.push(decide_one(iv, case.out_dtype, raw_kappa.get(k).copied().unwrap_or(1.0))?);
+        value.push(decide_one(
+            iv,
+            case.out_dtype,
+            raw_kappa.get(k).copied().unwrap_or(1.0),
+        )?);
     }
     let mut grads = BTreeMap::new();
     let mut grad_shapes = BTreeMap::new();
@@ -171,10 +211,30 @@ fn decide(case: &Case, checked: &Checked, raw: Raw, prec: u32, at_cap: bool) -> 
     for kg in raw_kinks {
         let mut members = Vec::new();
         for (input, index, lo, hi) in kg.members {
-            members.push(KinkMember { input, index, lo: decide_one(lo, case.dtype, 1.0)?, hi: decide_one(hi, case.dtype, 1.0)? });
+            members.push(KinkMember {
+                input,
+                index,
+                lo: decide_one(lo, case.dtype, 1.0)?,
+                hi: decide_one(hi, case.dtype, 1.0)?,
+            });
         }
-        kinks.push(KinkGroup { primitive: kg.primitive, members });
+        kinks.push(KinkGroup {
+            primitive: kg.primitive,
+            members,
+        });
     }
-    let value_shape = if case.reduction() == losscheck_core::Reduction::None { checked.row_shape.clone() } else { vec![] };
-    Some(OracleOutput { value_shape, value, grads, grad_shapes, kinks, precision: prec, checked: checked.clone() })
+    let value_shape = if case.reduction() == losscheck_core::Reduction::None {
+        checked.row_shape.clone()
+    } else {
+        vec![]
+    };
+    Some(OracleOutput {
+        value_shape,
+        value,
+        grads,
+        grad_shapes,
+        kinks,
+        precision: prec,
+        checked: checked.clone(),
+    })
 }

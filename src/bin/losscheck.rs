@@ -164,23 +164,55 @@ fn cmd_list(as_json: bool) -> Result<ExitCode, String> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&Value::Array(v)).unwrap());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Array(v)).unwrap()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<18} {:<15} {:<44} {:<40} {}", "loss", "family", "inputs", "params (default)", "grads");
+    println!(
+        "{:<18} {:<15} {:<44} {:<40} {}",
+        "loss", "family", "inputs", "params (default)", "grads"
+    );
     for s in catalogue::CATALOGUE {
         let inputs: Vec<String> = s
             .inputs
             .iter()
             .filter(|i| !matches!(i.name, "weight" | "mask" | "cotangent"))
             .map(|i| {
-                let d = s.layouts[0].dims.iter().find(|(n, _)| *n == i.name).map(|(_, d)| dims_text(*d)).unwrap_or_default();
-                format!("{}{}{}", i.name, if d == "*" { String::new() } else { d }, if i.optional { "?" } else { "" })
+                let d = s.layouts[0]
+                    .dims
+                    .iter()
+                    .find(|(n, _)| *n == i.name)
+                    .map(|(_, d)| dims_text(*d))
+                    .unwrap_or_default();
+                format!(
+                    "{}{}{}",
+                    i.name,
+                    if d == "*" { String::new() } else { d },
+                    if i.optional { "?" } else { "" }
+                )
             })
             .collect();
-        let params: Vec<String> = s.params.iter().map(|p| format!("{}={}", p.name, default_text(p.default))).collect();
-        let mark = if losscheck::kernels::implemented(s.id) { "" } else { "  (no kernel yet)" };
-        println!("{:<18} {:<15} {:<44} {:<40} {}{}", s.id, s.family.name(), inputs.join(" "), params.join(" "), s.grads.join(","), mark);
+        let params: Vec<String> = s
+            .params
+            .iter()
+            .map(|p| format!("{}={}", p.name, default_text(p.default)))
+            .collect();
+        let mark = if losscheck::kernels::implemented(s.id) {
+            ""
+        } else {
+            "  (no kernel yet)"
+        };
+        println!(
+            "{:<18} {:<15} {:<44} {:<40} {}{}",
+            s.id,
+            s.family.name(),
+            inputs.join(" "),
+            params.join(" "),
+            s.grads.join(","),
+            mark
+        );
     }
     println!("\n`*`: any shape, the same for every input; `?`: optional. Every loss but cross_entropy and nll also takes weight? and mask?.");
     println!("Reductions: none, sum, mean (default); sequence_mean for cross_entropy on [B,T,C].");
@@ -196,25 +228,47 @@ fn enclosure_json(e: &Exact) -> Value {
 }
 
 fn rounded_response(case: &Case, o: &OracleOutput) -> Response {
-    let value = Tensor::float(case.out_dtype, o.value_shape.clone(), o.value.iter().map(|e| e.rounded).collect());
+    let value = Tensor::float(
+        case.out_dtype,
+        o.value_shape.clone(),
+        o.value.iter().map(|e| e.rounded).collect(),
+    );
     let grad = o
         .grads
         .iter()
-        .map(|(k, v)| (k.clone(), Tensor::float(case.dtype, o.grad_shapes[k].clone(), v.iter().map(|e| e.rounded).collect())))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Tensor::float(
+                    case.dtype,
+                    o.grad_shapes[k].clone(),
+                    v.iter().map(|e| e.rounded).collect(),
+                ),
+            )
+        })
         .collect();
-    Response { id: case.id, value, grad }
+    Response {
+        id: case.id,
+        value,
+        grad,
+    }
 }
 
 fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
     let text = match &path {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
+        }
         None => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
             s
         }
     };
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("the case is not valid JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("the case is not valid JSON: {e}"))?;
     let (case, warnings) = Case::from_json(&v).map_err(|e| e.message)?;
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -235,8 +289,12 @@ fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
             out.insert("kernel".into(), kernel_json);
             if e.kind == losscheck::core::ErrorKind::InvalidInput {
                 // Invalid input: the kernel must refuse it too.
-                let refused = matches!(&kernel, Err(k) if k.kind == losscheck::core::ErrorKind::InvalidInput);
-                out.insert("judgement".into(), json!({"invalid_input": true, "kernel_refused": refused}));
+                let refused =
+                    matches!(&kernel, Err(k) if k.kind == losscheck::core::ErrorKind::InvalidInput);
+                out.insert(
+                    "judgement".into(),
+                    json!({"invalid_input": true, "kernel_refused": refused}),
+                );
                 if !refused {
                     code = ExitCode::from(1);
                 }
@@ -244,9 +302,20 @@ fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
         }
         Ok(o) => {
             let mut enc = Map::new();
-            enc.insert("value".into(), Value::Array(o.value.iter().map(enclosure_json).collect()));
-            let g: Map<String, Value> =
-                o.grads.iter().map(|(k, v)| (k.clone(), Value::Array(v.iter().map(enclosure_json).collect()))).collect();
+            enc.insert(
+                "value".into(),
+                Value::Array(o.value.iter().map(enclosure_json).collect()),
+            );
+            let g: Map<String, Value> = o
+                .grads
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Value::Array(v.iter().map(enclosure_json).collect()),
+                    )
+                })
+                .collect();
             enc.insert("grad".into(), Value::Object(g));
             let hard: Vec<Value> = o
                 .value
@@ -272,8 +341,18 @@ fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
                            "verdict": oj.verdict.map(|v| v.name())}),
                 );
             }
-            j.insert("verdicts".into(), json!(rep.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>()));
-            j.insert("facts".into(), json!(rep.facts.iter().map(|f| format!("{}: {}", f.name, f.detail)).collect::<Vec<_>>()));
+            j.insert(
+                "verdicts".into(),
+                json!(rep.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>()),
+            );
+            j.insert(
+                "facts".into(),
+                json!(rep
+                    .facts
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name, f.detail))
+                    .collect::<Vec<_>>()),
+            );
             if let Some(e) = &rep.error {
                 j.insert("error".into(), json!(e));
             }
@@ -284,7 +363,14 @@ fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
         }
     }
     let v = Value::Object(out);
-    println!("{}", if compact { v.to_string() } else { serde_json::to_string_pretty(&v).unwrap() });
+    println!(
+        "{}",
+        if compact {
+            v.to_string()
+        } else {
+            serde_json::to_string_pretty(&v).unwrap()
+        }
+    );
     Ok(code)
 }
 
@@ -295,23 +381,35 @@ fn subject_named(name: &str) -> Result<Box<dyn Subject>, String> {
     match name {
         "kernels" => Ok(Box::new(Kernels)),
         other => losscheck::zoo::subject(other).ok_or_else(|| {
-            format!("unknown subject {other:?}: `kernels`, or a zoo entry ({})", losscheck::zoo::names().join(", "))
+            format!(
+                "unknown subject {other:?}: `kernels`, or a zoo entry ({})",
+                losscheck::zoo::names().join(", ")
+            )
         }),
     }
 }
 
 fn plan(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<(String, Dtype)>, String> {
     let losses: Vec<String> = if a.losses.is_empty() {
-        catalogue::ids().filter(|l| losscheck::kernels::implemented(l)).map(String::from).collect()
+        catalogue::ids()
+            .filter(|l| losscheck::kernels::implemented(l))
+            .map(String::from)
+            .collect()
     } else {
         for l in &a.losses {
             if catalogue::spec(l).is_none() {
-                return Err(format!("unknown loss {l:?}; `losscheck list` shows the catalogue"));
+                return Err(format!(
+                    "unknown loss {l:?}; `losscheck list` shows the catalogue"
+                ));
             }
         }
         a.losses.clone()
     };
-    let dtypes = if a.dtypes.is_empty() { Dtype::ALL.to_vec() } else { a.dtypes.clone() };
+    let dtypes = if a.dtypes.is_empty() {
+        Dtype::ALL.to_vec()
+    } else {
+        a.dtypes.clone()
+    };
     let mut v = Vec::new();
     for l in &losses {
         if !losscheck::check::gen::supported(l) {
@@ -322,7 +420,10 @@ fn plan(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<(String, Dtype)>,
             if subject.supports(l, d) {
                 v.push((l.clone(), d));
             } else {
-                eprintln!("note: {} does not implement {l} in {d}; skipped", subject.name());
+                eprintln!(
+                    "note: {} does not implement {l} in {d}; skipped",
+                    subject.name()
+                );
             }
         }
     }
@@ -330,11 +431,18 @@ fn plan(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<(String, Dtype)>,
 }
 
 fn run_all(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<Stats>, String> {
-    let cases = a.cases.unwrap_or_else(|| campaign::cases_from_env(campaign::DEFAULT_CASES));
+    let cases = a
+        .cases
+        .unwrap_or_else(|| campaign::cases_from_env(campaign::DEFAULT_CASES));
     let jobs = plan(a, subject)?;
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(cases * jobs.len() as u64);
-        b.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({eta}) {msg}").unwrap());
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({eta}) {msg}",
+            )
+            .unwrap(),
+        );
         b
     } else {
         ProgressBar::hidden()
@@ -404,7 +512,11 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
     }
     let all = run_all(&a.campaign, subject.as_ref())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&Value::Array(all.iter().map(Stats::to_json).collect())).unwrap());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Array(all.iter().map(Stats::to_json).collect()))
+                .unwrap()
+        );
     } else {
         for st in &all {
             println!("{}", campaign::summary_line(st));
@@ -412,17 +524,32 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
         print_failures(&all);
     }
     let findings: u64 = all.iter().map(|s| s.findings() + s.oracle_errors).sum();
-    println!("\n{} campaigns, {} cases, {} findings", all.len(), all.iter().map(|s| s.cases).sum::<u64>(), findings);
-    Ok(if findings == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    println!(
+        "\n{} campaigns, {} cases, {} findings",
+        all.len(),
+        all.iter().map(|s| s.cases).sum::<u64>(),
+        findings
+    );
+    Ok(if findings == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Write a file atomically: a temporary file in the same directory, then a rename.
 fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(contents.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename to {}: {e}", path.display()))
 }
 
@@ -446,12 +573,25 @@ fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
         let f = if st.verdicts.is_empty() && st.oracle_errors == 0 {
             "none".to_string()
         } else {
-            st.verdicts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+            st.verdicts
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         md.push_str(&format!(
             "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}% | {} | {} |\n",
-            st.loss, st.dtype, st.cases, st.value_bits.max, st.value_bits.p99, st.value_bits.median, st.grad_bits.max, st.grad_bits.p99,
-            100.0 * st.correctly_rounded, st.hard_cases, f
+            st.loss,
+            st.dtype,
+            st.cases,
+            st.value_bits.max,
+            st.value_bits.p99,
+            st.value_bits.median,
+            st.grad_bits.max,
+            st.grad_bits.p99,
+            100.0 * st.correctly_rounded,
+            st.hard_cases,
+            f
         ));
     }
     md.push_str("\n## Worst case per loss × dtype\n\n");
@@ -468,7 +608,11 @@ fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
         md.push_str(&format!(
             "- {}: {}\n",
             st.loss,
-            st.regimes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            st.regimes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let json = json!({
@@ -478,12 +622,24 @@ fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
         "campaigns": all.iter().map(|s| { let mut v = s.to_json(); v.as_object_mut().unwrap().remove("seconds"); v }).collect::<Vec<_>>(),
     });
     write_atomic(&out.join("REPORT.md"), &md)?;
-    write_atomic(&out.join("report.json"), &(serde_json::to_string_pretty(&json).unwrap() + "\n"))?;
+    write_atomic(
+        &out.join("report.json"),
+        &(serde_json::to_string_pretty(&json).unwrap() + "\n"),
+    )?;
     for st in &all {
         println!("{}", campaign::summary_line(st));
     }
     print_failures(&all);
     let findings: u64 = all.iter().map(|s| s.findings() + s.oracle_errors).sum();
-    println!("\nwrote {} and {}; {} findings", out.join("REPORT.md").display(), out.join("report.json").display(), findings);
-    Ok(if findings == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    println!(
+        "\nwrote {} and {}; {} findings",
+        out.join("REPORT.md").display(),
+        out.join("report.json").display(),
+        findings
+    );
+    Ok(if findings == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

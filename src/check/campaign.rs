@@ -20,7 +20,10 @@ pub const DEFAULT_CASES: u64 = 20_000;
 /// The case count of the default run, scaled by `LOSSCHECK_CASES` (an absolute count) for long
 /// campaigns.
 pub fn cases_from_env(default: u64) -> u64 {
-    std::env::var("LOSSCHECK_CASES").ok().and_then(|s| s.trim().replace('_', "").parse().ok()).unwrap_or(default)
+    std::env::var("LOSSCHECK_CASES")
+        .ok()
+        .and_then(|s| s.trim().replace('_', "").parse().ok())
+        .unwrap_or(default)
 }
 
 /// What to run.
@@ -36,7 +39,13 @@ pub struct Config {
 
 impl Config {
     pub fn new(loss: &str, dtype: Dtype, cases: u64, seed: u64) -> Config {
-        Config { loss: loss.to_string(), dtype, cases, seed, keep_failures: 10 }
+        Config {
+            loss: loss.to_string(),
+            dtype,
+            cases,
+            seed,
+            keep_failures: 10,
+        }
     }
 }
 
@@ -56,7 +65,12 @@ impl BitsSummary {
         }
         v.sort_by(|a, b| a.total_cmp(b));
         let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        BitsSummary { max: *v.last().unwrap(), p99: q(0.99), median: q(0.5), mean: v.iter().sum::<f64>() / v.len() as f64 }
+        BitsSummary {
+            max: *v.last().unwrap(),
+            p99: q(0.99),
+            median: q(0.5),
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        }
     }
     pub fn to_json(&self) -> Value {
         json!({"max": self.max, "p99": self.p99, "median": self.median, "mean": self.mean})
@@ -171,14 +185,32 @@ pub fn judge_case(case: Case, subject: &dyn Subject, index: u64) -> Outcome {
     let oracle = match losscheck_oracles::evaluate(&case) {
         Ok(o) => o,
         Err(e) => {
-            return Outcome { index, case, report: None, oracle_error: Some(e.to_string()), unsupported: false, hard: false };
+            return Outcome {
+                index,
+                case,
+                report: None,
+                oracle_error: Some(e.to_string()),
+                unsupported: false,
+                hard: false,
+            };
         }
     };
-    let hard = oracle.value.iter().chain(oracle.grads.values().flatten()).any(|e| e.hard.is_some());
+    let hard = oracle
+        .value
+        .iter()
+        .chain(oracle.grads.values().flatten())
+        .any(|e| e.hard.is_some());
     let answer = subject.eval(&case);
     let unsupported = matches!(&answer, Err(e) if e.kind == losscheck_core::ErrorKind::Unsupported);
     let report = compare::judge(&case, &oracle, &answer);
-    Outcome { index, case, report: Some(report), oracle_error: None, unsupported, hard }
+    Outcome {
+        index,
+        case,
+        report: Some(report),
+        oracle_error: None,
+        unsupported,
+        hard,
+    }
 }
 
 /// Run a campaign in parallel. `tick` is called once per finished case (progress bars).
@@ -232,7 +264,10 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
                     value_bits: f64::NAN,
                     grad_bits: f64::NAN,
                     case: o.case,
-                    report: CaseReport { error: Some(format!("oracle: {e}")), ..Default::default() },
+                    report: CaseReport {
+                        error: Some(format!("oracle: {e}")),
+                        ..Default::default()
+                    },
                     replay: replay_command(&cfg.loss, cfg.dtype, cfg.seed, o.index, &st.subject),
                 });
             }
@@ -287,7 +322,11 @@ pub fn summary_line(st: &Stats) -> String {
     let verdicts = if st.verdicts.is_empty() {
         "no findings".to_string()
     } else {
-        st.verdicts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+        st.verdicts
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     format!(
         "{:<14} {:<5} {:>7} cases  value bits max {:>5.2} p99 {:>5.2}  grad bits max {:>5.2}  CR {:>6.2}%  {}{}  ({:.1}s)",

@@ -109,9 +109,15 @@ pub const TOLERANCES: &[ToleranceEntry] = &[];
 
 /// The tolerance for a loss with outputs in `out_dtype` (value) and `dtype` (gradients).
 pub fn tolerance(loss: &str, out_dtype: Dtype) -> Tolerance {
-    let base = Tolerance { value_ulps: if out_dtype.is_16bit() { 1.0 } else { 2.0 }, grad_ulps: 2.0 };
+    let base = Tolerance {
+        value_ulps: if out_dtype.is_16bit() { 1.0 } else { 2.0 },
+        grad_ulps: 2.0,
+    };
     match TOLERANCES.iter().find(|e| e.loss == loss) {
-        Some(e) => Tolerance { value_ulps: base.value_ulps.max(e.value_ulps), grad_ulps: base.grad_ulps.max(e.grad_ulps) },
+        Some(e) => Tolerance {
+            value_ulps: base.value_ulps.max(e.value_ulps),
+            grad_ulps: base.grad_ulps.max(e.grad_ulps),
+        },
         None => base,
     }
 }
@@ -180,7 +186,7 @@ pub fn ulps_to(dtype: Dtype, actual: f64, e: &Exact) -> f64 {
 }
 
 /// The conditioning allowance κ·2⁻⁵³·|exact|, in ulps of the dtype at R.
-fn conditioning_ulps(dtype: Dtype, e: &Exact) -> f64 {
+pub fn conditioning_ulps(dtype: Dtype, e: &Exact) -> f64 {
     if e.kappa <= 1.0 || !e.rounded.is_finite() {
         return 0.0;
     }
@@ -213,7 +219,11 @@ fn classify(actual: f64, r: f64, exact_nan: bool, is_grad: bool) -> Verdict {
 }
 
 /// Judge a subject's answer to `case` against the oracle.
-pub fn judge(case: &Case, oracle: &OracleOutput, answer: &Result<Response, LossError>) -> CaseReport {
+pub fn judge(
+    case: &Case,
+    oracle: &OracleOutput,
+    answer: &Result<Response, LossError>,
+) -> CaseReport {
     let mut rep = CaseReport::default();
     let resp = match answer {
         Ok(r) => r,
@@ -235,15 +245,34 @@ pub fn judge(case: &Case, oracle: &OracleOutput, answer: &Result<Response, LossE
     // ---- value
     if resp.value.shape != oracle.value_shape || resp.value.len() != oracle.value.len() {
         rep.push(Verdict::Protocol);
-        rep.error = Some(format!("value has shape {:?}, expected {:?}", resp.value.shape, oracle.value_shape));
+        rep.error = Some(format!(
+            "value has shape {:?}, expected {:?}",
+            resp.value.shape, oracle.value_shape
+        ));
         rep.value_bits = case.out_dtype.bits_cap();
     } else {
-        let actual: Vec<f64> = (0..resp.value.len()).map(|k| resp.value.get_f64(k)).collect();
-        let j = judge_components(case.out_dtype, "value", &actual, &oracle.value, tol.value_ulps, true, false);
+        let actual: Vec<f64> = (0..resp.value.len())
+            .map(|k| resp.value.get_f64(k))
+            .collect();
+        let j = judge_components(
+            case.out_dtype,
+            "value",
+            &actual,
+            &oracle.value,
+            tol.value_ulps,
+            true,
+            false,
+        );
         rep.value_bits = j.bits;
         rep.value_correctly_rounded = j.ulps == 0.0;
         if let Some(v) = j.verdict {
-            rep.push(if empty_mean && case.reduction() == losscheck_core::Reduction::Mean { Verdict::Policy } else { v });
+            rep.push(
+                if empty_mean && case.reduction() == losscheck_core::Reduction::Mean {
+                    Verdict::Policy
+                } else {
+                    v
+                },
+            );
         }
         rep.outputs.push(j);
     }
@@ -257,7 +286,9 @@ pub fn judge(case: &Case, oracle: &OracleOutput, answer: &Result<Response, LossE
         }
     }
     for name in &case.grad {
-        let Some(exact) = oracle.grads.get(name) else { continue };
+        let Some(exact) = oracle.grads.get(name) else {
+            continue;
+        };
         let label = format!("grad.{name}");
         let Some(t) = resp.grad.get(name) else {
             rep.push(Verdict::Protocol);
@@ -266,7 +297,11 @@ pub fn judge(case: &Case, oracle: &OracleOutput, answer: &Result<Response, LossE
         };
         if t.len() != exact.len() || Some(&t.shape) != oracle.grad_shapes.get(name) {
             rep.push(Verdict::Protocol);
-            rep.error = Some(format!("{label} has shape {:?}, expected {:?}", t.shape, oracle.grad_shapes.get(name)));
+            rep.error = Some(format!(
+                "{label} has shape {:?}, expected {:?}",
+                t.shape,
+                oracle.grad_shapes.get(name)
+            ));
             continue;
         }
         let actual: Vec<f64> = (0..t.len()).map(|k| t.get_f64(k)).collect();
@@ -277,7 +312,13 @@ pub fn judge(case: &Case, oracle: &OracleOutput, answer: &Result<Response, LossE
             if let Some(&g) = kink_of.get(&(name.as_str(), k)) {
                 let (sel, theta) = kink_selection(case, &oracle.kinks[g], resp, name, k);
                 if sel.rounded != e.rounded {
-                    let f = Fact { name: "kink_selection", detail: format!("{} at {label}[{k}]: θ = {theta:.3}", oracle.kinks[g].primitive) };
+                    let f = Fact {
+                        name: "kink_selection",
+                        detail: format!(
+                            "{} at {label}[{k}]: θ = {theta:.3}",
+                            oracle.kinks[g].primitive
+                        ),
+                    };
                     if !rep.facts.contains(&f) && rep.facts.len() < 8 {
                         rep.facts.push(f);
                     }
@@ -289,11 +330,25 @@ pub fn judge(case: &Case, oracle: &OracleOutput, answer: &Result<Response, LossE
         let j = if rowwise && rows > 0 && actual.len() % rows == 0 {
             judge_rows(case.dtype, &label, &actual, &expected, rows, tol.grad_ulps)
         } else {
-            judge_components(case.dtype, &label, &actual, &expected, tol.grad_ulps, false, true)
+            judge_components(
+                case.dtype,
+                &label,
+                &actual,
+                &expected,
+                tol.grad_ulps,
+                false,
+                true,
+            )
         };
         rep.grad_bits = rep.grad_bits.max(j.bits);
         if let Some(v) = j.verdict {
-            rep.push(if empty_mean && case.reduction() == losscheck_core::Reduction::Mean { Verdict::Policy } else { v });
+            rep.push(
+                if empty_mean && case.reduction() == losscheck_core::Reduction::Mean {
+                    Verdict::Policy
+                } else {
+                    v
+                },
+            );
         }
         rep.outputs.push(j);
     }
@@ -311,12 +366,24 @@ fn is_empty_mean(case: &Case, oracle: &OracleOutput) -> bool {
 
 /// At a kink, the reference for member `(name, k)`: the point of the Clarke segment (θ shared
 /// by the group) that best explains the subject's answers for the whole group.
-fn kink_selection(case: &Case, g: &losscheck_oracles::KinkGroup, resp: &Response, name: &str, k: usize) -> (Exact, f64) {
+fn kink_selection(
+    case: &Case,
+    g: &losscheck_oracles::KinkGroup,
+    resp: &Response,
+    name: &str,
+    k: usize,
+) -> (Exact, f64) {
     let dtype = case.dtype;
-    let answer = |input: &str, idx: usize| resp.grad.get(input).filter(|t| idx < t.len()).map(|t| t.get_f64(idx));
+    let answer = |input: &str, idx: usize| {
+        resp.grad
+            .get(input)
+            .filter(|t| idx < t.len())
+            .map(|t| t.get_f64(idx))
+    };
     // The segment's ends as f64 (the enclosures' midpoints: f64's range holds every product of
     // dtype values here, where the dtype-rounded ends may have overflowed to ±inf).
-    let ends = |m: &losscheck_oracles::KinkMember| (m.lo.enclosure.mid_f64(), m.hi.enclosure.mid_f64());
+    let ends =
+        |m: &losscheck_oracles::KinkMember| (m.lo.enclosure.mid_f64(), m.hi.enclosure.mid_f64());
     // The point of member m's segment at θ, as the reference for the answer a. f64 cannot
     // hold lo + θ(hi − lo) exactly (θ itself is rounded), so the reference is the point of
     // [x − slack, x + slack] ∩ segment nearest a, with slack = 2⁻⁵⁰·max(|lo|, |hi|): the
@@ -359,7 +426,11 @@ fn kink_selection(case: &Case, g: &losscheck_oracles::KinkGroup, resp: &Response
             best = (c, t);
         }
     }
-    let me = g.members.iter().find(|m| m.input == name && m.index == k).expect("kink member");
+    let me = g
+        .members
+        .iter()
+        .find(|m| m.input == name && m.index == k)
+        .expect("kink member");
     let theta = best.1;
     let r = point(me, theta, answer(name, k));
     let mut e = me.lo.clone();
@@ -369,7 +440,15 @@ fn kink_selection(case: &Case, g: &losscheck_oracles::KinkGroup, resp: &Response
 }
 
 /// Per-component judgement: worst component decides.
-fn judge_components(dtype: Dtype, label: &str, actual: &[f64], exact: &[Exact], tol: f64, with_kappa: bool, is_grad: bool) -> OutputJudgement {
+fn judge_components(
+    dtype: Dtype,
+    label: &str,
+    actual: &[f64],
+    exact: &[Exact],
+    tol: f64,
+    with_kappa: bool,
+    is_grad: bool,
+) -> OutputJudgement {
     let mut worst = OutputJudgement {
         output: label.to_string(),
         index: 0,
@@ -387,7 +466,12 @@ fn judge_components(dtype: Dtype, label: &str, actual: &[f64], exact: &[Exact], 
     for (k, (&a, e)) in actual.iter().zip(exact).enumerate() {
         let in_dtype = dtype.contains(a);
         let u = ulps_to(dtype, a, e);
-        let allowed = tol + if with_kappa { conditioning_ulps(dtype, e) } else { 0.0 };
+        let allowed = tol
+            + if with_kappa {
+                conditioning_ulps(dtype, e)
+            } else {
+                0.0
+            };
         if keep {
             worst.component_ulps.push(u);
         }
@@ -415,11 +499,21 @@ fn judge_components(dtype: Dtype, label: &str, actual: &[f64], exact: &[Exact], 
 
 /// Normwise per-row judgement for row-wise losses: max_i |g_i − e_i| / ulp(max_i |e_i|) per
 /// row (per component where max|e| = 0 or an e is non-finite); the worst row decides.
-fn judge_rows(dtype: Dtype, label: &str, actual: &[f64], exact: &[Exact], rows: usize, tol: f64) -> OutputJudgement {
+fn judge_rows(
+    dtype: Dtype,
+    label: &str,
+    actual: &[f64],
+    exact: &[Exact],
+    rows: usize,
+    tol: f64,
+) -> OutputJudgement {
     let per = actual.len() / rows;
     let mut worst: Option<OutputJudgement> = None;
     for r in 0..rows {
-        let (a, e) = (&actual[r * per..(r + 1) * per], &exact[r * per..(r + 1) * per]);
+        let (a, e) = (
+            &actual[r * per..(r + 1) * per],
+            &exact[r * per..(r + 1) * per],
+        );
         let maxe = e.iter().map(|x| x.rounded.abs()).fold(0.0, f64::max);
         let finite = e.iter().all(|x| x.rounded.is_finite());
         let mut j = if maxe == 0.0 || !finite || maxe.is_nan() {
@@ -442,14 +536,21 @@ fn judge_rows(dtype: Dtype, label: &str, actual: &[f64], exact: &[Exact], rows: 
                 jj.index = idx;
                 jj.actual = a[idx];
                 jj.expected = e[idx].rounded;
-                jj.verdict = if m > tol { Some(classify(a[idx], e[idx].rounded, false, true)) } else { None };
+                jj.verdict = if m > tol {
+                    Some(classify(a[idx], e[idx].rounded, false, true))
+                } else {
+                    None
+                };
             }
             jj
         };
         j.index += r * per;
         let replace = match &worst {
             None => true,
-            Some(w) => (j.verdict.is_some() && w.verdict.is_none()) || (j.verdict.is_some() == w.verdict.is_some() && j.ulps > w.ulps),
+            Some(w) => {
+                (j.verdict.is_some() && w.verdict.is_none())
+                    || (j.verdict.is_some() == w.verdict.is_some() && j.ulps > w.ulps)
+            }
         };
         if replace {
             worst = Some(j);

@@ -56,6 +56,9 @@ fn family<T: Element, O: Element>(case: &Case, checked: &Checked) -> Result<Resp
     if regression::LOSSES.contains(&case.loss.as_str()) {
         regression::evaluate_typed::<T, O>(case, checked)
     } else {
-        Err(LossError::unsupported(format!("no built-in kernel yet for {}", case.loss)))
+        Err(LossError::unsupported(format!(
+            "no built-in kernel yet for {}",
+            case.loss
+        )))
     }
 }

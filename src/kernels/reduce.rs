@@ -176,7 +176,9 @@ impl<'a, T: Element> Plan<'a, T> {
                 )));
             }
             if let Some((k, v)) = m.iter().enumerate().find(|(_, &v)| v != 0 && v != 1) {
-                return Err(LossError::invalid(format!("input mask[{k}]={v} is not 0 or 1")));
+                return Err(LossError::invalid(format!(
+                    "input mask[{k}]={v} is not 0 or 1"
+                )));
             }
         }
         let cot = match (cotangent, reduction) {
@@ -200,7 +202,14 @@ impl<'a, T: Element> Plan<'a, T> {
                 Cot::Scalar(c[0].to_f64())
             }
         };
-        let mut plan = Plan { n, weight, mask, reduction, cot, denom: 1.0 };
+        let mut plan = Plan {
+            n,
+            weight,
+            mask,
+            reduction,
+            cot,
+            denom: 1.0,
+        };
         if reduction == Reduction::Mean {
             plan.denom = plan.denominator();
         }
@@ -397,7 +406,11 @@ impl<'a, T: Element> Plan<'a, T> {
         }
         if !NONE {
             let total = acc.total();
-            let v = if self.reduction == Reduction::Mean { total / self.denom } else { total };
+            let v = if self.reduction == Reduction::Mean {
+                total / self.denom
+            } else {
+                total
+            };
             value.push(O::from_f64(v));
         }
     }

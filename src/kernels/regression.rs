@@ -43,9 +43,7 @@
 
 use super::reduce::Plan;
 use losscheck_core::case::fdata;
-use losscheck_core::{
-    Case, Checked, Element, LossError, ParamValue, Reduction, Response, Tensor,
-};
+use losscheck_core::{Case, Checked, Element, LossError, ParamValue, Reduction, Response, Tensor};
 use std::collections::BTreeMap;
 
 /// Inputs of an elementwise two-input loss: pred, target and the reduction's inputs.
@@ -225,9 +223,18 @@ where
     F: Fn(f64) -> (f64, f64),
 {
     check_lengths(args)?;
-    let plan = Plan::new(args.pred.len(), args.weight, args.mask, args.cotangent, args.reduction)?;
+    let plan = Plan::new(
+        args.pred.len(),
+        args.weight,
+        args.mask,
+        args.cotangent,
+        args.reduction,
+    )?;
     let (pred, target) = (args.pred, &args.target[..args.pred.len()]);
-    let mut grads = [out.grad_pred.take().unwrap_or_default(), out.grad_target.take().unwrap_or_default()];
+    let mut grads = [
+        out.grad_pred.take().unwrap_or_default(),
+        out.grad_target.take().unwrap_or_default(),
+    ];
     plan.run_into::<O, 2, _>(
         [args.grad_pred, args.grad_target],
         |j| {
@@ -251,9 +258,13 @@ pub enum Regression {
     Mse,
     Mae,
     /// `delta` finite and > 0.
-    Huber { delta: f64 },
+    Huber {
+        delta: f64,
+    },
     /// `tau` in (0, 1).
-    Quantile { tau: f64 },
+    Quantile {
+        tau: f64,
+    },
     LogCosh,
 }
 
@@ -271,9 +282,11 @@ impl Regression {
 
     fn check_params(&self) -> Result<(), LossError> {
         match *self {
-            Regression::Huber { delta } if !(delta.is_finite() && delta > 0.0) => Err(LossError::invalid(
-                format!("param delta={delta:?} is outside its domain (float > 0)"),
-            )),
+            Regression::Huber { delta } if !(delta.is_finite() && delta > 0.0) => {
+                Err(LossError::invalid(format!(
+                    "param delta={delta:?} is outside its domain (float > 0)"
+                )))
+            }
             Regression::Quantile { tau } if !(tau > 0.0 && tau < 1.0) => Err(LossError::invalid(
                 format!("param tau={tau:?} is outside its domain (float in (0, 1))"),
             )),
@@ -282,8 +295,15 @@ impl Regression {
     }
 
     /// Value and gradients, in new buffers.
-    pub fn eval<T: Element, O: Element>(&self, args: &ElementwiseArgs<'_, T>) -> Result<Output<T, O>, LossError> {
-        let mut out = Output { value: Vec::new(), grad_pred: None, grad_target: None };
+    pub fn eval<T: Element, O: Element>(
+        &self,
+        args: &ElementwiseArgs<'_, T>,
+    ) -> Result<Output<T, O>, LossError> {
+        let mut out = Output {
+            value: Vec::new(),
+            grad_pred: None,
+            grad_target: None,
+        };
         self.eval_into(args, &mut out)?;
         Ok(out)
     }
@@ -322,7 +342,11 @@ impl Regression {
 
 impl<T, O> Default for Output<T, O> {
     fn default() -> Self {
-        Output { value: Vec::new(), grad_pred: None, grad_target: None }
+        Output {
+            value: Vec::new(),
+            grad_pred: None,
+            grad_target: None,
+        }
     }
 }
 
@@ -342,13 +366,17 @@ impl<T, O> Default for Output<T, O> {
 /// assert_eq!(out.value, vec![4.0f32]);
 /// assert_eq!(out.grad_pred.unwrap(), vec![f16::from_f32(4.0)]);
 /// ```
-pub fn mse<T: Element, O: Element>(args: &ElementwiseArgs<'_, T>) -> Result<Output<T, O>, LossError> {
+pub fn mse<T: Element, O: Element>(
+    args: &ElementwiseArgs<'_, T>,
+) -> Result<Output<T, O>, LossError> {
     Regression::Mse.eval(args)
 }
 
 /// Mean absolute error: l = |pred − target|; gradient sign(r) for pred, −sign(r) for target,
 /// and 0 for both at r = 0 (the Clarke selection nearest 0). Errors as [`mse`].
-pub fn mae<T: Element, O: Element>(args: &ElementwiseArgs<'_, T>) -> Result<Output<T, O>, LossError> {
+pub fn mae<T: Element, O: Element>(
+    args: &ElementwiseArgs<'_, T>,
+) -> Result<Output<T, O>, LossError> {
     Regression::Mae.eval(args)
 }
 
@@ -396,7 +424,9 @@ fn float_input<T: Element>(case: &Case, name: &str) -> Result<Option<Vec<T>>, Lo
         None => Ok(None),
         Some(t) => match t.f() {
             Some(_) => Ok(Some(to_typed(t))),
-            None => Err(LossError::invalid(format!("input {name}: expected a float tensor"))),
+            None => Err(LossError::invalid(format!(
+                "input {name}: expected a float tensor"
+            ))),
         },
     }
 }
@@ -404,7 +434,9 @@ fn float_input<T: Element>(case: &Case, name: &str) -> Result<Option<Vec<T>>, Lo
 fn param(case: &Case, name: &str) -> Result<f64, LossError> {
     match case.params.get(name) {
         Some(ParamValue::Float(x)) => Ok(*x),
-        Some(other) => Err(LossError::invalid(format!("param {name}={other} is not a float"))),
+        Some(other) => Err(LossError::invalid(format!(
+            "param {name}={other} is not a float"
+        ))),
         None => case
             .float_param(name)
             .ok_or_else(|| LossError::invalid(format!("param {name} is missing"))),
@@ -427,7 +459,8 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
     let mask = match case.input("mask") {
         None => None,
         Some(t) => Some(
-            t.i().ok_or_else(|| LossError::invalid("input mask: expected an i64 tensor"))?,
+            t.i()
+                .ok_or_else(|| LossError::invalid("input mask: expected an i64 tensor"))?,
         ),
     };
     let wants = |n: &str| case.grad.iter().any(|g| g == n);
@@ -445,23 +478,49 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
     let loss = match case.loss.as_str() {
         "mse" => Regression::Mse,
         "mae" => Regression::Mae,
-        "huber" => Regression::Huber { delta: param(case, "delta")? },
-        "quantile" => Regression::Quantile { tau: param(case, "tau")? },
+        "huber" => Regression::Huber {
+            delta: param(case, "delta")?,
+        },
+        "quantile" => Regression::Quantile {
+            tau: param(case, "tau")?,
+        },
         "log_cosh" => Regression::LogCosh,
-        other => return Err(LossError::unsupported(format!("no regression kernel for {other}"))),
+        other => {
+            return Err(LossError::unsupported(format!(
+                "no regression kernel for {other}"
+            )))
+        }
     };
     let out: Output<T, O> = loss.eval(&args)?;
-    let value_shape = if reduction == Reduction::None { checked.row_shape.clone() } else { vec![] };
-    let value = Tensor::float(O::DTYPE, value_shape, out.value.iter().map(|x| x.to_f64()).collect());
-    let in_shape = case.input("pred").map(|t| t.shape.clone()).unwrap_or_default();
+    let value_shape = if reduction == Reduction::None {
+        checked.row_shape.clone()
+    } else {
+        vec![]
+    };
+    let value = Tensor::float(
+        O::DTYPE,
+        value_shape,
+        out.value.iter().map(|x| x.to_f64()).collect(),
+    );
+    let in_shape = case
+        .input("pred")
+        .map(|t| t.shape.clone())
+        .unwrap_or_default();
     let mut grad = BTreeMap::new();
     for (name, g) in [("pred", out.grad_pred), ("target", out.grad_target)] {
         if let Some(g) = g {
             let data = g.iter().map(|x| x.to_f64()).collect();
-            grad.insert(name.to_string(), Tensor::float(T::DTYPE, in_shape.clone(), data));
+            grad.insert(
+                name.to_string(),
+                Tensor::float(T::DTYPE, in_shape.clone(), data),
+            );
         }
     }
     debug_assert_eq!(O::DTYPE, case.out_dtype);
     debug_assert_eq!(T::DTYPE, case.dtype);
-    Ok(Response { id: case.id, value, grad })
+    Ok(Response {
+        id: case.id,
+        value,
+        grad,
+    })
 }

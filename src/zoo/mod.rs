@@ -35,7 +35,10 @@ pub fn entries() -> Vec<&'static ZooEntry> {
 
 /// The names of the zoo subjects, as `zoo:<name>`.
 pub fn names() -> Vec<String> {
-    entries().iter().map(|e| format!("zoo:{}", e.name)).collect()
+    entries()
+        .iter()
+        .map(|e| format!("zoo:{}", e.name))
+        .collect()
 }
 
 /// The zoo entry named `zoo:<name>` (or `<name>`).
@@ -61,7 +64,10 @@ impl Subject for ZooSubject {
     }
     fn eval(&self, case: &Case) -> Result<Response, LossError> {
         if case.loss != self.0.loss {
-            return Err(LossError::unsupported(format!("zoo:{} implements only {}", self.0.name, self.0.loss)));
+            return Err(LossError::unsupported(format!(
+                "zoo:{} implements only {}",
+                self.0.name, self.0.loss
+            )));
         }
         (self.0.eval)(case)
     }

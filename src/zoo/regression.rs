@@ -17,15 +17,30 @@ struct Flaws {
 
 /// A naive elementwise loss: `f(p, t) -> (loss, dloss/dp)` in f32; target gradients are
 /// −dloss/dp (every regression loss depends on p − t).
-fn naive(case: &Case, f: fn(f32, f32, &Case) -> (f32, f32), flaws: Flaws) -> Result<Response, LossError> {
+fn naive(
+    case: &Case,
+    f: fn(f32, f32, &Case) -> (f32, f32),
+    flaws: Flaws,
+) -> Result<Response, LossError> {
     let checked = catalogue::validate(case)?;
     let get = |n: &str| case.inputs.get(n).and_then(Tensor::f);
     let (p, t) = (get("pred").unwrap(), get("target").unwrap());
     let n = p.len();
     let w = |i: usize| get("weight").map_or(1.0, |w| w[i] as f32);
-    let m = |i: usize| case.inputs.get("mask").and_then(Tensor::i).map_or(1.0, |m| m[i] as f32);
+    let m = |i: usize| {
+        case.inputs
+            .get("mask")
+            .and_then(Tensor::i)
+            .map_or(1.0, |m| m[i] as f32)
+    };
     let dt = case.dtype;
-    let acc_round = |x: f32| if flaws.accumulate_in_dtype { dt.round(x as f64) as f32 } else { x };
+    let acc_round = |x: f32| {
+        if flaws.accumulate_in_dtype {
+            dt.round(x as f64) as f32
+        } else {
+            x
+        }
+    };
     let mut terms = vec![0f32; n];
     let mut dterms = vec![0f32; n];
     let (mut num, mut den) = (0f32, 0f32);
@@ -51,7 +66,11 @@ fn naive(case: &Case, f: fn(f32, f32, &Case) -> (f32, f32), flaws: Flaws) -> Res
         _ => (vec![(num / den) as f64], 1.0 / den),
     };
     let out = case.out_dtype;
-    let value = Tensor::float(out, checked.value_shape(reduction), value.into_iter().map(|x| out.round(x)).collect());
+    let value = Tensor::float(
+        out,
+        checked.value_shape(reduction),
+        value.into_iter().map(|x| out.round(x)).collect(),
+    );
     let mut grad = std::collections::BTreeMap::new();
     for name in &case.grad {
         let sign = if name == "target" { -1.0 } else { 1.0 };
@@ -65,9 +84,16 @@ fn naive(case: &Case, f: fn(f32, f32, &Case) -> (f32, f32), flaws: Flaws) -> Res
                 dt.round((sign * dterms[i] * scale * c) as f64)
             })
             .collect();
-        grad.insert(name.clone(), Tensor::float(dt, case.inputs[name].shape.clone(), g));
+        grad.insert(
+            name.clone(),
+            Tensor::float(dt, case.inputs[name].shape.clone(), g),
+        );
     }
-    Ok(Response { id: case.id, value, grad })
+    Ok(Response {
+        id: case.id,
+        value,
+        grad,
+    })
 }
 
 fn log_cosh_textbook(p: f32, t: f32, _: &Case) -> (f32, f32) {
@@ -82,7 +108,16 @@ fn mse_term(p: f32, t: f32, _: &Case) -> (f32, f32) {
 
 fn mae_term(p: f32, t: f32, _: &Case) -> (f32, f32) {
     let r = p - t;
-    (r.abs(), if r > 0.0 { 1.0 } else if r < 0.0 { -1.0 } else { 0.0 })
+    (
+        r.abs(),
+        if r > 0.0 {
+            1.0
+        } else if r < 0.0 {
+            -1.0
+        } else {
+            0.0
+        },
+    )
 }
 
 fn huber_term(p: f32, t: f32, c: &Case) -> (f32, f32) {

@@ -1085,7 +1085,8 @@ fn reduced_infinite_and_nan_terms() {
             "termwise grad target 2",
         );
     }
-    // a zero cotangent against an infinite local derivative: 0·inf has no limit
+    // a zero cotangent against an infinite local derivative: the zero factor wins (the limit
+    // of 0·2(p − t) as p → inf is 0; docs/policies/zero-times-inf.md)
     let s = Spec {
         loss: "mse",
         pred: vec![f64::INFINITY, 2.0],
@@ -1096,7 +1097,10 @@ fn reduced_infinite_and_nan_terms() {
     };
     let out = evaluate(&build(&s)).unwrap();
     assert_value(&out.value[0], f64::INFINITY, "sum with an inf term");
-    assert_nan(&out.grads["pred"][0], "0·inf");
+    assert_exact_zero(
+        &out.grads["pred"][0],
+        "zero cotangent times an infinite derivative",
+    );
     assert_exact_zero(&out.grads["pred"][1], "zero cotangent, finite term");
     // an infinite cotangent
     let s = Spec {
@@ -1109,8 +1113,9 @@ fn reduced_infinite_and_nan_terms() {
     };
     let out = evaluate(&build(&s)).unwrap();
     assert_value(&out.grads["pred"][0], f64::NEG_INFINITY, "−inf cotangent");
-    // at the kink the selection 0 meets the infinite cotangent: 0·inf has no limit (as IEEE)
-    assert_nan(
+    // at the kink the selection 0 meets the infinite cotangent: the exact zero wins (the
+    // limit of 0·c as c → inf is 0; docs/policies/zero-times-inf.md)
+    assert_exact_zero(
         &out.grads["pred"][1],
         "kink selection 0 times an infinite cotangent",
     );

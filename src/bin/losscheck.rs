@@ -48,7 +48,7 @@ enum Command {
         /// Read the case from this file instead of stdin.
         #[arg(long)]
         case: Option<PathBuf>,
-        /// Print compact JSON on one line.
+        /// Print compact JSON on one line (for programs).
         #[arg(long)]
         compact: bool,
     },
@@ -363,15 +363,45 @@ fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
         }
     }
     let v = Value::Object(out);
-    println!(
-        "{}",
-        if compact {
-            v.to_string()
-        } else {
-            serde_json::to_string_pretty(&v).unwrap()
-        }
-    );
+    println!("{}", if compact { v.to_string() } else { pretty(&v) });
     Ok(code)
+}
+
+/// Indented JSON with arrays of numbers and strings kept on one line (readable tensors).
+fn pretty(v: &Value) -> String {
+    fn go(v: &Value, indent: usize, out: &mut String) {
+        let pad = "  ".repeat(indent + 1);
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                out.push_str("{\n");
+                for (k, (key, val)) in m.iter().enumerate() {
+                    out.push_str(&format!("{pad}{}: ", Value::String(key.clone())));
+                    go(val, indent + 1, out);
+                    out.push_str(if k + 1 < m.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&"  ".repeat(indent));
+                out.push('}');
+            }
+            Value::Array(a)
+                if a.iter().any(|x| {
+                    x.is_object() || x.is_array() && x.as_array().is_some_and(|y| y.len() > 2)
+                }) =>
+            {
+                out.push_str("[\n");
+                for (k, val) in a.iter().enumerate() {
+                    out.push_str(&pad);
+                    go(val, indent + 1, out);
+                    out.push_str(if k + 1 < a.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&"  ".repeat(indent));
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut s = String::new();
+    go(v, 0, &mut s);
+    s
 }
 
 // ------------------------------------------------------------------------------------------
@@ -507,7 +537,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
                 code = ExitCode::from(1);
             }
         }
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        println!("{}", pretty(&out));
         return Ok(code);
     }
     let all = run_all(&a.campaign, subject.as_ref())?;

@@ -5,6 +5,7 @@
 pub mod case;
 pub mod catalogue;
 pub mod dtype;
+pub mod rng;
 pub mod tensor;
 
 pub use case::{Case, ErrorKind, LossError, ParamValue, Reduction, Response};

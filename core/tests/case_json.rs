@@ -370,20 +370,16 @@ fn check_shortest(x: f64) {
     }
 }
 
-struct Rng(u64);
+struct Rng(losscheck_core::rng::SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 }
 
 #[test]
 fn floats_are_written_as_the_shortest_round_trip_decimal() {
-    let mut rng = Rng(42);
+    let mut rng = Rng(losscheck_core::rng::SplitMix64::new(42));
     for _ in 0..20_000 {
         let x = f64::from_bits(rng.next());
         if x.is_finite() {

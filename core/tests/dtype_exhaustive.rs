@@ -533,14 +533,10 @@ fn reference_round(
 }
 
 /// A small deterministic PRNG (splitmix64).
-struct Rng(u64);
+struct Rng(losscheck_core::rng::SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// A random f64 with a uniformly drawn binary exponent in [lo, hi] and random significand
     /// bits; a quarter of them with the low 29 significand bits cleared or set to one pattern,
@@ -573,7 +569,9 @@ fn random_f64_values_round_like_the_binary_search_reference_in_16bit() {
             Dtype::F16 => (-27, 16),
             _ => (-136, 128),
         };
-        let mut rng = Rng(0x5EED_0000 + dt as u64);
+        let mut rng = Rng(losscheck_core::rng::SplitMix64::new(
+            0x5EED_0000 + dt as u64,
+        ));
         for _ in 0..300_000 {
             let x = rng.f64_in_binades(lo_e, hi_e);
             let want = reference_round(x, n, |i| v[i as usize], |i| i % 2 == 0);
@@ -682,7 +680,7 @@ fn f32_midpoints_at_the_boundaries_round_to_even_and_their_neighbours_to_the_nea
 fn random_f64_values_round_to_f32_like_the_binary_search_reference() {
     let n = F32_INF_BITS; // patterns 0 ..= max
     let value = |i: u32| decode(Dtype::F32, i);
-    let mut rng = Rng(0xF32);
+    let mut rng = Rng(losscheck_core::rng::SplitMix64::new(0xF32));
     for _ in 0..200_000 {
         let x = rng.f64_in_binades(-152, 129);
         let want = reference_round(x, n, value, |i| i % 2 == 0);

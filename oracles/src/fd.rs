@@ -39,47 +39,7 @@ pub const FD_H_EXP: i32 = -209;
 /// show the check detects it).
 pub type RawEval<'a> = &'a dyn Fn(&Case, &Checked, &Inputs, u32) -> Result<Raw, LossError>;
 
-/// The splitmix64 generator (Steele, Lea, Flood 2014): small, deterministic, seedable.
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator with the given seed.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), a multiple of 2^−53.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in (−1, 1), a multiple of 2^−53.
-    pub fn signed_unit(&mut self) -> f64 {
-        let x = self.next_f64();
-        if self.next_u64() & 1 == 0 {
-            x
-        } else {
-            -x
-        }
-    }
-
-    /// Uniform in [0, n) (n > 0; the modulo bias is negligible for small n).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+pub use losscheck_core::rng::SplitMix64;
 
 /// The result of a finite-difference check.
 #[derive(Clone, Debug, Default)]

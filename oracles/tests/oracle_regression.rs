@@ -19,14 +19,10 @@ use std::collections::BTreeMap;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-struct SplitMix(u64);
+struct SplitMix(losscheck_core::rng::SplitMix64);
 impl SplitMix {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
@@ -533,7 +529,7 @@ fn random_spec(rng: &mut SplitMix, loss: &'static str) -> Spec {
 
 #[test]
 fn rational_losses_are_correctly_rounded_on_random_cases() {
-    let mut rng = SplitMix(0x5EED_0001);
+    let mut rng = SplitMix(losscheck_core::rng::SplitMix64::new(0x5EED_0001));
     let mut kink_groups = 0;
     let mut overflowed = 0;
     for loss in ["mse", "mae", "huber", "quantile"] {
@@ -627,7 +623,7 @@ fn assert_close_rounding(e: &Exact, y: &Float, what: &str) -> bool {
 
 #[test]
 fn log_cosh_matches_the_definition_at_2000_bits() {
-    let mut rng = SplitMix(0x5EED_0002);
+    let mut rng = SplitMix(losscheck_core::rng::SplitMix64::new(0x5EED_0002));
     let mut inconclusive = 0;
     let mut checked = 0;
     for k in 0..1500 {
@@ -849,7 +845,7 @@ fn empty_mean_is_exactly_zero_value_and_gradients() {
 
 #[test]
 fn masked_and_zero_weight_nan_inf_change_nothing() {
-    let mut rng = SplitMix(0x5EED_0003);
+    let mut rng = SplitMix(losscheck_core::rng::SplitMix64::new(0x5EED_0003));
     for loss in LOSSES {
         for k in 0..60 {
             let mut s = random_spec(&mut rng, loss);

@@ -603,11 +603,7 @@ fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
         let f = if st.verdicts.is_empty() && st.oracle_errors == 0 {
             "none".to_string()
         } else {
-            st.verdicts
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            campaign::verdict_counts(st)
         };
         md.push_str(&format!(
             "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}% | {} | {} |\n",

@@ -317,16 +317,21 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
     st
 }
 
+/// The verdict counts as `accuracy: 3, policy: 1`.
+pub fn verdict_counts(st: &Stats) -> String {
+    st.verdicts
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A one-line human summary of a campaign.
 pub fn summary_line(st: &Stats) -> String {
     let verdicts = if st.verdicts.is_empty() {
         "no findings".to_string()
     } else {
-        st.verdicts
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        verdict_counts(st)
     };
     format!(
         "{:<14} {:<5} {:>7} cases  value bits max {:>5.2} p99 {:>5.2}  grad bits max {:>5.2}  CR {:>6.2}%  {}{}  ({:.1}s)",

@@ -266,13 +266,8 @@ pub fn judge(
         rep.value_bits = j.bits;
         rep.value_correctly_rounded = j.ulps == 0.0;
         if let Some(v) = j.verdict {
-            rep.push(
-                if empty_mean && case.reduction() == losscheck_core::Reduction::Mean {
-                    Verdict::Policy
-                } else {
-                    v
-                },
-            );
+            // Any wrong answer to an empty mean breaks the empty-mean policy.
+            rep.push(if empty_mean { Verdict::Policy } else { v });
         }
         rep.outputs.push(j);
     }
@@ -342,13 +337,8 @@ pub fn judge(
         };
         rep.grad_bits = rep.grad_bits.max(j.bits);
         if let Some(v) = j.verdict {
-            rep.push(
-                if empty_mean && case.reduction() == losscheck_core::Reduction::Mean {
-                    Verdict::Policy
-                } else {
-                    v
-                },
-            );
+            // Any wrong answer to an empty mean breaks the empty-mean policy.
+            rep.push(if empty_mean { Verdict::Policy } else { v });
         }
         rep.outputs.push(j);
     }

@@ -155,13 +155,7 @@ pub fn case_strategy(loss: &str, dtype: Dtype) -> BoxedStrategy<Case> {
 // ---------------------------------------------------------------------------------------------
 // Deterministic case numbering.
 
-/// splitmix64's output function (Steele, Lea, Flood 2014), used as a fixed, portable mixer.
-pub const fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use losscheck_core::rng::splitmix64;
 
 /// A fixed hash of a sequence of byte strings: each is absorbed as its length and then its bytes
 /// in little-endian 8-byte words, every word through splitmix64. Stable across platforms and

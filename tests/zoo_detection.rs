@@ -3,8 +3,8 @@
 //! that still draws that verdict.
 
 use losscheck::check::campaign::{self, Config};
+use losscheck::check::compare;
 use losscheck::check::subject::Subject;
-use losscheck::check::{compare, gen};
 use losscheck::zoo::{self, ZooSubject};
 
 /// The default budget per loss and dtype for detection (issue 5's bar: ≤ 2,000).
@@ -38,7 +38,9 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
                 o.report
                     .is_some_and(|r| r.verdicts.contains(&entry.verdict))
             };
-            let small = gen::shrink(entry.loss, dtype, seed, hit.index, &mut fails, 2_000);
+            let mut first = hit.clone();
+            first.verdicts = vec![entry.verdict];
+            let small = campaign::shrink_finding(&cfg, &subject, &first, 2_000);
             assert!(fails(&small), "the shrunk case must still fail");
             let n = small.inputs.values().map(|t| t.numel()).max().unwrap_or(0);
             let original = hit

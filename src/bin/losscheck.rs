@@ -493,19 +493,38 @@ fn run_all(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<Stats>, String
     Ok(all)
 }
 
-fn print_failures(all: &[Stats]) {
+/// For each campaign, one finding per distinct verdict, shrunk to a minimal case, with the
+/// command that replays the original.
+fn print_failures(all: &[Stats], subject: &dyn Subject) {
     for st in all {
-        for f in st.failures.iter().take(3) {
+        let mut seen = Vec::new();
+        for f in &st.failures {
+            let key = f.verdicts.first().copied();
+            if seen.contains(&key) || seen.len() >= 5 {
+                continue;
+            }
+            seen.push(key);
+            let what = if f.verdicts.is_empty() {
+                "oracle error".to_string()
+            } else {
+                f.verdicts
+                    .iter()
+                    .map(|v| v.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let cfg = Config::new(&st.loss, st.dtype, st.cases, st.seed);
+            let small = campaign::shrink_finding(&cfg, subject, f, 500);
             println!(
-                "\n{} {} case {}: {} (value {:.2} bits, grad {:.2} bits){}\n  case:   {}\n  replay: {}",
+                "\n{} {} case {}: {} (value {:.2} bits, grad {:.2} bits){}\n  minimal case: {}\n  replay:       {}",
                 st.loss,
                 st.dtype,
                 f.index,
-                if f.verdicts.is_empty() { "oracle error".to_string() } else { f.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ") },
+                what,
                 f.value_bits,
                 f.grad_bits,
                 f.report.error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default(),
-                f.case.to_json(),
+                small.to_json(),
                 f.replay
             );
         }
@@ -551,7 +570,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
         for st in &all {
             println!("{}", campaign::summary_line(st));
         }
-        print_failures(&all);
+        print_failures(&all, subject.as_ref());
     }
     let findings: u64 = all.iter().map(|s| s.findings() + s.oracle_errors).sum();
     println!(
@@ -655,7 +674,7 @@ fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
     for st in &all {
         println!("{}", campaign::summary_line(st));
     }
-    print_failures(&all);
+    print_failures(&all, &subject);
     let findings: u64 = all.iter().map(|s| s.findings() + s.oracle_errors).sum();
     println!(
         "\nwrote {} and {}; {} findings",

@@ -317,6 +317,22 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
     st
 }
 
+/// Shrink a finding's case (fewer elements, simpler values) while it still draws its first
+/// verdict; at most `max_iters` shrink steps.
+pub fn shrink_finding(cfg: &Config, subject: &dyn Subject, f: &Finding, max_iters: usize) -> Case {
+    let Some(&v) = f.verdicts.first() else {
+        return f.case.clone();
+    };
+    let mut fails = |c: &Case| {
+        judge_case(c.clone(), subject, f.index)
+            .report
+            .is_some_and(|r| r.verdicts.contains(&v))
+    };
+    gen::shrink(
+        &cfg.loss, cfg.dtype, cfg.seed, f.index, &mut fails, max_iters,
+    )
+}
+
 /// The verdict counts as `accuracy: 3, policy: 1`.
 pub fn verdict_counts(st: &Stats) -> String {
     st.verdicts

@@ -20,3 +20,8 @@ pub mod check;
 pub mod zoo;
 #[cfg(feature = "harness")]
 pub use losscheck_oracles as oracles;
+
+/// The README's Rust example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

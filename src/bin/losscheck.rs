@@ -482,9 +482,8 @@ fn run_all(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<Stats>, String
         bar.set_message(format!("{loss} {dtype}"));
         let cfg = Config::new(&loss, dtype, cases, a.seed);
         let st = campaign::run(&cfg, subject, &|| bar.inc(1));
-        if bar.is_hidden() {
-            eprintln!("{}", campaign::summary_line(&st));
-        } else {
+        // On a terminal each campaign's line appears as it ends; the summary on stdout follows.
+        if !bar.is_hidden() {
             bar.println(campaign::summary_line(&st));
         }
         all.push(st);

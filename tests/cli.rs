@@ -309,7 +309,7 @@ fn verify_flags_a_zoo_entry_and_exits_1() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("spurious_nan"), "{text}");
     assert!(
-        text.contains("replay: losscheck verify --subject zoo:mae_mask_by_multiply"),
+        text.contains("minimal case: {") && text.contains("losscheck verify --subject zoo:mae_mask_by_multiply --loss mae --dtype f32 --seed 1 --index"),
         "{text}"
     );
 }

@@ -13,7 +13,7 @@ pub enum Reduction {
     None,
     Sum,
     Mean,
-    /// Only for `cross_entropy` on [B,T,C]: the plain average of per-sequence means.
+    /// Only for `cross_entropy` on `[B,T,C]`: the plain average of per-sequence means.
     SequenceMean,
 }
 

@@ -111,7 +111,11 @@ pub fn check_gradients_with(
         let mut iw = vec![0i8; x.len()];
         for j in 0..x.len() {
             let gm = g[j].mid();
-            fx[j] = !x[j].is_finite() || !gm.is_finite();
+            // also fixed: a gradient enclosure that holds 0 without being 0 — at FD_PREC this
+            // only happens below MPFR's exponent range (e.g. σ(−1e29) ≈ e^−1e29), where no
+            // difference quotient can see the component either
+            fx[j] =
+                !x[j].is_finite() || !gm.is_finite() || (g[j].contains_zero() && !g[j].is_zero());
             let xv = &x[j].lo;
             iw[j] = match dom {
                 Domain::UnitInterval if *xv == 0 => 1,
@@ -259,7 +263,7 @@ pub fn check_gradients_with(
         if one_sided {
             rep.one_sided += 1;
         }
-        let perturbed = |sign: i32, inputs: &Inputs| -> Inputs {
+        let perturbed = |sign: i32, inputs: &Inputs, hexp: i32| -> Inputs {
             let mut out = inputs.clone();
             for name in &names {
                 let vv = &v[name.as_str()];
@@ -267,7 +271,7 @@ pub fn check_gradients_with(
                 for (j, x) in xs.iter_mut().enumerate() {
                     if vv[j] != 0.0 {
                         let mut step = Float::with_val(prec, vv[j]);
-                        step <<= FD_H_EXP;
+                        step <<= hexp;
                         if sign < 0 {
                             step = -step;
                         }
@@ -302,23 +306,31 @@ pub fn check_gradients_with(
         };
         match &route {
             Route::Scalar => {
-                let rp = eval(case, &checked, &perturbed(1, &base), prec)?;
-                let rm = if one_sided {
-                    raw0.clone()
-                } else {
-                    eval(case, &checked, &perturbed(-1, &base), prec)?
-                };
-                let mut b = difference(&rp.value[0], &rm.value[0], one_sided, prec);
                 let cot = cot_case.as_ref().map(|c| c[0].clone());
-                if let Some(c) = &cot {
-                    if !c.is_finite() {
-                        rep.skipped += 1;
-                        continue;
-                    }
-                    b *= c;
+                if cot.as_ref().is_some_and(|c| !c.is_finite()) {
+                    rep.skipped += 1;
+                    continue;
                 }
+                let b_at = |hexp: i32| -> Result<Float, LossError> {
+                    let rp = eval(case, &checked, &perturbed(1, &base, hexp), prec)?;
+                    let rm = if one_sided {
+                        raw0.clone()
+                    } else {
+                        eval(case, &checked, &perturbed(-1, &base, hexp), prec)?
+                    };
+                    let mut b = difference(&rp.value[0], &rm.value[0], one_sided, prec, hexp);
+                    if let Some(c) = &cot {
+                        b *= c;
+                    }
+                    Ok(b)
+                };
+                let b = b_at(FD_H_EXP)?;
                 let (a, s) = gv(None);
-                let rel = relative(&a, &b, &s);
+                let mut rel = relative(&a, &b, &s);
+                if rel >= RETRY_REL {
+                    let b2 = b_at(FD_H_EXP - 1)?;
+                    rel = relative_truncation(&a, &b2, &s, &b);
+                }
                 rep.record(rel, || {
                     format!("direction {dir}: grad·v = {}, fd = {}", show(&a), show(&b))
                 });
@@ -334,19 +346,27 @@ pub fn check_gradients_with(
                     continue;
                 };
                 let b0 = point_inputs(c, prec);
-                let rp = eval(c, ch, &perturbed(1, &b0), prec)?;
-                let rm = if one_sided {
-                    eval(c, ch, &b0, prec)?
-                } else {
-                    eval(c, ch, &perturbed(-1, &b0), prec)?
+                let b_at = |hexp: i32| -> Result<Float, LossError> {
+                    let rp = eval(c, ch, &perturbed(1, &b0, hexp), prec)?;
+                    let rm = if one_sided {
+                        eval(c, ch, &b0, prec)?
+                    } else {
+                        eval(c, ch, &perturbed(-1, &b0, hexp), prec)?
+                    };
+                    let mut b = Float::new(prec);
+                    for (k, _) in finite.iter().enumerate().filter(|(_, f)| **f) {
+                        b += difference(&rp.value[k], &rm.value[k], one_sided, prec, hexp);
+                    }
+                    b *= factor;
+                    Ok(b)
                 };
-                let mut b = Float::new(prec);
-                for (k, _) in finite.iter().enumerate().filter(|(_, f)| **f) {
-                    b += difference(&rp.value[k], &rm.value[k], one_sided, prec);
-                }
-                b *= factor;
+                let b = b_at(FD_H_EXP)?;
                 let (a, s) = gv(None);
-                let rel = relative(&a, &b, &s);
+                let mut rel = relative(&a, &b, &s);
+                if rel >= RETRY_REL {
+                    let b2 = b_at(FD_H_EXP - 1)?;
+                    rel = relative_truncation(&a, &b2, &s, &b);
+                }
                 rep.record(rel, || {
                     format!(
                         "direction {dir} (terms): grad·v = {}, fd = {}",
@@ -356,12 +376,18 @@ pub fn check_gradients_with(
                 });
             }
             Route::Components { finite } => {
-                let rp = eval(case, &checked, &perturbed(1, &base), prec)?;
-                let rm = if one_sided {
-                    raw0.clone()
-                } else {
-                    eval(case, &checked, &perturbed(-1, &base), prec)?
+                let eval_pm = |hexp: i32| -> Result<(Raw, Raw), LossError> {
+                    let rp = eval(case, &checked, &perturbed(1, &base, hexp), prec)?;
+                    let rm = if one_sided {
+                        raw0.clone()
+                    } else {
+                        eval(case, &checked, &perturbed(-1, &base, hexp), prec)?
+                    };
+                    Ok((rp, rm))
                 };
+                let (rp, rm) = eval_pm(FD_H_EXP)?;
+                // the half step, evaluated only when some comparison needs it
+                let mut half: Option<(Raw, Raw)> = None;
                 let cot_at = |k: usize| -> Float {
                     cot_case
                         .as_ref()
@@ -376,9 +402,24 @@ pub fn check_gradients_with(
                             rep.skipped += 1;
                             continue;
                         }
-                        let b = difference(&rp.value[k], &rm.value[k], one_sided, prec) * &c;
+                        let b =
+                            difference(&rp.value[k], &rm.value[k], one_sided, prec, FD_H_EXP) * &c;
                         let (a, s) = gv(Some(k));
-                        let rel = relative(&a, &b, &s);
+                        let mut rel = relative(&a, &b, &s);
+                        if rel >= RETRY_REL {
+                            if half.is_none() {
+                                half = Some(eval_pm(FD_H_EXP - 1)?);
+                            }
+                            let (hp, hm) = half.as_ref().expect("just set");
+                            let b2 = difference(
+                                &hp.value[k],
+                                &hm.value[k],
+                                one_sided,
+                                prec,
+                                FD_H_EXP - 1,
+                            ) * &c;
+                            rel = relative_truncation(&a, &b2, &s, &b);
+                        }
                         rep.record(rel, || {
                             format!(
                                 "direction {dir}, component {k}: grad·v = {}, fd = {}",
@@ -388,19 +429,28 @@ pub fn check_gradients_with(
                         });
                     }
                 } else {
-                    let mut b = Float::new(prec);
-                    let mut ok = true;
-                    for (k, _) in finite.iter().enumerate().filter(|(_, f)| **f) {
-                        let c = cot_at(k);
-                        ok &= c.is_finite();
-                        b += difference(&rp.value[k], &rm.value[k], one_sided, prec) * &c;
-                    }
-                    if !ok {
+                    let combine = |rp: &Raw, rm: &Raw, hexp: i32| -> Option<Float> {
+                        let mut b = Float::new(prec);
+                        for (k, _) in finite.iter().enumerate().filter(|(_, f)| **f) {
+                            let c = cot_at(k);
+                            if !c.is_finite() {
+                                return None;
+                            }
+                            b += difference(&rp.value[k], &rm.value[k], one_sided, prec, hexp) * &c;
+                        }
+                        Some(b)
+                    };
+                    let Some(b) = combine(&rp, &rm, FD_H_EXP) else {
                         rep.skipped += 1;
                         continue;
-                    }
+                    };
                     let (a, s) = gv(None);
-                    let rel = relative(&a, &b, &s);
+                    let mut rel = relative(&a, &b, &s);
+                    if rel >= RETRY_REL {
+                        let (hp, hm) = eval_pm(FD_H_EXP - 1)?;
+                        let b2 = combine(&hp, &hm, FD_H_EXP - 1).expect("finite cotangents");
+                        rel = relative_truncation(&a, &b2, &s, &b);
+                    }
                     rep.record(rel, || {
                         format!("direction {dir}: grad·v = {}, fd = {}", show(&a), show(&b))
                     });
@@ -411,12 +461,28 @@ pub fn check_gradients_with(
     Ok(rep)
 }
 
-/// (f+ − f−)/(2h), or (f+ − f)/h one-sided, from the midpoints.
-fn difference(fp: &Ival, fm: &Ival, one_sided: bool, prec: u32) -> Float {
+/// (f+ − f−)/(2h), or (f+ − f)/h one-sided, from the midpoints, h = 2^hexp.
+fn difference(fp: &Ival, fm: &Ival, one_sided: bool, prec: u32, hexp: i32) -> Float {
     let mut q = Float::with_val(prec, &fp.mid() - &fm.mid());
-    // 1/(2h) = 2^(−1 − FD_H_EXP), 1/h = 2^(−FD_H_EXP).
-    q <<= if one_sided { -FD_H_EXP } else { -1 - FD_H_EXP };
+    // 1/(2h) = 2^(−1 − hexp), 1/h = 2^(−hexp).
+    q <<= if one_sided { -hexp } else { -1 - hexp };
     q
+}
+
+/// A comparison at least this bad is repeated with the half step (see
+/// [`relative_truncation`]); below it the first difference quotient stands.
+const RETRY_REL: f64 = 1.0 / (1u64 << 60) as f64;
+
+/// The comparison of `a` with the half-step quotient `b_half`, on a scale that includes the
+/// observed truncation error: |a − b_half| / max(|a|, |b_half|, s, 2^50·|b − b_half|). With
+/// D(h) = f′ + c·h² + …, |D(h) − D(h/2)| ≈ ¾·c·h² measures the truncation of the difference
+/// quotient itself, which matters where the exact derivative is 0 (or tiny) but the function
+/// curves (bce at p = t: D(h) ≈ f‴·h²/6 ≠ 0 against an exact 0). A gradient off by a relative
+/// δ ≫ 2^50·c·h²/|f′| is still caught.
+fn relative_truncation(a: &Float, b_half: &Float, s: &Float, b: &Float) -> f64 {
+    let t = Float::with_val(a.prec(), b - b_half).abs() << 50u32;
+    let m = if t > *s { t } else { s.clone() };
+    relative(a, b_half, &m)
 }
 
 /// |a − b| / max(|a|, |b|, s); 0 when a = b (including both 0), +inf when the scale is 0 but

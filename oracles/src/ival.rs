@@ -731,6 +731,116 @@ impl Ival {
         let t = t.expect("asked for tanh");
         (l, if neg { t.neg() } else { t })
     }
+
+    // ---------------------------------------------------------------- logistic family
+
+    /// softplus x = ln(1 + e^x), increasing, with full relative accuracy everywhere (no
+    /// cancellation): log1p(e^x) for x ≤ 0, x + log1p(e^{−x}) above. softplus(−inf) = 0,
+    /// softplus(+inf) = +inf, exactly.
+    pub fn softplus(&self) -> Ival {
+        self.map_increasing(|x| logistic_point(x).softplus)
+    }
+
+    /// σ(x) = 1/(1 + e^{−x}), increasing, with full relative accuracy in both tails
+    /// (σ(−|x|) = e^{−|x|}/(1 + e^{−|x|})). σ(−inf) = 0, σ(+inf) = 1, exactly.
+    pub fn sigmoid(&self) -> Ival {
+        self.map_increasing(|x| logistic_point(x).sigmoid)
+    }
+
+    /// softplus(±x) and σ(±x) together: for a point x one exp and one log1p serve all four
+    /// (with e = e^{−|x|} ∈ [0, 1]: softplus(|x|) = |x| + log1p(e), softplus(−|x|) = log1p(e),
+    /// σ(|x|) = 1/(1 + e), σ(−|x|) = e·σ(|x|)); a non-point x takes each monotone function
+    /// separately.
+    pub fn logistic(&self) -> Logistic {
+        if self.is_point() || self.is_nan() {
+            return logistic_point(self);
+        }
+        let m = self.neg();
+        Logistic {
+            softplus: self.softplus(),
+            softplus_neg: m.softplus(),
+            sigmoid: self.sigmoid(),
+            sigmoid_neg: m.sigmoid(),
+        }
+    }
+
+    /// x^y for an exact exponent y (MPFR's pow: 0^0 = 1, 0^y = 0 for y > 0, inf^y = inf for
+    /// y > 0). For x ≥ 0 it is monotone in x (non-decreasing for y ≥ 0, non-increasing for
+    /// y < 0); a point x < 0 is evaluated as is (correctly rounded both ways, NaN where MPFR
+    /// says so); a non-point enclosure reaching below 0 gives the whole line.
+    pub fn pow_const(&self, y: &Float) -> Ival {
+        use rug::ops::Pow;
+        let p = self.prec();
+        if self.is_nan() || y.is_nan() {
+            return Ival::nan(p);
+        }
+        let f = |x: &Float, r: Round| flt(p, x.pow(y), r);
+        if self.is_point() {
+            return self.monotone(f);
+        }
+        if self.lo < 0 {
+            return Ival::entire(p);
+        }
+        if !y.is_sign_negative() || y.is_zero() {
+            self.monotone(f)
+        } else {
+            let lo = f(&self.hi, Round::Down).0;
+            let hi = f(&self.lo, Round::Up).0;
+            Ival::from_ends(lo, hi)
+        }
+    }
+}
+
+/// softplus(±x) and σ(±x) of one enclosure x (see [`Ival::logistic`]).
+#[derive(Clone, Debug)]
+pub struct Logistic {
+    /// softplus(x) = ln(1 + e^x).
+    pub softplus: Ival,
+    /// softplus(−x) = ln(1 + e^{−x}).
+    pub softplus_neg: Ival,
+    /// σ(x).
+    pub sigmoid: Ival,
+    /// σ(−x) = 1 − σ(x), computed without the subtraction.
+    pub sigmoid_neg: Ival,
+}
+
+/// [`Logistic`] of an exact point x (or NaN). Every step is a monotone operation on
+/// enclosures of positive quantities: no cancellation, the width shrinks with the precision.
+/// An e^{−|x|} below MPFR's exponent range gives the enclosure [0, tiny], still rigorous.
+fn logistic_point(x: &Ival) -> Logistic {
+    let p = x.prec();
+    if x.is_nan() {
+        let n = Ival::nan(p);
+        return Logistic {
+            softplus: n.clone(),
+            softplus_neg: n.clone(),
+            sigmoid: n.clone(),
+            sigmoid_neg: n,
+        };
+    }
+    let neg = x.lo.is_sign_negative() && !x.lo.is_zero();
+    let a = x.abs();
+    let e = a.neg().exp(); // e^{−|x|} ∈ [0, 1]; exactly 0 at |x| = inf
+    let l = e.log1p();
+    let big = a.add(&l);
+    let one = Ival::one(p);
+    let s_big = one.div(&one.add(&e));
+    let s_small = e.mul(&s_big);
+    if neg {
+        Logistic {
+            softplus: l,
+            softplus_neg: big,
+            sigmoid: s_small,
+            sigmoid_neg: s_big,
+        }
+    } else {
+        Logistic {
+            softplus: big,
+            softplus_neg: l,
+            sigmoid: s_big,
+            sigmoid_neg: s_small,
+        }
+    }
 }
 
 /// ln cosh s, and tanh s when asked, for an exact point s ≥ 0 (both increasing in s).

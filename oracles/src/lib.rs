@@ -7,6 +7,7 @@
 //! until every output's enclosure rounds to one value of its dtype (or is exact); an output
 //! still undecided at the cap is a `hard_case`, for which both neighbours count as correct.
 
+pub mod classification;
 pub mod fd;
 pub mod ival;
 pub mod reduce;
@@ -16,11 +17,13 @@ pub mod round;
 use losscheck_core::{Case, Checked, Dtype, LossError};
 use std::collections::BTreeMap;
 
-pub use ival::Ival;
+pub use ival::{Ival, Logistic};
 
-/// First working precision (bits).
+/// First working precision (bits): enough to decide nearly every output of a 16-bit or f32
+/// dtype at once; the driver doubles it while some output is undecided.
 pub const START_PREC: u32 = 64;
-/// Precision cap: an output undecided here is a hard case.
+/// Precision cap (bits): an output undecided here is a hard case, for which both neighbours
+/// count as correct.
 pub const MAX_PREC: u32 = 4096;
 
 /// One exact real result, decided in its dtype.
@@ -54,9 +57,13 @@ impl Exact {
 /// with θ shared by every member of the group (coupled inputs stay coupled).
 #[derive(Clone, Debug)]
 pub struct KinkMember {
+    /// The differentiable input this component belongs to.
     pub input: String,
+    /// Flat (row-major) index of the component.
     pub index: usize,
+    /// The segment's end at θ = 0.
     pub lo: Exact,
+    /// The segment's end at θ = 1.
     pub hi: Exact,
 }
 
@@ -88,15 +95,19 @@ pub struct OracleOutput {
 /// Enclosures at one working precision, before rounding: what a family function returns.
 #[derive(Clone, Debug, Default)]
 pub struct Raw {
+    /// Value components (one per row for `none`, one otherwise).
     pub value: Vec<Ival>,
     /// κ per value component (empty: all 1).
     pub kappa: Vec<f64>,
+    /// Termwise gradient components per requested input (the nearest-0 selection at kinks).
     pub grads: BTreeMap<String, Vec<Ival>>,
+    /// The Clarke segments of the components at kinks.
     pub kinks: Vec<RawKinkGroup>,
 }
 
 #[derive(Clone, Debug)]
 pub struct RawKinkGroup {
+    /// Which primitive is at its kink (e.g. "|r| at 0").
     pub primitive: &'static str,
     /// (input, index, lo, hi)
     pub members: Vec<(String, usize, Ival, Ival)>,
@@ -142,6 +153,9 @@ pub fn eval_raw(
     match case.spec().family {
         losscheck_core::catalogue::Family::Regression => {
             regression::eval(case, checked, inputs, prec)
+        }
+        losscheck_core::catalogue::Family::Classification => {
+            classification::eval(case, checked, inputs, prec)
         }
         _ => Err(LossError::unsupported(format!(
             "no oracle yet for {}",

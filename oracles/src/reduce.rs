@@ -236,6 +236,37 @@ impl Reducer {
         g
     }
 
+    /// [`Reducer::grad`] for a local derivative given as a quotient num/den: the component
+    /// num·m_i·w_i·c_i / (den·D), with the one division last, so that a result that is exactly
+    /// dyadic (say bce's (p − t)/(p(1 − p)) times a weight that cancels the odd factors of the
+    /// denominator) ends up as a point enclosure instead of straddling a rounding midpoint at
+    /// every precision. An exact zero numerator or cotangent gives exactly 0, as in
+    /// [`Reducer::grad`]; `den` must be certainly non-zero.
+    pub fn grad_quotient(&self, i: usize, num: Ival, den: &Ival) -> Ival {
+        debug_assert!(self.active[i]);
+        let cot_zero = match &self.cot {
+            Cot::One => false,
+            Cot::Scalar(c) => c.is_zero(),
+            Cot::Vector(v) => v[i].is_zero(),
+        };
+        if num.is_zero() || cot_zero {
+            return Ival::zero(self.prec);
+        }
+        let mut g = num;
+        if let Some(w) = &self.weight {
+            g.mul_assign(&w[i]);
+        }
+        match &self.cot {
+            Cot::One => {}
+            Cot::Scalar(c) => g.mul_assign(c),
+            Cot::Vector(v) => g.mul_assign(&v[i]),
+        }
+        match &self.denom {
+            Some(d) => g.div(&den.mul(d)),
+            None => g.div(den),
+        }
+    }
+
     /// A gradient vector of exact zeros (what inactive positions get).
     pub fn zeros(&self, n: usize) -> Vec<Ival> {
         vec![Ival::zero(self.prec); n]

@@ -174,13 +174,14 @@ fn unknown_and_unimplemented_losses_are_unsupported() {
     let mut c = case("mse", Dtype::F32, &[1], &[1.0], &[0.0]);
     c.loss = "no_such_loss".into();
     assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported);
-    let mut c = Case::new("bce", Dtype::F32).unwrap();
-    c.inputs
-        .insert("prob".into(), Tensor::float(Dtype::F32, vec![1], vec![0.5]));
+    // a catalogue loss without a kernel yet (nll: logp [N,C], class ids [N])
+    let mut c = Case::new("nll", Dtype::F32).unwrap();
     c.inputs.insert(
-        "target".into(),
-        Tensor::float(Dtype::F32, vec![1], vec![1.0]),
+        "logp".into(),
+        Tensor::float(Dtype::F32, vec![1, 2], vec![-0.5, -1.0]),
     );
+    c.inputs
+        .insert("target".into(), Tensor::int(vec![1], vec![1]));
     assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported);
 }
 

@@ -14,8 +14,14 @@
 //!   (reduction, weight and mask plans, cotangent, grads, params, out dtype, poison, shape)
 //!   drawn first, then the elements for it, realized into a [`Case`].
 //! - `regression`: the regimes of the regression family (`mse`, `mae`, `huber`, `quantile`,
-//!   `log_cosh`). The classification / probabilistic / contrastive families add a module of
-//!   the same shape and a line in [`regimes`] and [`regime_strategy`].
+//!   `log_cosh`).
+//! - [`classification`]: the regimes of the elementwise classification losses (`bce`,
+//!   `bce_logits`, `hinge`, `focal`): logits at the exp edges of the dtype and of the f32
+//!   compute type, probabilities at 0 and 1 and one ulp away, soft and hard targets, pos_weight
+//!   elementwise or broadcast over the last dim, the hinge kink, focal γ and α and the BCE
+//!   floor over their domains and edges; hinge's ±1 labels as i64 tensors.
+//!   The probabilistic / contrastive families add a module of the same shape and a line in
+//!   [`regimes`] and [`regime_strategy`].
 //!
 //! Campaigns number their cases: case `index` of a campaign with seed `seed` is built by
 //! [`generate`] from its own `TestRunner`, seeded by a fixed hash ([`case_hash`], splitmix64
@@ -107,11 +113,37 @@ pub const REGRESSION_REGIMES: &[(Regime, u32)] = &[
     (Regime::LongBatch, 2),
 ];
 
+/// The regimes of the elementwise classification losses (`bce`, `bce_logits`, `hinge`,
+/// `focal`) and their weights (per mille). The extremes get more than in the regression family:
+/// the interesting inputs of these losses (logits at the exp edges, probabilities at 0 and 1,
+/// saturated focal factors) are edges, not typical values.
+///
+/// Long batches are 1 in 1000: the oracle works per element in MPFR (≈ 3–8 µs per element for
+/// these losses), a long batch averages ~55,000 elements, and at 2 per mille they alone cost
+/// about three times all the other cases of the suite.
+pub const CLASSIFICATION_ELEMENTWISE_REGIMES: &[(Regime, u32)] = &[
+    (Regime::Typical, 251),
+    (Regime::BitUniform, 120),
+    (Regime::Extreme, 250),
+    (Regime::Masked, 100),
+    (Regime::Weighted, 90),
+    (Regime::Shapes, 60),
+    (Regime::Kinks, 128),
+    (Regime::LongBatch, 1),
+];
+
+/// The classification losses with generators (elementwise ones; `cross_entropy`, `nll` and
+/// `multi_margin` have none yet).
+pub const CLASSIFICATION_ELEMENTWISE: [&str; 4] = classification::LOSSES;
+
 /// The regimes (and their weights) that generate cases of `loss`; empty when the loss's family
 /// has no generators yet.
 pub fn regimes(loss: &str) -> &'static [(Regime, u32)] {
-    match catalogue::spec(loss).map(|s| s.family) {
-        Some(Family::Regression) => REGRESSION_REGIMES,
+    match catalogue::spec(loss).map(|s| (s.family, s.id)) {
+        Some((Family::Regression, _)) => REGRESSION_REGIMES,
+        Some((Family::Classification, id)) if classification::LOSSES.contains(&id) => {
+            CLASSIFICATION_ELEMENTWISE_REGIMES
+        }
         _ => &[],
     }
 }
@@ -136,6 +168,7 @@ pub fn regime_strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Cas
     );
     match spec.family {
         Family::Regression => regression::strategy(loss, dtype, r),
+        Family::Classification => classification::strategy(loss, dtype, r),
         f => panic!("no generators yet for the {} family ({loss})", f.name()),
     }
 }
@@ -979,6 +1012,19 @@ pub mod elementwise {
     /// h(i) mod k (h: splitmix64 from `seed`), its finite data nudged by up to ±3 ulps; masks,
     /// weights and a `none` cotangent follow their element. Scalar inputs stay.
     pub fn tile(case: Case, n: usize, seed: u64) -> Case {
+        let dtype = case.dtype;
+        tile_by(case, n, seed, &|name, x, d| {
+            if matches!(name, "weight" | "cotangent") {
+                x
+            } else {
+                super::values::nudge(dtype, x, d)
+            }
+        })
+    }
+
+    /// [`tile`] with the nudge chosen per input: `step(input, x, d)` is the copy of pattern
+    /// value `x` that is `d` ∈ [−3, 3] steps off (inputs with a domain keep their values in it).
+    pub fn tile_by(case: Case, n: usize, seed: u64, step: &dyn Fn(&str, f64, i64) -> f64) -> Case {
         let k = case
             .inputs
             .values()
@@ -1001,23 +1047,11 @@ pub mod elementwise {
                 continue;
             }
             let nt = match &t.data {
-                losscheck_core::Data::F(v) => {
-                    let data_input = !matches!(name.as_str(), "weight" | "cotangent");
-                    Tensor::float(
-                        dtype,
-                        vec![n],
-                        picks
-                            .iter()
-                            .map(|&(j, d)| {
-                                if data_input {
-                                    super::values::nudge(dtype, v[j], d)
-                                } else {
-                                    v[j]
-                                }
-                            })
-                            .collect(),
-                    )
-                }
+                losscheck_core::Data::F(v) => Tensor::float(
+                    dtype,
+                    vec![n],
+                    picks.iter().map(|&(j, d)| step(name, v[j], d)).collect(),
+                ),
                 losscheck_core::Data::I(v) => {
                     Tensor::int(vec![n], picks.iter().map(|&(j, _)| v[j]).collect())
                 }
@@ -1555,6 +1589,967 @@ mod regression {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The elementwise classification losses.
+
+pub mod classification {
+    use super::elementwise::{
+        self, any_reduction, maybe, ElemDist, FrameDist, MaskPlan, Recipe, WeightPlan,
+    };
+    use super::values::{self, nudge};
+    use super::Regime;
+    use losscheck_core::catalogue::{self, skipped_rows, ParamSpec};
+    use losscheck_core::dtype::pow2;
+    use losscheck_core::{Case, Dtype, ParamValue, Reduction, Tensor};
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+    use std::f64::consts::LN_2;
+    use std::sync::Arc;
+
+    pub const LOSSES: [&str; 4] = ["bce", "bce_logits", "hinge", "focal"];
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Kind {
+        Bce,
+        Logits,
+        Hinge,
+        Focal,
+    }
+
+    fn kind(loss: &str) -> Kind {
+        match loss {
+            "bce" => Kind::Bce,
+            "bce_logits" => Kind::Logits,
+            "hinge" => Kind::Hinge,
+            "focal" => Kind::Focal,
+            _ => panic!("no classification generators for {loss}"),
+        }
+    }
+
+    /// The float columns of an element: the data inputs, and for `bce_logits` an elementwise
+    /// pos_weight (kept, dropped, or replaced by a broadcast [C] one in [`finish`]). The ±1
+    /// labels of `hinge` are drawn as floats and turned into an i64 tensor in [`finish`].
+    fn inputs(k: Kind) -> Vec<&'static str> {
+        match k {
+            Kind::Bce => vec!["prob", "target"],
+            Kind::Logits => vec!["logit", "target", "pos_weight"],
+            Kind::Hinge => vec!["score", "target"],
+            Kind::Focal => vec!["logit", "target"],
+        }
+    }
+
+    fn primary(k: Kind) -> &'static str {
+        inputs(k)[0]
+    }
+
+    // ---- palettes (computed from the dtype layer)
+
+    fn palette(mut v: Vec<f64>, lo: f64, hi: f64) -> Vec<f64> {
+        v.retain(|x| x.is_finite() && *x >= lo && *x <= hi);
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        // 0 and 1 first: select shrinks toward the front
+        v.sort_by_key(|&x| {
+            if x == 0.0 {
+                0
+            } else if x == 1.0 {
+                1
+            } else {
+                2
+            }
+        });
+        v
+    }
+
+    /// Logit magnitudes where something happens: the general edge palette (which holds the exp
+    /// overflow / subnormal / zero edges of the dtype, of the f32 compute type and of f64, with
+    /// their neighbours), and the points where σ(z) rounds to 1 (e^−z below half an ulp of 1:
+    /// z ≈ p·ln 2) in the dtype, in f32 and in f64.
+    pub fn logit_magnitudes(dtype: Dtype) -> Vec<f64> {
+        let mut v = values::edge_magnitudes(dtype);
+        for p in [dtype.precision(), Dtype::F32.precision(), 53] {
+            for k in [p, p + 1, p + 2] {
+                let e = dtype.round(k as f64 * LN_2);
+                v.extend([e, dtype.next_up(e), dtype.next_down(e)]);
+            }
+        }
+        v.extend([LN_2, 0.25, 4.0, 8.0, 16.0, 20.0, 30.0, 40.0].map(|x| dtype.round(x)));
+        palette(
+            v.into_iter().map(|x| dtype.round(x)).collect(),
+            0.0,
+            f64::MAX,
+        )
+    }
+
+    /// The signed exp edges themselves (for the unit tests: the generators must reach them).
+    pub fn exp_edges(dtype: Dtype) -> Vec<f64> {
+        let mut v = Vec::new();
+        for d in [dtype, dtype.compute_type()] {
+            for e in [
+                d.exp_overflow_edge(),
+                d.exp_subnormal_edge(),
+                d.exp_zero_edge(),
+            ] {
+                v.push(dtype.round(e));
+                v.push(dtype.round(-e));
+            }
+        }
+        v.retain(|x| x.is_finite());
+        v
+    }
+
+    /// Probabilities where something happens: exactly 0 and 1, one ulp away (`next_up(0)`,
+    /// `next_down(1)`), the normal boundary, ½ and its neighbours, e^−100 (PyTorch's floor) and
+    /// e at the exp edges, and one minus those.
+    pub fn prob_edges(dtype: Dtype) -> Vec<f64> {
+        let d = dtype;
+        let one_down = d.next_down(1.0);
+        let mut v = vec![
+            0.0,
+            1.0,
+            d.next_up(0.0),
+            one_down,
+            2.0 * d.min_subnormal(),
+            d.next_down(one_down),
+            d.min_normal(),
+            d.next_down(d.min_normal()),
+            d.next_up(d.min_normal()),
+            0.5,
+            d.next_up(0.5),
+            d.next_down(0.5),
+            d.epsilon(),
+            d.epsilon() / 2.0,
+            1.0 - d.epsilon(),
+            0.25,
+            0.75,
+            d.round(1e-6),
+            d.round(1.0 - 1e-6),
+        ];
+        for l in [
+            -100.0,
+            -1.0,
+            -10.0,
+            Dtype::F32.exp_subnormal_edge(),
+            d.exp_subnormal_edge(),
+            d.exp_zero_edge(),
+        ] {
+            let e = libm::exp(l);
+            for p in [d.round(e), d.round(1.0 - e)] {
+                v.extend([p, d.next_up(p), d.next_down(p)]);
+            }
+        }
+        palette(v.into_iter().map(|x| d.round(x)).collect(), 0.0, 1.0)
+    }
+
+    /// Targets where something happens: hard 0 and 1, soft ones near them (1e−6-ish, the
+    /// subnormals, 1 − ulp), ½, label-smoothed values.
+    pub fn target_edges(dtype: Dtype) -> Vec<f64> {
+        let d = dtype;
+        let v = vec![
+            0.0,
+            1.0,
+            0.5,
+            d.round(1e-6),
+            d.round(pow2(-20)),
+            d.round(1e-3),
+            d.round(0.1),
+            d.round(0.9),
+            d.round(1.0 - 1e-3),
+            d.round(1.0 - 1e-6),
+            d.round(1.0 - pow2(-20)),
+            d.next_down(1.0),
+            d.next_down(d.next_down(1.0)),
+            d.min_subnormal(),
+            d.min_normal(),
+            d.epsilon() / 2.0,
+        ];
+        palette(v, 0.0, 1.0)
+    }
+
+    // ---- scalar strategies
+
+    fn signed(s: BoxedStrategy<f64>) -> BoxedStrategy<f64> {
+        (s, any::<bool>())
+            .prop_map(|(x, neg)| if neg { -x } else { x })
+            .boxed()
+    }
+
+    /// A palette value, sometimes a few ulps off (kept in [lo, hi]).
+    fn from_palette(dtype: Dtype, pal: Vec<f64>, lo: f64, hi: f64) -> BoxedStrategy<f64> {
+        prop_oneof![
+            6 => select(pal.clone()),
+            2 => (select(pal), -2i64..=2).prop_map(move |(x, j)| {
+                let y = nudge(dtype, x, j);
+                if y >= lo && y <= hi { y } else { x }
+            }),
+        ]
+        .boxed()
+    }
+
+    /// Uniform over the bit patterns of the values in [0, 1].
+    fn unit_bits(dtype: Dtype) -> BoxedStrategy<f64> {
+        let top = dtype.ordinal(1.0).unwrap();
+        (0..=top).prop_map(move |k| dtype.from_ordinal(k)).boxed()
+    }
+
+    fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + libm::exp(-x))
+    }
+
+    /// Into the open interval (0, 1).
+    fn open(dtype: Dtype, x: f64) -> f64 {
+        let r = dtype.round(x);
+        if r <= 0.0 {
+            dtype.min_subnormal()
+        } else if r >= 1.0 {
+            dtype.next_down(1.0)
+        } else {
+            r
+        }
+    }
+
+    /// Typical logits: N(0, 3²), sometimes rescaled by 2^k.
+    fn logit_typical(dtype: Dtype) -> BoxedStrategy<f64> {
+        prop_oneof![
+            4 => values::normal().prop_map(move |z| dtype.round(3.0 * z)),
+            1 => (values::normal(), -8i32..=3).prop_map(move |(z, k)| dtype.round(3.0 * z * pow2(k))),
+        ]
+        .boxed()
+    }
+
+    /// Logits at the edges: the logit palette (either sign, a few ulps off), subnormals, ±0,
+    /// ±max, ±inf, bit-uniform.
+    fn logit_extreme(dtype: Dtype) -> BoxedStrategy<f64> {
+        let mags = logit_magnitudes(dtype);
+        prop_oneof![
+            8 => signed(from_palette(dtype, mags, 0.0, f64::MAX)),
+            1 => signed(values::subnormal(dtype)),
+            1 => Just(-0.0),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+            1 => signed(Just(dtype.max()).boxed()),
+            1 => values::bit_uniform(dtype),
+        ]
+        .boxed()
+    }
+
+    /// Typical probabilities in (0, 1): σ of a typical logit, or uniform.
+    fn prob_typical(dtype: Dtype) -> BoxedStrategy<f64> {
+        prop_oneof![
+            3 => values::normal().prop_map(move |z| open(dtype, sigmoid(3.0 * z))),
+            1 => (0.0f64..1.0).prop_map(move |u| open(dtype, u)),
+        ]
+        .boxed()
+    }
+
+    fn prob_extreme(dtype: Dtype) -> BoxedStrategy<f64> {
+        prop_oneof![
+            8 => from_palette(dtype, prob_edges(dtype), 0.0, 1.0),
+            1 => values::subnormal(dtype),
+            1 => unit_bits(dtype),
+            1 => prob_typical(dtype),
+        ]
+        .boxed()
+    }
+
+    fn hard(dtype: Dtype) -> BoxedStrategy<f64> {
+        let _ = dtype;
+        select(vec![0.0, 1.0]).boxed()
+    }
+
+    /// Typical targets: hard 0/1, uniform soft ones, label-smoothed ones.
+    fn target_typical(dtype: Dtype) -> BoxedStrategy<f64> {
+        prop_oneof![
+            3 => hard(dtype),
+            2 => (0.0f64..=1.0).prop_map(move |u| dtype.round(u)),
+            1 => select(vec![0.05, 0.95, 0.1, 0.9, 0.005, 0.995]).prop_map(move |t| dtype.round(t)),
+        ]
+        .boxed()
+    }
+
+    fn target_extreme(dtype: Dtype) -> BoxedStrategy<f64> {
+        prop_oneof![
+            3 => hard(dtype),
+            5 => from_palette(dtype, target_edges(dtype), 0.0, 1.0),
+            1 => unit_bits(dtype),
+            1 => values::subnormal(dtype),
+        ]
+        .boxed()
+    }
+
+    fn sign() -> BoxedStrategy<f64> {
+        select(vec![1.0, -1.0]).boxed()
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Style {
+        Typical,
+        Extreme,
+        Bits,
+    }
+
+    fn v2((a, b): (f64, f64)) -> Vec<f64> {
+        vec![a, b]
+    }
+    fn v3((a, b, c): (f64, f64, f64)) -> Vec<f64> {
+        vec![a, b, c]
+    }
+
+    /// The float columns of one element (see [`inputs`]).
+    fn data(k: Kind, d: Dtype, style: Style) -> BoxedStrategy<Vec<f64>> {
+        match (k, style) {
+            (Kind::Bce, Style::Typical) => prop_oneof![
+                3 => (prob_typical(d), target_typical(d)).prop_map(v2),
+                // a calibrated prediction: the loss at its minimum (the target's entropy)
+                1 => prob_typical(d).prop_map(|p| vec![p, p]),
+            ]
+            .boxed(),
+            (Kind::Bce, Style::Extreme) => prop_oneof![
+                5 => (prob_extreme(d), target_extreme(d)).prop_map(v2),
+                2 => (prob_extreme(d), hard(d)).prop_map(v2),
+                1 => (prob_typical(d), target_extreme(d)).prop_map(v2),
+                1 => prob_extreme(d).prop_map(|p| vec![p, p]),
+            ]
+            .boxed(),
+            (Kind::Bce, Style::Bits) => (unit_bits(d), unit_bits(d)).prop_map(v2).boxed(),
+            (Kind::Logits | Kind::Focal, Style::Typical) => prop_oneof![
+                3 => (logit_typical(d), target_typical(d), values::typical_weight(d)).prop_map(v3),
+                // a confident model, right or wrong: hard target by the logit's sign
+                1 => (logit_typical(d), any::<bool>(), values::typical_weight(d)).prop_map(|(z, right, w)| {
+                    let t = if (z > 0.0) == right { 1.0 } else { 0.0 };
+                    vec![z, t, w]
+                }),
+            ]
+            .boxed(),
+            (Kind::Logits | Kind::Focal, Style::Extreme) => prop_oneof![
+                5 => (logit_extreme(d), target_extreme(d), values::edge_weight(d)).prop_map(v3),
+                2 => (logit_extreme(d), hard(d), values::edge_weight(d)).prop_map(v3),
+                1 => (logit_typical(d), target_extreme(d), values::edge_weight(d)).prop_map(v3),
+            ]
+            .boxed(),
+            (Kind::Logits | Kind::Focal, Style::Bits) => (
+                values::bit_uniform(d),
+                unit_bits(d),
+                values::bit_uniform_nonneg(d),
+            )
+                .prop_map(v3)
+                .boxed(),
+            (Kind::Hinge, Style::Typical) => (logit_typical(d), sign()).prop_map(v2).boxed(),
+            (Kind::Hinge, Style::Extreme) => prop_oneof![
+                4 => (logit_extreme(d), sign()).prop_map(v2),
+                1 => (logit_typical(d), sign()).prop_map(v2),
+            ]
+            .boxed(),
+            (Kind::Hinge, Style::Bits) => (values::bit_uniform(d), sign()).prop_map(v2).boxed(),
+        }
+    }
+
+    fn fparam(params: &[(String, ParamValue)], name: &str) -> Option<f64> {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, p)| p.as_f64())
+    }
+
+    /// Elements at the critical points of the formula, given the frame's params: the hinge kink
+    /// t·s = m and its neighbours; probabilities where log p or log(1 − p) meets the floor;
+    /// logits at the minimum of bce_logits (σ(z) = t, or pw·t/(pw·t + 1 − t), where the
+    /// gradient cancels) and at the switch points of stable softplus forms.
+    fn kink_data(k: Kind, d: Dtype, params: &[(String, ParamValue)]) -> BoxedStrategy<Vec<f64>> {
+        match k {
+            Kind::Hinge => {
+                let m = fparam(params, "margin").unwrap_or(1.0);
+                let md = match d.round(m) {
+                    x if x.is_finite() => x,
+                    x => x.signum() * d.max(),
+                };
+                let half = d.round(md / 2.0);
+                (sign(), -2i64..=2, 0u8..8)
+                    .prop_map(move |(t, j, w)| {
+                        let s = match w {
+                            // t·s = m exactly (when m is a dtype value), and around it
+                            0..=4 => t * md,
+                            5 => 0.0,
+                            // m − t·s overflows the dtype
+                            6 => -t * d.max(),
+                            _ => t * half,
+                        };
+                        vec![nudge(d, s, j), t]
+                    })
+                    .boxed()
+            }
+            Kind::Bce => {
+                let mut crit = vec![0.0, 1.0, d.next_up(0.0), d.next_down(1.0)];
+                if let Some(f) = fparam(params, "log_floor") {
+                    let e = libm::exp(f);
+                    crit.extend([d.round(e), d.round(1.0 - e)]);
+                }
+                let crit = palette(crit, 0.0, 1.0);
+                (select(crit), -2i64..=2, target_extreme(d), 0u8..4)
+                    .prop_map(move |(p, j, t, w)| {
+                        let q = nudge(d, p, j);
+                        let p = if (0.0..=1.0).contains(&q) { q } else { p };
+                        let t = match w {
+                            0 | 1 => t,
+                            2 => p,
+                            _ => p.round(),
+                        };
+                        vec![p, t]
+                    })
+                    .boxed()
+            }
+            Kind::Logits | Kind::Focal => {
+                let mut crit = vec![0.0, d.min_subnormal(), 1.0, LN_2];
+                for p in [d.precision(), Dtype::F32.precision(), 53] {
+                    crit.push(p as f64 * LN_2);
+                }
+                let crit = palette(
+                    crit.into_iter().map(|x| d.round(x)).collect(),
+                    0.0,
+                    f64::MAX,
+                );
+                prop_oneof![
+                    // the minimum: σ(z) = pw·t / (pw·t + 1 − t)
+                    3 => (target_extreme(d), values::typical_weight(d), -2i64..=2, any::<bool>()).prop_map(move |(t, pw, j, use_pw)| {
+                        let pw_eff = if use_pw { pw } else { 1.0 };
+                        let q = pw_eff * t / (pw_eff * t + 1.0 - t);
+                        let z = if q > 0.0 && q < 1.0 { d.round(libm::log(q / (1.0 - q))) } else { 0.0 };
+                        let z = if z.is_finite() { z } else { z.signum() * d.max() };
+                        vec![nudge(d, z, j), t, if use_pw { pw } else { 1.0 }]
+                    }),
+                    2 => (signed(select(crit).boxed()), -2i64..=2, target_extreme(d), values::typical_weight(d))
+                        .prop_map(move |(z, j, t, pw)| vec![nudge(d, z, j), t, pw]),
+                    1 => (logit_extreme(d), hard(d), values::edge_weight(d)).prop_map(v3),
+                ]
+                .boxed()
+            }
+        }
+    }
+
+    // ---- params
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Mode {
+        Typical,
+        Domain,
+        Kinks,
+    }
+
+    fn f32r(x: f64) -> f64 {
+        Dtype::F32.round(x)
+    }
+
+    fn param(p: &'static ParamSpec, dtype: Dtype, mode: Mode) -> BoxedStrategy<ParamValue> {
+        let whole = values::param(p, dtype);
+        let float = |s: BoxedStrategy<f64>| s.prop_map(ParamValue::Float).boxed();
+        let f32d = Dtype::F32;
+        match p.name {
+            "log_floor" => {
+                let tiny = select(vec![
+                    -f32d.min_subnormal(),
+                    -f32d.min_normal(),
+                    -pow2(-20),
+                    -f32d.epsilon(),
+                    -f32r(1e-3),
+                    -0.5,
+                ])
+                .boxed();
+                let edges = select(vec![
+                    f32r(libm::log(dtype.min_subnormal())),
+                    f32r(dtype.exp_subnormal_edge()),
+                    f32r(dtype.exp_zero_edge()),
+                    f32r(f32d.exp_zero_edge()),
+                    -f32d.max(),
+                ])
+                .boxed();
+                // floors that clamp at a dtype value: log of a probability of the dtype
+                let at_value = unit_bits(dtype)
+                    .prop_map(|u| if u > 0.0 { f32r(libm::log(u)).min(0.0) } else { -100.0 })
+                    .boxed();
+                let kinks = if mode == Mode::Kinks { 3 } else { 0 };
+                prop_oneof![
+                    2 => Just(ParamValue::Null),
+                    2 => Just(ParamValue::Float(-100.0)),
+                    1 => Just(ParamValue::Float(0.0)),
+                    2 => float(tiny),
+                    1 => float(edges),
+                    kinks => float(at_value),
+                    3 => whole,
+                ]
+                .boxed()
+            }
+            "margin" => match mode {
+                Mode::Typical => prop_oneof![
+                    3 => Just(ParamValue::Float(1.0)),
+                    3 => float(signed(values::f32_log_uniform(-3, 3))),
+                    2 => whole,
+                ]
+                .boxed(),
+                Mode::Domain => prop_oneof![
+                    1 => Just(ParamValue::Float(1.0)),
+                    1 => float(select(vec![0.0, -1.0, 2.0, dtype.max(), -dtype.max(), dtype.min_subnormal(), f32d.max(), -f32d.max(), f32d.min_subnormal()]).boxed()),
+                    3 => whole,
+                ]
+                .boxed(),
+                // margins that are dtype values, so that the kink t·s = m is reachable exactly
+                Mode::Kinks => prop_oneof![
+                    2 => float(select(vec![1.0, 0.0, 0.5, 2.0, -1.0, dtype.min_subnormal(), dtype.max(), dtype.epsilon()]).boxed()),
+                    2 => float(values::typical(dtype, -4, 4)),
+                    1 => float(values::bit_uniform(dtype)),
+                    1 => whole,
+                ]
+                .boxed(),
+            },
+            "gamma" => prop_oneof![
+                4 => float(select(vec![0.0, f32d.min_subnormal(), pow2(-20), 0.5, 1.0, 2.0, 3.0, 5.0, 100.0, 1e4, f32d.max()]).boxed()),
+                2 => whole,
+            ]
+            .boxed(),
+            "alpha" => prop_oneof![
+                2 => Just(ParamValue::Null),
+                1 => Just(ParamValue::Float(0.0)),
+                1 => Just(ParamValue::Float(1.0)),
+                2 => float(select(vec![0.25, 0.5, 0.75]).boxed()),
+                3 => whole,
+            ]
+            .boxed(),
+            _ => whole,
+        }
+    }
+
+    fn params(loss: &'static str, dtype: Dtype, mode: Mode) -> elementwise::ParamsFn {
+        Arc::new(move |_k: i32| {
+            let spec = catalogue::spec(loss).unwrap();
+            spec.params
+                .iter()
+                .map(|p| {
+                    let name = p.name.to_string();
+                    param(p, dtype, mode)
+                        .prop_map(move |v| (name.clone(), v))
+                        .boxed()
+                })
+                .collect::<Vec<_>>()
+                .boxed()
+        })
+    }
+
+    // ---- frames and regimes
+
+    fn base_frame(loss: &'static str, dtype: Dtype, mode: Mode) -> FrameDist {
+        FrameDist {
+            reduction: any_reduction(),
+            weights: prop_oneof![2 => Just(WeightPlan::Absent), 1 => Just(WeightPlan::Elements)]
+                .boxed(),
+            mask: prop_oneof![2 => Just(MaskPlan::Absent), 1 => Just(MaskPlan::Random)].boxed(),
+            cotangent: maybe(0.4, values::typical_cotangent(dtype)),
+            // the one differentiable input (prob, logit or score): wanted 3 times in 4
+            grads: proptest::bool::weighted(0.75).prop_map(|g| vec![g]).boxed(),
+            out_f32: proptest::bool::weighted(0.25).boxed(),
+            params: params(loss, dtype, mode),
+            // probabilities and targets live in [0, 1]: never rescaled
+            scale_exp: Just(0).boxed(),
+            poison: proptest::bool::weighted(0.3).boxed(),
+            nan_at: Just(None).boxed(),
+            shape: Just(None).boxed(),
+        }
+    }
+
+    fn base_elems(k: Kind, dtype: Dtype) -> ElemDist {
+        ElemDist {
+            data: data(k, dtype, Style::Typical),
+            weight: values::typical_weight(dtype),
+            keep: proptest::bool::weighted(0.75).boxed(),
+            cot: values::typical_cotangent(dtype),
+            poison: values::poison(dtype),
+        }
+    }
+
+    type ElemsFn = Arc<dyn Fn(&elementwise::Frame) -> ElemDist + Send + Sync>;
+
+    /// A regime: its frames, its elements, its 1-D lengths, and for `bce_logits` its
+    /// pos_weight values and the shapes of its broadcast ([C]) pos_weight cases.
+    struct Spec {
+        frame: FrameDist,
+        elems: ElemsFn,
+        len: (usize, usize),
+        pw: BoxedStrategy<f64>,
+        bshape: BoxedStrategy<Vec<usize>>,
+    }
+
+    /// [N, C] (N from 0), sometimes [B, T, C] or [C].
+    fn any_bshape() -> BoxedStrategy<Vec<usize>> {
+        prop_oneof![
+            4 => (0usize..=6, 1usize..=6).prop_map(|(n, c)| vec![n, c]),
+            1 => (1usize..=3, 1usize..=3, 1usize..=4).prop_map(|(b, t, c)| vec![b, t, c]),
+            1 => (1usize..=8).prop_map(|c| vec![c]),
+        ]
+        .boxed()
+    }
+
+    fn shapes() -> Vec<Vec<usize>> {
+        vec![
+            vec![],
+            vec![0],
+            vec![1],
+            vec![2, 3, 4],
+            vec![0, 3],
+            vec![3, 0],
+            vec![1, 1],
+            vec![4, 1],
+            vec![1, 5],
+            vec![2, 2, 2, 2],
+            vec![3, 1, 2],
+            vec![2, 0, 2],
+        ]
+    }
+
+    fn spec(loss: &'static str, dtype: Dtype, r: Regime) -> Spec {
+        let k = kind(loss);
+        let d = dtype;
+        let mix = move || {
+            prop_oneof![3 => data(k, d, Style::Typical), 1 => data(k, d, Style::Extreme)].boxed()
+        };
+        match r {
+            Regime::Typical | Regime::LongBatch => Spec {
+                frame: base_frame(loss, d, Mode::Typical),
+                elems: Arc::new(move |_| base_elems(k, d)),
+                len: (0, 48),
+                pw: values::typical_weight(d),
+                bshape: any_bshape(),
+            },
+            Regime::BitUniform => Spec {
+                frame: FrameDist {
+                    weights: prop_oneof![1 => Just(WeightPlan::Absent), 1 => Just(WeightPlan::Elements)].boxed(),
+                    cotangent: maybe(0.4, values::edge_cotangent(d)),
+                    ..base_frame(loss, d, Mode::Domain)
+                },
+                elems: Arc::new(move |_| ElemDist {
+                    data: data(k, d, Style::Bits),
+                    weight: values::bit_uniform_nonneg(d),
+                    cot: values::bit_uniform(d)
+                        .prop_map(|x| if x == 0.0 { 1.0 } else { x })
+                        .boxed(),
+                    ..base_elems(k, d)
+                }),
+                len: (0, 32),
+                pw: values::bit_uniform_nonneg(d),
+                bshape: any_bshape(),
+            },
+            Regime::Extreme => Spec {
+                frame: FrameDist {
+                    weights: prop_oneof![2 => Just(WeightPlan::Absent), 2 => Just(WeightPlan::Elements), 1 => Just(WeightPlan::AllZero)].boxed(),
+                    mask: prop_oneof![
+                        2 => Just(MaskPlan::Absent),
+                        3 => Just(MaskPlan::Random),
+                        1 => any::<Index>().prop_map(MaskPlan::OneValid),
+                        1 => Just(MaskPlan::AllMasked),
+                    ]
+                    .boxed(),
+                    cotangent: maybe(0.4, values::edge_cotangent(d)),
+                    poison: proptest::bool::weighted(0.9).boxed(),
+                    nan_at: proptest::option::weighted(0.1, (any::<Index>(), any::<u8>())).boxed(),
+                    ..base_frame(loss, d, Mode::Domain)
+                },
+                elems: Arc::new(move |_| ElemDist {
+                    data: data(k, d, Style::Extreme),
+                    weight: values::edge_weight(d),
+                    keep: proptest::bool::weighted(0.6).boxed(),
+                    cot: values::edge_cotangent(d),
+                    ..base_elems(k, d)
+                }),
+                len: (0, 24),
+                pw: values::edge_weight(d),
+                bshape: any_bshape(),
+            },
+            Regime::Masked => Spec {
+                frame: FrameDist {
+                    weights: prop_oneof![3 => Just(WeightPlan::Absent), 1 => Just(WeightPlan::Elements)].boxed(),
+                    mask: prop_oneof![
+                        3 => Just(MaskPlan::Random),
+                        2 => Just(MaskPlan::AllMasked),
+                        2 => any::<Index>().prop_map(MaskPlan::OneValid),
+                        2 => Just(MaskPlan::NoneMasked),
+                    ]
+                    .boxed(),
+                    poison: proptest::bool::weighted(0.95).boxed(),
+                    nan_at: proptest::option::weighted(0.05, (any::<Index>(), any::<u8>())).boxed(),
+                    ..base_frame(loss, d, Mode::Typical)
+                },
+                elems: Arc::new(move |_| ElemDist {
+                    data: mix(),
+                    keep: prop_oneof![1 => proptest::bool::weighted(0.2), 1 => proptest::bool::weighted(0.8)].boxed(),
+                    ..base_elems(k, d)
+                }),
+                len: (0, 40),
+                pw: values::typical_weight(d),
+                bshape: any_bshape(),
+            },
+            Regime::Weighted => Spec {
+                frame: FrameDist {
+                    weights: prop_oneof![6 => Just(WeightPlan::Elements), 1 => Just(WeightPlan::AllZero)].boxed(),
+                    mask: prop_oneof![3 => Just(MaskPlan::Absent), 1 => Just(MaskPlan::Random)].boxed(),
+                    cotangent: maybe(0.4, values::edge_cotangent(d)),
+                    poison: proptest::bool::weighted(0.9).boxed(),
+                    ..base_frame(loss, d, Mode::Typical)
+                },
+                elems: Arc::new(move |_| ElemDist {
+                    data: mix(),
+                    weight: values::edge_weight(d),
+                    ..base_elems(k, d)
+                }),
+                len: (0, 32),
+                // zero, tiny, huge pos_weights
+                pw: values::edge_weight(d),
+                bshape: any_bshape(),
+            },
+            Regime::Shapes => Spec {
+                frame: FrameDist {
+                    mask: prop_oneof![
+                        2 => Just(MaskPlan::Absent),
+                        2 => Just(MaskPlan::Random),
+                        1 => Just(MaskPlan::AllMasked),
+                        1 => any::<Index>().prop_map(MaskPlan::OneValid),
+                    ]
+                    .boxed(),
+                    cotangent: maybe(0.5, values::typical_cotangent(d)),
+                    shape: select(shapes()).prop_map(Some).boxed(),
+                    ..base_frame(loss, d, Mode::Typical)
+                },
+                elems: Arc::new(move |_| ElemDist {
+                    data: mix(),
+                    ..base_elems(k, d)
+                }),
+                len: (0, 0),
+                pw: values::typical_weight(d),
+                bshape: select(shapes().into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>()).boxed(),
+            },
+            Regime::Kinks => Spec {
+                frame: FrameDist {
+                    cotangent: maybe(0.4, values::typical_cotangent(d)),
+                    ..base_frame(loss, d, Mode::Kinks)
+                },
+                elems: Arc::new(move |fr: &elementwise::Frame| ElemDist {
+                    data: prop_oneof![4 => kink_data(k, d, &fr.params), 1 => data(k, d, Style::Typical)].boxed(),
+                    ..base_elems(k, d)
+                }),
+                len: (1, 16),
+                pw: prop_oneof![2 => values::typical_weight(d), 1 => values::edge_weight(d)].boxed(),
+                bshape: any_bshape(),
+            },
+        }
+    }
+
+    /// How a `bce_logits` case carries its pos_weight.
+    enum Pw {
+        Absent,
+        Elements,
+        Broadcast(Vec<f64>),
+    }
+
+    /// An i64 label standing in for anything drawn at a skipped position (masked and
+    /// zero-weight positions are not range-checked and may hold any label).
+    fn garbage_label(x: f64) -> i64 {
+        if x.is_nan() {
+            0
+        } else {
+            x as i64 // saturating: ±inf give i64::MAX / MIN
+        }
+    }
+
+    /// Turn a realized case into one of the loss: hinge's labels into an i64 tensor; a NaN that
+    /// landed on a label or a pos_weight of a valid position (invalid input there) moved onto
+    /// the score / logit; pos_weight kept, dropped or replaced by the broadcast [C] one.
+    fn finish(k: Kind, mut case: Case, pw: Pw) -> Case {
+        let n = case.inputs[primary(k)].len();
+        let skip = skipped_rows(&case, n);
+        match k {
+            Kind::Hinge => {
+                let tt = case.inputs.remove("target").unwrap();
+                let t = tt.f().unwrap();
+                let score = case.inputs.get_mut("score").unwrap().f_mut().unwrap();
+                let labels: Vec<i64> = (0..n)
+                    .map(|i| {
+                        let x = t[i];
+                        if x == 1.0 || x == -1.0 {
+                            x as i64
+                        } else if skip[i] {
+                            garbage_label(x)
+                        } else {
+                            score[i] = f64::NAN;
+                            1
+                        }
+                    })
+                    .collect();
+                case.inputs
+                    .insert("target".into(), Tensor::int(tt.shape.clone(), labels));
+            }
+            Kind::Logits => {
+                let mut bad = Vec::new();
+                if let Some(v) = case.inputs.get_mut("pos_weight").and_then(|t| t.f_mut()) {
+                    for i in 0..n {
+                        if !(skip[i] || v[i].is_finite() && v[i] >= 0.0) {
+                            v[i] = 1.0;
+                            bad.push(i);
+                        }
+                    }
+                }
+                if let Some(z) = case.inputs.get_mut("logit").and_then(|t| t.f_mut()) {
+                    for i in bad {
+                        z[i] = f64::NAN;
+                    }
+                }
+                match pw {
+                    Pw::Absent => {
+                        case.inputs.remove("pos_weight");
+                    }
+                    Pw::Elements => {}
+                    Pw::Broadcast(v) => {
+                        let dt = case.dtype;
+                        case.inputs
+                            .insert("pos_weight".into(), Tensor::float(dt, vec![v.len()], v));
+                    }
+                }
+            }
+            Kind::Bce | Kind::Focal => {}
+        }
+        case
+    }
+
+    fn recipe(
+        loss: &'static str,
+        dtype: Dtype,
+        s: Spec,
+        shape: Option<Vec<usize>>,
+    ) -> BoxedStrategy<Case> {
+        let mut frame = s.frame;
+        if let Some(sh) = shape {
+            frame.shape = Just(Some(sh)).boxed();
+        }
+        Recipe {
+            loss,
+            dtype,
+            inputs: inputs(kind(loss)),
+            frame: frame.strategy(),
+            elems: s.elems,
+            len: s.len,
+        }
+        .strategy()
+    }
+
+    pub fn strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Case> {
+        let loss: &'static str = catalogue::spec(loss).unwrap().id;
+        let k = kind(loss);
+        if r == Regime::LongBatch {
+            return long_batch(loss, dtype);
+        }
+        if k != Kind::Logits {
+            return recipe(loss, dtype, spec(loss, dtype, r), None)
+                .prop_map(move |c| finish(k, c, Pw::Absent))
+                .boxed();
+        }
+        let s = spec(loss, dtype, r);
+        let (pw, bshape) = (s.pw.clone(), s.bshape.clone());
+        prop_oneof![
+            1 => recipe(loss, dtype, s, None).prop_map(move |c| finish(k, c, Pw::Absent)),
+            1 => recipe(loss, dtype, spec(loss, dtype, r), None).prop_map(move |c| finish(k, c, Pw::Elements)),
+            1 => bshape
+                .prop_flat_map(move |sh| {
+                    let c = *sh.last().unwrap();
+                    (
+                        recipe(loss, dtype, spec(loss, dtype, r), Some(sh)),
+                        proptest::collection::vec(pw.clone(), c..=c),
+                    )
+                })
+                .prop_map(move |(c, v)| finish(k, c, Pw::Broadcast(v))),
+        ]
+        .boxed()
+    }
+
+    /// The 1-D inputs of a case reshaped to [n / c, c] (the cotangent too, for `none`).
+    fn reshape_rows(mut case: Case, c: usize) -> Case {
+        let n = case.inputs["logit"].len();
+        let none = case.reduction() == Reduction::None;
+        for (name, t) in case.inputs.iter_mut() {
+            if t.shape.len() == 1 && t.len() == n && (name != "cotangent" || none) {
+                t.shape = vec![n / c, c];
+            }
+        }
+        case
+    }
+
+    /// Long batches, N in [2^11, 2^17]: a pattern of up to 64 elements tiled (as the regression
+    /// family does), the copies of probabilities, logits and scores a few ulps off (kept in
+    /// [0, 1]); labels, targets and pos_weights copied. `bce_logits` also as [N/C, C] with a
+    /// broadcast pos_weight.
+    fn long_batch(loss: &'static str, dtype: Dtype) -> BoxedStrategy<Case> {
+        let k = kind(loss);
+        let d = dtype;
+        let pattern = move || {
+            let mut s = spec(loss, d, Regime::LongBatch);
+            s.frame.reduction = prop_oneof![
+                4 => Just(Reduction::Sum),
+                4 => Just(Reduction::Mean),
+                1 => Just(Reduction::None),
+            ]
+            .boxed();
+            s.elems = Arc::new(move |_| ElemDist {
+                data: prop_oneof![4 => data(k, d, Style::Typical), 1 => data(k, d, Style::Extreme)]
+                    .boxed(),
+                ..base_elems(k, d)
+            });
+            s.len = (1, 64);
+            recipe(loss, d, s, None)
+        };
+        let size = move |e: i32, t: f64, c: usize| {
+            let mut n = (pow2(e) * (1.0 + t)).min(pow2(17)) as usize;
+            n -= n % c;
+            if n < 1 << 11 {
+                n += c;
+            }
+            n
+        };
+        let step = move |name: &str, x: f64, j: i64| -> f64 {
+            match name {
+                "logit" | "score" => nudge(d, x, j),
+                "prob" => {
+                    let y = nudge(d, x, j);
+                    if (0.0..=1.0).contains(&y) {
+                        y
+                    } else {
+                        x
+                    }
+                }
+                _ => x,
+            }
+        };
+        let tiled = (11i32..=17, 0.0f64..1.0, any::<u64>(), pattern());
+        if k != Kind::Logits {
+            return tiled
+                .prop_map(move |(e, t, seed, case)| {
+                    let c = elementwise::tile_by(case, size(e, t, 1), seed, &step);
+                    finish(k, c, Pw::Absent)
+                })
+                .boxed();
+        }
+        let pw = values::typical_weight(d);
+        prop_oneof![
+            1 => tiled.clone().prop_map(move |(e, t, seed, case)| {
+                finish(k, elementwise::tile_by(case, size(e, t, 1), seed, &step), Pw::Absent)
+            }),
+            1 => tiled.clone().prop_map(move |(e, t, seed, case)| {
+                finish(k, elementwise::tile_by(case, size(e, t, 1), seed, &step), Pw::Elements)
+            }),
+            1 => (1usize..=8)
+                .prop_flat_map(move |c| (Just(c), tiled.clone(), proptest::collection::vec(pw.clone(), c..=c)))
+                .prop_map(move |(c, (e, t, seed, case), v)| {
+                    let tc = elementwise::tile_by(case, size(e, t, c), seed, &step);
+                    finish(k, reshape_rows(tc, c), Pw::Broadcast(v))
+                }),
+        ]
+        .boxed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1797,5 +2792,445 @@ mod tests {
         let small = shrink("mse", Dtype::F32, 2, i, &mut |c| big(c), 5000);
         assert!(big(&small));
         assert_eq!(small.inputs["pred"].len(), 1, "{}", small.to_json());
+    }
+
+    // ---- the elementwise classification losses
+
+    const CLS: [&str; 4] = ["bce", "bce_logits", "hinge", "focal"];
+
+    #[test]
+    fn classification_is_routed() {
+        for loss in CLS {
+            assert_eq!(regimes(loss), CLASSIFICATION_ELEMENTWISE_REGIMES, "{loss}");
+            assert!(supported(loss));
+        }
+        for loss in ["cross_entropy", "nll", "multi_margin"] {
+            assert!(!supported(loss), "{loss} has no generators yet");
+        }
+        let total: u32 = CLASSIFICATION_ELEMENTWISE_REGIMES
+            .iter()
+            .map(|(_, w)| w)
+            .sum();
+        assert_eq!(total, 1000);
+    }
+
+    #[test]
+    fn classification_cases_replay_on_their_own() {
+        for loss in CLS {
+            for d in Dtype::ALL {
+                for i in [0u64, 1, 17, 999] {
+                    let a = generate(loss, d, 5, i);
+                    assert_eq!(
+                        a.to_json(),
+                        generate(loss, d, 5, i).to_json(),
+                        "{loss} {d} #{i}"
+                    );
+                }
+                assert_ne!(
+                    generate(loss, d, 5, 3).to_json(),
+                    generate(loss, d, 5, 4).to_json()
+                );
+            }
+        }
+    }
+
+    /// Every regime of every elementwise classification loss yields valid cases whose float
+    /// data are exact dtype values, whose params lie in their domains (exact in f32), whose
+    /// hinge labels are an i64 tensor, and whose long batches are long.
+    #[test]
+    fn classification_cases_are_valid_and_exact() {
+        for loss in CLS {
+            for d in Dtype::ALL {
+                for &(r, _) in regimes(loss) {
+                    let s = regime_strategy(loss, d, r);
+                    let n = if r == Regime::LongBatch { 3 } else { 120 };
+                    for i in 0..n {
+                        let mut run = runner_for(9, loss, d, i);
+                        let c = s.new_tree(&mut run).unwrap().current();
+                        validate(&c).unwrap_or_else(|e| {
+                            panic!("{loss} {d} {r} #{i}: {e}\n{}", c.to_json())
+                        });
+                        for (name, t) in &c.inputs {
+                            match &t.data {
+                                Data::F(v) => {
+                                    for &x in v {
+                                        assert!(
+                                            d.contains(x),
+                                            "{loss} {d} {r}: {name} holds {x:e}, not a {d} value"
+                                        );
+                                    }
+                                }
+                                Data::I(_) => assert!(
+                                    name == "mask" || (loss == "hinge" && name == "target"),
+                                    "{loss}: {name} is an integer tensor"
+                                ),
+                            }
+                        }
+                        if loss == "hinge" {
+                            assert!(matches!(c.inputs["target"].data, Data::I(_)));
+                        }
+                        for p in c.spec().params {
+                            let v = &c.params[p.name];
+                            match (p.kind, v) {
+                                (ParamKind::Float | ParamKind::OptFloat, ParamValue::Float(x)) => {
+                                    assert!(
+                                        p.domain.contains(*x) && Dtype::F32.contains(*x),
+                                        "{loss} {r}: {} = {x:e}",
+                                        p.name
+                                    )
+                                }
+                                (ParamKind::OptFloat, ParamValue::Null) => {}
+                                (k, v) => panic!("{loss}: param {} ({k:?}) = {v:?}", p.name),
+                            }
+                        }
+                        if r == Regime::LongBatch {
+                            let n = c.inputs[c.spec().grads[0]].len();
+                            assert!((1 << 11..=1 << 17).contains(&n), "long batch of {n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the classification regimes must reach, per loss (dtype f16, whose exp edges are
+    /// closest; the f32 compute type's edges too).
+    #[test]
+    fn classification_regimes_reach_their_edges() {
+        use classification::{exp_edges, logit_magnitudes};
+        let d = Dtype::F16;
+        let mut missing = Vec::new();
+        for loss in CLS {
+            let mut seen = std::collections::BTreeSet::<String>::new();
+            let x_name = c_primary(loss);
+            for i in 0..4000 {
+                let c = generate(loss, d, 3, i);
+                let x = c.inputs[x_name].f().unwrap();
+                let n = x.len();
+                let skip = skipped_rows(&c, n);
+                let valid: Vec<usize> = (0..n).filter(|&i| !skip[i]).collect();
+                let mut mark = |k: String, b: bool| {
+                    if b {
+                        seen.insert(k);
+                    }
+                };
+                mark("n = 0".into(), n == 0);
+                mark("scalar".into(), c.inputs[x_name].shape.is_empty());
+                mark("rank 3".into(), c.inputs[x_name].shape.len() == 3);
+                mark("all skipped".into(), n > 0 && valid.is_empty());
+                mark("one valid".into(), n > 1 && valid.len() == 1);
+                mark("long".into(), n >= 1 << 11);
+                mark("out f32".into(), c.out_dtype == Dtype::F32);
+                mark("no grads".into(), c.grad.is_empty());
+                mark("grad".into(), !c.grad.is_empty());
+                for r in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+                    mark(r.name().into(), c.reduction() == r);
+                }
+                mark("NaN valid".into(), valid.iter().any(|&i| x[i].is_nan()));
+                mark(
+                    "poison skipped".into(),
+                    (0..n).any(|i| skip[i] && !x[i].is_finite()),
+                );
+                let w = c.inputs.get("weight").and_then(|t| t.f()).unwrap_or(&[]);
+                mark("weight 0".into(), w.contains(&0.0));
+                mark("weight max".into(), w.contains(&d.max()));
+                mark(
+                    "weight subnormal".into(),
+                    w.iter().any(|&v| v > 0.0 && v < d.min_normal()),
+                );
+                let vx = |f: &dyn Fn(f64) -> bool| valid.iter().any(|&i| f(x[i]));
+                if loss != "bce" {
+                    for e in exp_edges(d) {
+                        mark(format!("z = {e}"), vx(&|v| v == e));
+                        mark(
+                            format!("z next to {e}"),
+                            vx(&|v| v == d.next_up(e) || v == d.next_down(e)),
+                        );
+                    }
+                    for e in exp_edges(Dtype::F32) {
+                        // the f32 compute type's edges, rounded to f16 (±88.75, −87.375, −104)
+                        let e = d.round(e);
+                        mark(format!("z = f32 edge {e}"), vx(&|v| v == e));
+                    }
+                    mark("z = +inf".into(), vx(&|v| v == f64::INFINITY));
+                    mark("z = -inf".into(), vx(&|v| v == f64::NEG_INFINITY));
+                    mark("z = max".into(), vx(&|v| v == d.max()));
+                    mark("z = -max".into(), vx(&|v| v == -d.max()));
+                    mark("z = -0".into(), vx(&|v| v == 0.0 && v.is_sign_negative()));
+                    mark(
+                        "z subnormal".into(),
+                        vx(&|v| v != 0.0 && v.abs() < d.min_normal()),
+                    );
+                    mark("z palette".into(), logit_magnitudes(d).len() > 40);
+                }
+                if loss != "hinge" {
+                    let t = c.inputs["target"].f().unwrap();
+                    let vt = |f: &dyn Fn(f64) -> bool| valid.iter().any(|&i| f(t[i]));
+                    mark("t = 0".into(), vt(&|v| v == 0.0));
+                    mark("t = 1".into(), vt(&|v| v == 1.0));
+                    mark("t = 1 - ulp".into(), vt(&|v| v == d.next_down(1.0)));
+                    mark("t soft near 0".into(), vt(&|v| v > 0.0 && v <= 2e-6));
+                    mark("t soft".into(), vt(&|v| v > 0.01 && v < 0.99));
+                }
+                match loss {
+                    "bce" => {
+                        mark("p = 0".into(), vx(&|v| v == 0.0));
+                        mark("p = 1".into(), vx(&|v| v == 1.0));
+                        mark("p = next_up(0)".into(), vx(&|v| v == d.next_up(0.0)));
+                        mark("p = next_down(1)".into(), vx(&|v| v == d.next_down(1.0)));
+                        let floor = c.float_param("log_floor");
+                        mark("floor none".into(), floor.is_none());
+                        mark("floor -100".into(), floor == Some(-100.0));
+                        mark("floor 0".into(), floor == Some(0.0));
+                        mark(
+                            "floor tiny".into(),
+                            floor.is_some_and(|f| f < 0.0 && f > -1e-3),
+                        );
+                        mark("floor huge".into(), floor.is_some_and(|f| f < -1e30));
+                        if let Some(f) = floor {
+                            mark("floor clamps".into(), vx(&|p| p > 0.0 && libm::log(p) < f));
+                            // p at the floor's kink, RN(e^f), for a floor that is not −100
+                            let pk = d.round(libm::exp(f));
+                            mark(
+                                "p at the floor kink".into(),
+                                f > -100.0 && f < -1e-3 && pk > 0.0 && vx(&|p| p == pk),
+                            );
+                        }
+                    }
+                    "bce_logits" => {
+                        let pw = c.inputs.get("pos_weight");
+                        mark("pw absent".into(), pw.is_none());
+                        if let Some(pw) = pw {
+                            let v = pw.f().unwrap();
+                            let shape = &c.inputs["logit"].shape;
+                            let bc = pw.shape.len() == 1 && shape.len() >= 2 && shape[0] >= 2;
+                            mark("pw broadcast [C] over [N,C]".into(), bc && shape.len() == 2);
+                            mark("pw broadcast over rank 3".into(), bc && shape.len() == 3);
+                            mark("pw elementwise".into(), pw.shape == *shape && n > 1);
+                            mark("pw 0".into(), v.contains(&0.0));
+                            mark(
+                                "pw tiny".into(),
+                                v.iter().any(|&p| p > 0.0 && p < d.min_normal()),
+                            );
+                            mark("pw huge".into(), v.contains(&d.max()));
+                        }
+                    }
+                    "hinge" => {
+                        let t = c.inputs["target"].i().unwrap();
+                        let m = c.float_param("margin").unwrap();
+                        mark("labels i64".into(), true);
+                        mark("label -1".into(), valid.iter().any(|&i| t[i] == -1));
+                        mark(
+                            "garbage label skipped".into(),
+                            (0..n).any(|i| skip[i] && t[i] != 1 && t[i] != -1),
+                        );
+                        mark(
+                            "kink t·s = m".into(),
+                            valid.iter().any(|&i| t[i] as f64 * x[i] == m),
+                        );
+                        mark(
+                            "next to the kink".into(),
+                            valid.iter().any(|&i| {
+                                let ts = t[i] as f64 * x[i];
+                                d.contains(m)
+                                    && m.is_finite()
+                                    && ts != m
+                                    && (ts == d.next_up(m) || ts == d.next_down(m))
+                            }),
+                        );
+                        mark("margin 0".into(), m == 0.0);
+                        mark("margin < 0".into(), m < 0.0);
+                        mark("margin huge".into(), m.abs() > 1e30);
+                        mark("margin not 1".into(), m != 1.0);
+                    }
+                    "focal" => {
+                        let g = c.float_param("gamma").unwrap();
+                        for (k, b) in [
+                            ("gamma 0", g == 0.0),
+                            ("gamma tiny", g > 0.0 && g < 1e-5),
+                            ("gamma 0.5", g == 0.5),
+                            ("gamma 1", g == 1.0),
+                            ("gamma 2", g == 2.0),
+                            ("gamma large", g >= 100.0),
+                        ] {
+                            mark(k.into(), b);
+                        }
+                        let a = c.float_param("alpha");
+                        mark("alpha none".into(), a.is_none());
+                        mark("alpha 0".into(), a == Some(0.0));
+                        mark("alpha 1".into(), a == Some(1.0));
+                        mark(
+                            "alpha interior".into(),
+                            a.is_some_and(|a| a > 0.0 && a < 1.0),
+                        );
+                        mark(
+                            "gamma 0 with a saturated logit".into(),
+                            g == 0.0 && vx(&|z| z.abs() > 20.0),
+                        );
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            let mut want: Vec<String> = [
+                "n = 0",
+                "scalar",
+                "rank 3",
+                "all skipped",
+                "one valid",
+                "long",
+                "out f32",
+                "no grads",
+                "grad",
+                "none",
+                "sum",
+                "mean",
+                "NaN valid",
+                "poison skipped",
+                "weight 0",
+                "weight max",
+                "weight subnormal",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if loss != "bce" {
+                for e in exp_edges(d) {
+                    want.push(format!("z = {e}"));
+                    want.push(format!("z next to {e}"));
+                }
+                for e in exp_edges(Dtype::F32) {
+                    want.push(format!("z = f32 edge {}", d.round(e)));
+                }
+                for k in [
+                    "z = +inf",
+                    "z = -inf",
+                    "z = max",
+                    "z = -max",
+                    "z = -0",
+                    "z subnormal",
+                    "z palette",
+                ] {
+                    want.push(k.into());
+                }
+            }
+            if loss != "hinge" {
+                for k in ["t = 0", "t = 1", "t = 1 - ulp", "t soft near 0", "t soft"] {
+                    want.push(k.into());
+                }
+            }
+            let per_loss: &[&str] = match loss {
+                "bce" => &[
+                    "p = 0",
+                    "p = 1",
+                    "p = next_up(0)",
+                    "p = next_down(1)",
+                    "floor none",
+                    "floor -100",
+                    "floor 0",
+                    "floor tiny",
+                    "floor huge",
+                    "floor clamps",
+                    "p at the floor kink",
+                ],
+                "bce_logits" => &[
+                    "pw absent",
+                    "pw broadcast [C] over [N,C]",
+                    "pw broadcast over rank 3",
+                    "pw elementwise",
+                    "pw 0",
+                    "pw tiny",
+                    "pw huge",
+                ],
+                "hinge" => &[
+                    "labels i64",
+                    "label -1",
+                    "garbage label skipped",
+                    "kink t·s = m",
+                    "next to the kink",
+                    "margin 0",
+                    "margin < 0",
+                    "margin huge",
+                    "margin not 1",
+                ],
+                _ => &[
+                    "gamma 0",
+                    "gamma tiny",
+                    "gamma 0.5",
+                    "gamma 1",
+                    "gamma 2",
+                    "gamma large",
+                    "alpha none",
+                    "alpha 0",
+                    "alpha 1",
+                    "alpha interior",
+                    "gamma 0 with a saturated logit",
+                ],
+            };
+            want.extend(per_loss.iter().map(|s| s.to_string()));
+            for k in want {
+                if !seen.contains(&k) {
+                    missing.push(format!("{loss}: {k}"));
+                }
+            }
+        }
+        // long batches (2 in 1000 cases above): bce_logits's include [N/C, C] with a broadcast
+        // pos_weight
+        let s = regime_strategy("bce_logits", d, Regime::LongBatch);
+        let broadcast_long = (0..24).any(|i| {
+            let c = s
+                .new_tree(&mut runner_for(4, "bce_logits", d, i))
+                .unwrap()
+                .current();
+            let n = c.inputs["logit"].len();
+            let shape = &c.inputs["logit"].shape;
+            c.inputs
+                .get("pos_weight")
+                .is_some_and(|p| p.shape.len() == 1 && shape.len() == 2)
+                && n >= 1 << 11
+                && shape[0] >= 2
+        });
+        if !broadcast_long {
+            missing.push("bce_logits: pw broadcast over a long batch".into());
+        }
+        assert!(missing.is_empty(), "never generated: {missing:#?}");
+    }
+
+    /// Shrinking reaches a minimal classification case: one element with its label, for a
+    /// property of one element (a hinge score beyond 100 with label −1; a +inf logit).
+    #[test]
+    fn classification_shrinking_finds_small_cases() {
+        let hinge = |c: &Case| {
+            let s = c.inputs["score"].f().unwrap();
+            let t = c.inputs["target"].i().unwrap();
+            s.iter().zip(t).any(|(x, &y)| x.abs() > 100.0 && y == -1)
+        };
+        let inf = |c: &Case| c.inputs["logit"].f().unwrap().contains(&f64::INFINITY);
+        for (loss, p) in [
+            ("hinge", &hinge as &dyn Fn(&Case) -> bool),
+            ("bce_logits", &inf),
+        ] {
+            let i = (0..3000u64)
+                .find(|&i| {
+                    pick_regime(loss, Dtype::F16, 2, i) != Some(Regime::LongBatch)
+                        && p(&generate(loss, Dtype::F16, 2, i))
+                })
+                .unwrap();
+            let small = shrink(loss, Dtype::F16, 2, i, &mut |c| p(c), 5000);
+            assert!(p(&small));
+            assert_eq!(
+                small.inputs[c_primary(loss)].len(),
+                1,
+                "{loss}: {}",
+                small.to_json()
+            );
+        }
+    }
+
+    fn c_primary(loss: &str) -> &'static str {
+        match loss {
+            "bce" => "prob",
+            "hinge" => "score",
+            _ => "logit",
+        }
     }
 }

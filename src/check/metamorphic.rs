@@ -1,5 +1,7 @@
 //! Metamorphic relations (DESIGN.md, "Metamorphic relations") for elementwise losses — the
-//! regression family now — checked on **both** sides: a [`Subject`] (the kernels, or anyone's
+//! regression family and the elementwise classification losses (`bce`, `bce_logits`, `hinge`,
+//! `focal`: integer labels and a broadcast `pos_weight` are handled by the case surgery) —
+//! checked on **both** sides: a [`Subject`] (the kernels, or anyone's
 //! implementation) and the oracle itself.
 //!
 //! Each relation takes a base case (plus what it needs: a tail to append, a seed for a
@@ -235,9 +237,55 @@ fn numel(case: &Case) -> usize {
         .unwrap_or(0)
 }
 
-/// The case with every elementwise input flattened to 1-D (the cotangent too, for `none`).
-pub fn flatten(case: &Case) -> Case {
+/// The case with a broadcast `pos_weight` ([C] over an elementwise shape [.., C]) expanded to
+/// the elementwise shape (the same per-element math); other cases unchanged.
+pub fn expand_pos_weight(case: &Case) -> Case {
     let mut c = case.clone();
+    let Some(pw) = case.inputs.get("pos_weight") else {
+        return c;
+    };
+    let Some(x) = data_inputs(case)
+        .into_iter()
+        .find(|k| k != "pos_weight")
+        .map(|k| case.inputs[&k].clone())
+    else {
+        return c;
+    };
+    if pw.shape == x.shape {
+        return c;
+    }
+    let v = pw.f().unwrap_or(&[]);
+    let n = x.len();
+    let data: Vec<f64> = if v.is_empty() {
+        vec![1.0; n] // C = 0 only with no elements
+    } else {
+        (0..n).map(|i| v[i % v.len()]).collect()
+    };
+    c.inputs.insert(
+        "pos_weight".into(),
+        Tensor::float(case.dtype, x.shape.clone(), data),
+    );
+    c
+}
+
+/// The case with an elementwise `pos_weight` of ones (the same as none) where it has none
+/// (`bce_logits` only).
+pub fn with_unit_pos_weight(case: &Case) -> Case {
+    let mut c = case.clone();
+    if case.loss == "bce_logits" && !c.inputs.contains_key("pos_weight") {
+        let x = &case.inputs["logit"];
+        c.inputs.insert(
+            "pos_weight".into(),
+            Tensor::float(case.dtype, x.shape.clone(), vec![1.0; x.len()]),
+        );
+    }
+    c
+}
+
+/// The case with every elementwise input flattened to 1-D (the cotangent too, for `none`); a
+/// broadcast `pos_weight` is expanded first.
+pub fn flatten(case: &Case) -> Case {
+    let mut c = expand_pos_weight(case);
     let n = numel(case);
     let none = case.reduction() == Reduction::None;
     for (k, t) in c.inputs.iter_mut() {
@@ -339,6 +387,11 @@ pub fn concat(a: &Case, b: &Case) -> Case {
     let (a, b) = (flatten(a), flatten(b));
     let mask = a.inputs.contains_key("mask") || b.inputs.contains_key("mask");
     let weight = a.inputs.contains_key("weight") || b.inputs.contains_key("weight");
+    let (mut a, mut b) = (a, b);
+    if a.inputs.contains_key("pos_weight") || b.inputs.contains_key("pos_weight") {
+        a = with_unit_pos_weight(&a);
+        b = with_unit_pos_weight(&b);
+    }
     let a = with_mask_weight(&a, mask, weight);
     let mut b = with_mask_weight(&b, mask, weight);
     b.params = a.params.clone();
@@ -404,8 +457,18 @@ pub fn append_inactive(case: &Case, tail: &[Vec<f64>], masked: bool) -> Case {
             .iter()
             .map(|row| base.dtype.round(row.get(c).copied().unwrap_or(0.0)))
             .collect();
-        t.inputs
-            .insert(name.clone(), Tensor::float(base.dtype, vec![k], col));
+        let tensor = if matches!(base.inputs[name].data, Data::I(_)) {
+            // integer labels (hinge's ±1): an inactive position may hold any i64
+            Tensor::int(
+                vec![k],
+                col.iter()
+                    .map(|&x| if x.is_nan() { 0 } else { x as i64 })
+                    .collect(),
+            )
+        } else {
+            Tensor::float(base.dtype, vec![k], col)
+        };
+        t.inputs.insert(name.clone(), tensor);
     }
     if masked {
         t.inputs
@@ -826,9 +889,21 @@ fn inert(base: &Case, tail: &[Vec<f64>], masked: bool, side: Side) -> Outcome {
 }
 
 /// **Unit weights are no weights**: a case without weights and the same case with weights of 1
-/// agree within both tolerances (exactly for the oracle).
+/// agree within both tolerances (exactly for the oracle). The base's zero-weight positions are
+/// masked first (what a zero weight means): they may hold anything, e.g. a probability outside
+/// [0, 1], which only a zero weight or a mask makes valid.
 pub fn unit_weights_are_no_weights(base: &Case, side: Side) -> Outcome {
     let mut b = flatten(base);
+    let w0: Vec<bool> = f(&b, "weight").iter().map(|&w| w == 0.0).collect();
+    if w0.iter().any(|&z| z) {
+        b = with_mask_weight(&b, true, false);
+        let m = b.inputs.get_mut("mask").unwrap().i_mut().unwrap();
+        for (mi, z) in m.iter_mut().zip(w0) {
+            if z {
+                *mi = 0;
+            }
+        }
+    }
     b.inputs.remove("weight");
     let w = with_mask_weight(&b, false, true);
     let ob = observe(&b, side)?;
@@ -1141,6 +1216,273 @@ pub fn weight_scaling_keeps_mean(base: &Case, k: i32, side: Side) -> Outcome {
         r,
         &format!("{}: weights × 2^{k}", side.name()),
         &[("a", &a), ("scaled", &s)],
+    )
+    .map(|_| h)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Relations of the elementwise classification losses.
+
+/// Is `x` (an exact enclosure) a value of `dtype`? Returns it.
+fn exact_in(dtype: Dtype, x: &Ival) -> Option<f64> {
+    if !x.is_point() {
+        return None;
+    }
+    let v = x.mid_f64();
+    (v.is_finite() && dtype.contains(v) && x.contains_f64(v)).then_some(v)
+}
+
+/// w·α_t with α_t = α·t + (1 − α)·(1 − t), when it is exactly a value of `dtype`.
+fn weighted_alpha(dtype: Dtype, w: f64, alpha: f64, t: f64) -> Option<f64> {
+    let p = 1200;
+    let (a, t) = (Ival::point(p, alpha), Ival::point(p, t));
+    let one = Ival::one(p);
+    let at = a.mul(&t).add(&one.sub(&a).mul(&one.sub(&t)));
+    exact_in(dtype, &Ival::point(p, w).mul(&at))
+}
+
+fn set_f(case: &mut Case, name: &str, v: Vec<f64>) {
+    let t = case.inputs.get_mut(name).unwrap();
+    *t = Tensor::float(case.dtype, t.shape.clone(), v);
+}
+
+/// **Focal with γ = 0 is α-weighted BCE**: focal(z, t; α, γ = 0) with weights w equals
+/// bce_logits(z, t) with weights w·α_t, α_t = α·t + (1 − α)(1 − t) (w itself when α is none) —
+/// value (`none`, `sum`; `mean` as the BCE `sum` over the focal denominator D = Σ m·w, made a
+/// power of two) and gradient, within both sides' tolerances (exactly for the oracle).
+///
+/// `base` is a focal or bce_logits case (its pos_weight dropped, its params replaced). The
+/// construction keeps the relation exact: where w·α_t is not a dtype value the target is made
+/// hard (α_t ∈ {α, 1 − α}), then (sum / none) the weight 1; where α_t = 0 a non-finite logit
+/// (0·inf: the limit 0 against the policy's 0, and NaN against 0) becomes 0, and a NaN target
+/// (α_t NaN) becomes 0. `alpha` should be a short dyadic (k/8) so that the fallbacks are exact.
+pub fn focal_gamma0_is_weighted_bce(base: &Case, alpha: Option<f64>, side: Side) -> Outcome {
+    use losscheck_core::ParamValue;
+    let mut f = flatten(base);
+    f.inputs.remove("pos_weight");
+    f.loss = "focal".into();
+    let red = base.reduction();
+    f.params.retain(|k, _| k == "reduction");
+    f.params.insert(
+        "alpha".into(),
+        alpha.map_or(ParamValue::Null, ParamValue::Float),
+    );
+    f.params.insert("gamma".into(), ParamValue::Float(0.0));
+    f.grad.retain(|g| g == "logit");
+    let (mut f, d) = if red == Reduction::Mean {
+        pow2_denominator(&f, false)
+    } else {
+        (f, 1.0)
+    };
+    let dtype = f.dtype;
+    let n = numel(&f);
+    let act = active(&f);
+    let had_w = f.inputs.contains_key("weight");
+    let mut w = if had_w {
+        self::f(&f, "weight")
+    } else {
+        vec![1.0; n]
+    };
+    let mut z = self::f(&f, "logit");
+    let mut t = self::f(&f, "target");
+    let mut wb = w.clone();
+    if let Some(a) = alpha {
+        for i in 0..n {
+            if !act[i] {
+                continue; // masked / zero weight: left as they are (poison included)
+            }
+            if t[i].is_nan() {
+                t[i] = 0.0;
+            }
+            let mut p = weighted_alpha(dtype, w[i], a, t[i]);
+            if p.is_none() {
+                t[i] = t[i].round();
+                p = weighted_alpha(dtype, w[i], a, t[i]);
+            }
+            if p.is_none() && red != Reduction::Mean {
+                w[i] = 1.0;
+                p = weighted_alpha(dtype, 1.0, a, t[i]);
+            }
+            let Some(p) = p else {
+                return Ok(Held {
+                    compared: 0,
+                    skipped: 1,
+                });
+            };
+            if p == 0.0 && !z[i].is_finite() {
+                z[i] = 0.0;
+            }
+            wb[i] = p;
+        }
+    }
+    set_f(&mut f, "logit", z);
+    set_f(&mut f, "target", t);
+    if had_w {
+        set_f(&mut f, "weight", w);
+    }
+    let mut b = f.clone();
+    b.loss = "bce_logits".into();
+    b.params.retain(|k, _| k == "reduction");
+    if red == Reduction::Mean {
+        b.set_reduction(Reduction::Sum);
+    }
+    if alpha.is_some() || had_w {
+        b.inputs
+            .insert("weight".into(), Tensor::float(dtype, vec![n], wb));
+    }
+    let (of, ob) = (observe(&f, side)?, observe(&b, side)?);
+    let mut h = Held::default();
+    let s = if red == Reduction::Mean && d != 0.0 {
+        1.0 / d
+    } else {
+        1.0
+    };
+    let r = check_all_scaled(&mut h, &f, &of, &ob, &|i| i, &|_| s);
+    with_case(
+        r,
+        &format!(
+            "{}: focal (γ = 0, α = {alpha:?}) ≠ α_t-weighted bce_logits{}",
+            side.name(),
+            if red == Reduction::Mean {
+                format!(" (mean = BCE sum / D, D = {d})")
+            } else {
+                String::new()
+            }
+        ),
+        &[("focal", &f), ("bce_logits", &b)],
+    )
+    .map(|_| h)
+}
+
+/// (x, 1 − x) for x ∈ [0, 1], both exact in `dtype`: x itself when x ≥ ½ (Sterbenz), else x
+/// replaced by 1 − RN(1 − x).
+fn flip_pair(dtype: Dtype, x: f64) -> (f64, f64) {
+    if !(0.0..=1.0).contains(&x) {
+        return (x, x);
+    }
+    if x >= 0.5 {
+        (x, 1.0 - x)
+    } else {
+        let y = dtype.round(1.0 - x);
+        (1.0 - y, y)
+    }
+}
+
+/// **Flipping the label mirrors the loss**: hinge (t, s) → (−t, −s); bce (p, t) → (1 − p, 1 − t);
+/// bce_logits (z, t) → (−z, 1 − t) (pos_weight dropped); focal (z, t, α) → (−z, 1 − t, 1 − α):
+/// the value is unchanged and the gradient negated, within both sides' tolerances (exactly for
+/// the oracle). Probabilities, targets and α below ½ are first moved to 1 − RN(1 − x) so that
+/// both sides hold exact values; inactive positions keep their poison.
+pub fn label_flip_symmetry(base: &Case, side: Side) -> Outcome {
+    use losscheck_core::ParamValue;
+    let mut a = flatten(base);
+    a.inputs.remove("pos_weight");
+    let dtype = a.dtype;
+    let n = numel(&a);
+    let act = active(&a);
+    let mut b = a.clone();
+    match a.loss.as_str() {
+        "hinge" => {
+            let s = self::f(&a, "score");
+            set_f(&mut b, "score", s.iter().map(|x| -x).collect());
+            let t = b.inputs.get_mut("target").unwrap().i_mut().unwrap();
+            for i in 0..n {
+                if act[i] {
+                    t[i] = -t[i];
+                }
+            }
+        }
+        "bce" | "bce_logits" | "focal" => {
+            let (xa, xb): (Vec<f64>, Vec<f64>) = if a.loss == "bce" {
+                self::f(&a, "prob")
+                    .iter()
+                    .zip(&act)
+                    .map(|(&p, &on)| if on { flip_pair(dtype, p) } else { (p, p) })
+                    .unzip()
+            } else {
+                self::f(&a, "logit").iter().map(|&z| (z, -z)).unzip()
+            };
+            let (ta, tb): (Vec<f64>, Vec<f64>) = self::f(&a, "target")
+                .iter()
+                .zip(&act)
+                .map(|(&t, &on)| if on { flip_pair(dtype, t) } else { (t, t) })
+                .unzip();
+            let x = if a.loss == "bce" { "prob" } else { "logit" };
+            set_f(&mut a, x, xa);
+            set_f(&mut b, x, xb);
+            set_f(&mut a, "target", ta);
+            set_f(&mut b, "target", tb);
+            if let Some(al) = a.float_param("alpha").filter(|_| a.loss == "focal") {
+                let (aa, ab) = flip_pair(Dtype::F32, al);
+                a.params.insert("alpha".into(), ParamValue::Float(aa));
+                b.params.insert("alpha".into(), ParamValue::Float(ab));
+            }
+        }
+        _ => {
+            return Ok(Held {
+                compared: 0,
+                skipped: 1,
+            })
+        }
+    }
+    let (oa, ob) = (observe(&a, side)?, observe(&b, side)?);
+    let mut h = Held::default();
+    let r = check_all_scaled(&mut h, &a, &oa, &ob, &|i| i, &|out| {
+        if out == "value" {
+            1.0
+        } else {
+            -1.0
+        }
+    });
+    with_case(
+        r,
+        &format!("{}: flipping the labels", side.name()),
+        &[("base", &a), ("flipped", &b)],
+    )
+    .map(|_| h)
+}
+
+/// **A broadcast pos_weight is its expansion**: a [C] pos_weight over [.., C] logits and the
+/// same weights repeated over every row give the same value and gradient, within both sides'
+/// tolerances (exactly for the oracle). Cases without a broadcast pos_weight are skipped.
+pub fn broadcast_pos_weight_is_expanded(base: &Case, side: Side) -> Outcome {
+    let e = expand_pos_weight(base);
+    if e == *base {
+        return Ok(Held {
+            compared: 0,
+            skipped: 1,
+        });
+    }
+    let (ob, oe) = (observe(base, side)?, observe(&e, side)?);
+    let mut h = Held::default();
+    let r = check_all_scaled(&mut h, base, &ob, &oe, &|i| i, &|_| 1.0);
+    with_case(
+        r,
+        &format!("{}: broadcast pos_weight vs its expansion", side.name()),
+        &[("broadcast", base), ("expanded", &e)],
+    )
+    .map(|_| h)
+}
+
+/// **A pos_weight of ones is no pos_weight** (bce_logits), within both sides' tolerances
+/// (exactly for the oracle).
+pub fn unit_pos_weight_is_none(base: &Case, side: Side) -> Outcome {
+    if base.loss != "bce_logits" {
+        return Ok(Held {
+            compared: 0,
+            skipped: 1,
+        });
+    }
+    let mut a = base.clone();
+    a.inputs.remove("pos_weight");
+    let u = with_unit_pos_weight(&a);
+    let (oa, ou) = (observe(&a, side)?, observe(&u, side)?);
+    let mut h = Held::default();
+    let r = check_all_scaled(&mut h, &a, &oa, &ou, &|i| i, &|_| 1.0);
+    with_case(
+        r,
+        &format!("{}: unit pos_weight vs none", side.name()),
+        &[("no pos_weight", &a), ("unit pos_weight", &u)],
     )
     .map(|_| h)
 }

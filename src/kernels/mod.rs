@@ -3,10 +3,13 @@
 //!
 //! [`evaluate`] is the case-level entry (validation, dispatch by loss id and dtype, tensors in
 //! and out); each family module also has a typed API over slices, e.g.
-//! [`regression::mse`]. Shared reduction, mask, weight and cotangent policy lives in
-//! [`reduce`]. Kernels compute in f64 and round each output once; they never call the platform
-//! libm (the `libm` crate instead), so results are the same bits everywhere.
+//! [`regression::mse`] or [`classification::bce_logits`]. Shared reduction, mask, weight and
+//! cotangent policy lives in [`reduce`], shared logistic functions (softplus, σ) in [`math`].
+//! Kernels compute in f64 and round each output once; they never call the platform libm (the
+//! `libm` crate instead), so results are the same bits everywhere.
 
+pub mod classification;
+pub mod math;
 pub mod reduce;
 pub mod regression;
 
@@ -15,7 +18,7 @@ use losscheck_core::{catalogue, Case, Checked, Dtype, Element, LossError, Respon
 
 /// Is there a built-in kernel for this loss id?
 pub fn implemented(loss: &str) -> bool {
-    regression::LOSSES.contains(&loss)
+    regression::LOSSES.contains(&loss) || classification::LOSSES.contains(&loss)
 }
 
 /// Evaluate a case with the built-in kernels.
@@ -55,6 +58,8 @@ fn dispatch(case: &Case, checked: &Checked) -> Result<Response, LossError> {
 fn family<T: Element, O: Element>(case: &Case, checked: &Checked) -> Result<Response, LossError> {
     if regression::LOSSES.contains(&case.loss.as_str()) {
         regression::evaluate_typed::<T, O>(case, checked)
+    } else if classification::LOSSES.contains(&case.loss.as_str()) {
+        classification::evaluate_typed::<T, O>(case, checked)
     } else {
         Err(LossError::unsupported(format!(
             "no built-in kernel yet for {}",

@@ -1,0 +1,724 @@
+//! Elementwise classification losses: `bce`, `bce_logits`, `hinge`, `focal`.
+//!
+//! Inputs of any shape, passed as flat slices. The typed API is generic over the input element
+//! type `T` (`f32`, [`half::f16`], [`half::bf16`]) and the output type `O` of the value (`T`,
+//! or `f32` for 16-bit inputs); gradients (for the prob / logit / score only) are in `T`.
+//! Reductions, weights, masks, cotangents and the empty-mean rule are [`reduce::Plan`]'s.
+//!
+//! Numerics (everything in f64, each output rounded once; `libm`, never the platform libm):
+//!
+//! - `bce`: −(t·L(p) + (1−t)·L(1−p)), L = ln or max(ln, floor). L(1−p) is computed as
+//!   log1p(−p) — *not* ln(1 − p): 1 − p is exact in f64 only for p ≥ 2^−29 (f32) resp. for
+//!   every f16 value, but not for tiny f32/bf16 p (1 − 2^−149 needs 149 bits), and
+//!   ln(fl(1 − p)) would lose such a p entirely. A term whose coefficient t or 1 − t is exactly
+//!   0 is absent (t = 1, p = 1 → 0; t = 1, p = 0 → +inf). Gradient −t/p + (1−t)/(1−p), formed
+//!   as (p − t)/(p·(1 − p)) when both terms are present: p − t is one correctly rounded
+//!   subtraction and there is nothing left to cancel, so it is accurate relatively for all
+//!   p, t (±inf at p = 0 / 1). With a floor, a clamped log contributes 0 to the gradient; at the
+//!   kink ln p = floor the selection is 0 (nearest 0). At t = 0, p = 0 the gradient is 1.
+//! - `bce_logits`: pw·t·softplus(−z) + (1−t)·softplus(z) (never (1−t)·z + …), gradient
+//!   −pw·t·σ(−z) + (1−t)·σ(z) via [`math::logistic_grad`] (σ(−z) computed directly, never
+//!   1 − σ(z); near the zero crossing z* = ln(pw·t/(1−t)) the difference is formed as
+//!   σ(−z)·((1−t)·e^z − pw·t) in double-double, so it stays accurate relatively however close
+//!   z is to z*), absent terms as for `bce` (z = +inf, t = 1 → 0 and 0).
+//! - `hinge`: max(0, m − t·s), one f64 rounding; gradient −t where m − t·s > 0, 0 elsewhere
+//!   (the kink takes 0, the Clarke element nearest 0).
+//! - `focal`: α_t·q^γ·B with q = 1 − p_t = t·σ(−z) + (1−t)·σ(z) (no cancellation), B the
+//!   unweighted `bce_logits` term, q^γ = exp(γ·ln q) with ln q accurate in both tails (ln q =
+//!   −softplus(±z) for t ∈ {0, 1}; log1p(−p_t) when q > ½) so that huge γ keep their
+//!   accuracy, and 0⁰ = 1 (γ = 0 gives exactly α_t·B). Gradient, analytically:
+//!   ∂l/∂z = α_t·q^γ·(γ·(1 − 2t)·r·B + B′), r = σ(z)σ(−z)/q (= σ(z) for t = 1, σ(−z) for t = 0),
+//!   B′ = −t·σ(−z) + (1−t)·σ(z). There is no q^(γ−1): γ < 1 with q → 0 (p_t → 1) at finite z
+//!   gives no NaN (optax #1267, kornia #918); r·B is 0 where r = 0 even when B = inf (the limit
+//!   at z = ±inf). α_t = 0 makes the element exactly 0 (value and gradient) unless z or t is
+//!   NaN (NaN propagates). For soft targets
+//!   the bracket has a zero crossing of its own where its two terms cancel; there the error is
+//!   within DESIGN.md's conditioning allowance κ·2^−53·|exact| (measured: ≤ 3 f32 ulps), not
+//!   within 2 ulps.
+//!
+//! Invalid input (lengths, a prob or target outside [0, 1], a hinge label other than ±1, a
+//! pos_weight that is negative, infinite or NaN, a param outside its domain, and the
+//! weight / mask / cotangent checks of [`Plan::new`]) is an `Err` naming the input, the index
+//! and the value; checks of per-element data skip masked and zero-weight positions. NaN data
+//! propagates. Never panics.
+//!
+//! # Example
+//!
+//! ```
+//! use losscheck::kernels::classification::{bce_logits, ClassArgs};
+//! use losscheck::Reduction;
+//!
+//! let z = [f32::INFINITY, 0.0];
+//! let t = [1.0f32, 1.0];
+//! // torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([inf, 0.]),
+//! //   torch.ones(2), reduction='none') -> [nan, 0.6931] (PyTorch #102894); exact: [0, ln 2]
+//! let out = bce_logits::<f32, f32>(&ClassArgs::new(&z, &t).reduction(Reduction::None)).unwrap();
+//! assert_eq!(out.value, vec![0.0, std::f32::consts::LN_2]);
+//! assert_eq!(out.grad, Some(vec![0.0, -0.5]));
+//! ```
+
+use super::math::{logistic_grad, sigmoid, softplus};
+use super::reduce::Plan;
+use losscheck_core::case::fdata;
+use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response, Tensor};
+use std::collections::BTreeMap;
+
+/// The classification losses this module implements.
+pub const LOSSES: &[&str] = &["bce", "bce_logits", "hinge", "focal"];
+
+/// `bce_logits`'s pos_weight: one per element, or one per class of the last dim.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PosWeight<'a, T> {
+    /// Same length as the logits.
+    Elementwise(&'a [T]),
+    /// Length C = the last dim of the logits: element j uses `pw[j % C]`.
+    LastDim(&'a [T]),
+}
+
+/// Inputs of an elementwise classification loss: the prediction (`prob` for `bce`, `logit` for
+/// `bce_logits` and `focal`, `score` for `hinge`), the target (`T` in [0, 1], or ±1 as `i64`
+/// for `hinge`), pos_weight (`bce_logits` only) and the reduction's inputs.
+///
+/// Build with [`ClassArgs::new`] (reduction `mean`, the gradient wanted, no weight, mask,
+/// cotangent or pos_weight) and the builder methods.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassArgs<'a, T: Element, Y = T> {
+    /// prob / logit / score, flattened (row-major).
+    pub input: &'a [T],
+    /// Targets, same length.
+    pub target: &'a [Y],
+    /// `bce_logits` only.
+    pub pos_weight: Option<PosWeight<'a, T>>,
+    /// Per-element weights, finite and ≥ 0.
+    pub weight: Option<&'a [T]>,
+    /// Per-element mask, 0 or 1.
+    pub mask: Option<&'a [i64]>,
+    /// Scales the gradient: one per element for `none`, one value for `sum` / `mean`.
+    pub cotangent: Option<&'a [T]>,
+    /// `none`, `sum` or `mean`.
+    pub reduction: Reduction,
+    /// Compute ∂/∂input.
+    pub grad: bool,
+}
+
+impl<'a, T: Element, Y> ClassArgs<'a, T, Y> {
+    /// input and target; reduction `mean`; the gradient; nothing else.
+    pub fn new(input: &'a [T], target: &'a [Y]) -> Self {
+        ClassArgs {
+            input,
+            target,
+            pos_weight: None,
+            weight: None,
+            mask: None,
+            cotangent: None,
+            reduction: Reduction::Mean,
+            grad: true,
+        }
+    }
+    /// Elementwise pos_weight (`bce_logits`).
+    pub fn pos_weight(mut self, pw: &'a [T]) -> Self {
+        self.pos_weight = Some(PosWeight::Elementwise(pw));
+        self
+    }
+    /// pos_weight of length C broadcast over the last dim (`bce_logits`).
+    pub fn pos_weight_last_dim(mut self, pw: &'a [T]) -> Self {
+        self.pos_weight = Some(PosWeight::LastDim(pw));
+        self
+    }
+    pub fn weight(mut self, weight: &'a [T]) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+    pub fn mask(mut self, mask: &'a [i64]) -> Self {
+        self.mask = Some(mask);
+        self
+    }
+    pub fn cotangent(mut self, cotangent: &'a [T]) -> Self {
+        self.cotangent = Some(cotangent);
+        self
+    }
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+    /// Whether to compute the gradient.
+    pub fn grad(mut self, grad: bool) -> Self {
+        self.grad = grad;
+        self
+    }
+}
+
+/// Value and gradient of a classification loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output<T, O> {
+    /// One element when reduced (shape `[]`), one per input element for `none` (0 at masked or
+    /// zero-weight positions).
+    pub value: Vec<O>,
+    /// ∂value/∂input (times the cotangent), if asked for; 0 at skipped positions.
+    pub grad: Option<Vec<T>>,
+}
+
+impl<T, O> Default for Output<T, O> {
+    fn default() -> Self {
+        Output {
+            value: Vec::new(),
+            grad: None,
+        }
+    }
+}
+
+/// A classification loss with a float target in [0, 1], with its params.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Binary {
+    /// `log_floor` ≤ 0 or none.
+    Bce { log_floor: Option<f64> },
+    /// pos_weight comes with the args.
+    BceLogits,
+    /// `alpha` in [0, 1] or none, `gamma` ≥ 0 (both finite).
+    Focal { alpha: Option<f64>, gamma: f64 },
+}
+
+impl Binary {
+    /// The catalogue id.
+    pub fn id(&self) -> &'static str {
+        match self {
+            Binary::Bce { .. } => "bce",
+            Binary::BceLogits => "bce_logits",
+            Binary::Focal { .. } => "focal",
+        }
+    }
+
+    fn input_name(&self) -> &'static str {
+        match self {
+            Binary::Bce { .. } => "prob",
+            _ => "logit",
+        }
+    }
+
+    fn check_params(&self) -> Result<(), LossError> {
+        let bad = |name: &str, v: f64, dom: &str| {
+            Err(LossError::invalid(format!(
+                "param {name}={v:?} is outside its domain ({dom})"
+            )))
+        };
+        match *self {
+            Binary::Bce { log_floor: Some(f) } if !(f <= 0.0 && f.is_finite()) => {
+                bad("log_floor", f, "float <= 0, or null")
+            }
+            Binary::Focal { alpha: Some(a), .. } if !(0.0..=1.0).contains(&a) => {
+                bad("alpha", a, "float in [0, 1], or null")
+            }
+            Binary::Focal { gamma, .. } if !(gamma >= 0.0 && gamma.is_finite()) => {
+                bad("gamma", gamma, "float >= 0")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Value and gradient, in new buffers.
+    pub fn eval<T: Element, O: Element>(
+        &self,
+        args: &ClassArgs<'_, T>,
+    ) -> Result<Output<T, O>, LossError> {
+        let mut out = Output::default();
+        self.eval_into(args, &mut out)?;
+        Ok(out)
+    }
+
+    /// Value and gradient into `out`, reusing its allocations (on error `out` is unchanged).
+    pub fn eval_into<T: Element, O: Element>(
+        &self,
+        args: &ClassArgs<'_, T>,
+        out: &mut Output<T, O>,
+    ) -> Result<(), LossError> {
+        self.check_params()?;
+        let n = args.input.len();
+        check_len("target", args.target.len(), n, self.input_name())?;
+        if args.pos_weight.is_some() && *self != Binary::BceLogits {
+            return Err(LossError::invalid(format!(
+                "input pos_weight: {} takes no pos_weight (only bce_logits does)",
+                self.id()
+            )));
+        }
+        let plan = Plan::new(n, args.weight, args.mask, args.cotangent, args.reduction)?;
+        if let Binary::Bce { .. } = self {
+            check_unit(&plan, "prob", args.input)?;
+        }
+        check_unit(&plan, "target", args.target)?;
+        let pw = check_pos_weight(&plan, args.pos_weight)?;
+        let (x, t) = (args.input, &args.target[..n]);
+        let t_at = |j: usize| t[j].to_f64();
+        match *self {
+            Binary::Bce { log_floor } => run(&plan, args.grad, out, |j| {
+                bce_point(x[j].to_f64(), t_at(j), log_floor)
+            }),
+            Binary::BceLogits => match pw {
+                None => run(&plan, args.grad, out, |j| {
+                    let tj = t_at(j);
+                    bce_logits_point(x[j].to_f64(), tj, tj)
+                }),
+                Some((w, period)) => run(&plan, args.grad, out, |j| {
+                    let tj = t_at(j);
+                    let k = if period == 0 { j } else { j % period };
+                    bce_logits_point(x[j].to_f64(), tj, w[k].to_f64() * tj)
+                }),
+            },
+            Binary::Focal { alpha, gamma } => run(&plan, args.grad, out, |j| {
+                focal_point(x[j].to_f64(), t_at(j), alpha, gamma)
+            }),
+        }
+        Ok(())
+    }
+}
+
+fn check_len(name: &str, got: usize, n: usize, of: &str) -> Result<(), LossError> {
+    if got != n {
+        return Err(LossError::invalid(format!(
+            "input {name}: {got} elements but {of} has {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// Is position `j` skipped (masked or zero weight)? Its data is never looked at.
+fn skipped<T: Element>(plan: &Plan<'_, T>, j: usize) -> bool {
+    plan.coef(j) == 0.0
+}
+
+/// Values in [0, 1] (NaN passes: it propagates), except at skipped positions.
+fn check_unit<T: Element>(plan: &Plan<'_, T>, name: &str, xs: &[T]) -> Result<(), LossError> {
+    for (j, &v) in xs.iter().enumerate() {
+        let x = v.to_f64();
+        if !x.is_nan() && !(0.0..=1.0).contains(&x) && !skipped(plan, j) {
+            return Err(LossError::invalid(format!(
+                "input {name}[{j}]={x:?} is outside [0, 1]"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks pos_weight and returns it with its period (0: elementwise, C: broadcast over the
+/// last dim).
+fn check_pos_weight<'a, T: Element>(
+    plan: &Plan<'_, T>,
+    pw: Option<PosWeight<'a, T>>,
+) -> Result<Option<(&'a [T], usize)>, LossError> {
+    let n = plan.len();
+    let (w, period) = match pw {
+        None => return Ok(None),
+        Some(PosWeight::Elementwise(w)) => {
+            check_len("pos_weight", w.len(), n, "logit")?;
+            (w, 0)
+        }
+        Some(PosWeight::LastDim(w)) => {
+            let c = w.len();
+            let fits = if c == 0 { n == 0 } else { n % c == 0 };
+            if !fits {
+                return Err(LossError::invalid(format!(
+                    "input pos_weight: {c} classes do not divide the {n} logits (broadcast over the last dim)"
+                )));
+            }
+            (w, c)
+        }
+    };
+    for (k, &v) in w.iter().enumerate() {
+        let x = v.to_f64();
+        // an elementwise pos_weight may hold anything where its element is skipped; a
+        // broadcast one belongs to every row and is always checked
+        let exempt = period == 0 && skipped(plan, k);
+        if !(exempt || x.is_finite() && x >= 0.0) {
+            return Err(LossError::invalid(format!(
+                "input pos_weight[{k}]={x:?} is not a finite value >= 0"
+            )));
+        }
+    }
+    Ok(Some((w, period)))
+}
+
+fn run<T: Element, O: Element, F>(plan: &Plan<'_, T>, want: bool, out: &mut Output<T, O>, kernel: F)
+where
+    F: Fn(usize) -> (f64, f64),
+{
+    let mut grads = [out.grad.take().unwrap_or_default()];
+    plan.run_into::<O, 1, _>(
+        [want],
+        |j| {
+            let (l, g) = kernel(j);
+            (l, [g])
+        },
+        &mut out.value,
+        &mut grads,
+    );
+    let [g] = grads;
+    out.grad = want.then_some(g);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pointwise functions, in f64: (loss, ∂loss/∂input).
+
+/// max(ln-value, floor) with NaN propagating, and whether the log is active (strictly above
+/// the floor; at the kink the clamped side, gradient 0, is selected).
+#[inline(always)]
+fn floored(lx: f64, floor: Option<f64>) -> (f64, bool) {
+    match floor {
+        None => (lx, true),
+        Some(f) => {
+            if lx > f {
+                (lx, true)
+            } else if lx <= f {
+                (f, false)
+            } else {
+                (lx, true) // NaN
+            }
+        }
+    }
+}
+
+/// `bce` at prob p, target t.
+#[inline(always)]
+pub(crate) fn bce_point(p: f64, t: f64, floor: Option<f64>) -> (f64, f64) {
+    let a = t; // coefficient of L(p)
+    let b = 1.0 - t; // coefficient of L(1 − p): exactly 0 only for t = 1
+    let (mut v, mut g) = (0.0, 0.0);
+    let (mut on_a, mut on_b) = (false, false);
+    if a != 0.0 {
+        let (l, active) = floored(libm::log(p), floor);
+        v += a * l;
+        on_a = active;
+    }
+    if b != 0.0 {
+        let (l, active) = floored(libm::log1p(-p), floor);
+        v += b * l;
+        on_b = active;
+    }
+    if on_a && on_b {
+        // −t/p + (1−t)/(1−p) = (p − t)/(p(1 − p)), no cancellation left
+        g = (p - t) / (p * (1.0 - p));
+    } else if on_a {
+        g = -a / p;
+    } else if on_b {
+        g = b / (1.0 - p);
+    } else if p.is_nan() || t.is_nan() {
+        g = f64::NAN;
+    }
+    (-v, g)
+}
+
+/// `bce_logits` at logit z, target t, positive-term coefficient a = pw·t (exact in f64: a
+/// product of two dtype values).
+#[inline(always)]
+pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
+    if z.is_nan() || a.is_nan() || t.is_nan() {
+        // NaN data propagates, even when both coefficients are 0 (pw = 0, t = 1)
+        return (f64::NAN, f64::NAN);
+    }
+    let b = 1.0 - t;
+    let mut v = 0.0;
+    if a != 0.0 {
+        v += a * softplus(-z);
+    }
+    if b != 0.0 {
+        v += b * softplus(z);
+    }
+    (v, logistic_grad(a, t, z))
+}
+
+/// `hinge` at score s, label t = ±1, margin m.
+#[inline(always)]
+pub(crate) fn hinge_point(s: f64, t: f64, m: f64) -> (f64, f64) {
+    let d = m - t * s;
+    if d > 0.0 {
+        (d, -t)
+    } else if d <= 0.0 {
+        (0.0, 0.0)
+    } else {
+        (f64::NAN, f64::NAN)
+    }
+}
+
+/// `focal` at logit z, target t.
+#[inline(always)]
+pub(crate) fn focal_point(z: f64, t: f64, alpha: Option<f64>, gamma: f64) -> (f64, f64) {
+    let alpha_t = match alpha {
+        None => 1.0,
+        Some(al) => al * t + (1.0 - al) * (1.0 - t),
+    };
+    if z.is_nan() || t.is_nan() {
+        return (f64::NAN, f64::NAN); // NaN data propagates, α_t = 0 included
+    }
+    if alpha_t == 0.0 {
+        return (0.0, 0.0); // the whole term is absent (even at z = ±inf, where B = inf)
+    }
+    let b = 1.0 - t;
+    let (s, sm) = (sigmoid(z), sigmoid(-z)); // σ(z), σ(−z)
+                                             // B = t·softplus(−z) + (1−t)·softplus(z), absent terms as in bce_logits
+    let mut big_b = 0.0;
+    if t != 0.0 {
+        big_b += t * softplus(-z);
+    }
+    if b != 0.0 {
+        big_b += b * softplus(z);
+    }
+    let db = logistic_grad(t, t, z);
+    // q = 1 − p_t, ln q and r = σ(z)σ(−z)/q
+    let (ln_q, r) = if t == 1.0 {
+        (-softplus(z), s)
+    } else if t == 0.0 {
+        (-softplus(-z), sm)
+    } else {
+        let q = t * sm + b * s;
+        let p_t = t * s + b * sm;
+        let ln_q = if q <= 0.5 {
+            libm::log(q)
+        } else {
+            libm::log1p(-p_t)
+        };
+        (ln_q, s * sm / q)
+    };
+    let q_pow = if gamma == 0.0 {
+        1.0
+    } else {
+        libm::exp(gamma * ln_q)
+    };
+    // B = inf only at z = ±inf, where q > 0 (q = 1 for t ∈ {0, 1}, q → t or 1 − t for soft t):
+    // q^γ·B = inf even when q^γ underflows f64 (t^γ < 2^-1074 is still > 0)
+    let v = if big_b == f64::INFINITY {
+        f64::INFINITY
+    } else {
+        alpha_t * q_pow * big_b
+    };
+    // γ(1 − 2t)·r·B, 0 where any factor is exactly 0 (r = 0 at z = ±inf where B may be inf)
+    let c = gamma * (1.0 - 2.0 * t);
+    let focus = if c == 0.0 || r == 0.0 {
+        0.0
+    } else {
+        c * r * big_b
+    };
+    let inner = focus + db;
+    // q^γ = 0 (γ·ln q → −inf) dominates any finite or overflowed bracket
+    let g = if q_pow == 0.0 && !inner.is_nan() {
+        0.0
+    } else {
+        alpha_t * q_pow * inner
+    };
+    (v, g)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The typed API.
+
+/// Binary cross-entropy on probabilities: l = −(t·L(p) + (1−t)·L(1−p)), L = ln, or
+/// max(ln, log_floor) with a floor ≤ 0 (PyTorch's BCELoss: −100). ∂l/∂p as described in the
+/// module docs. Errors (never panics) on lengths, p or t outside [0, 1] (NaN passes), a floor
+/// that is positive or not finite, and the weight / mask / cotangent checks.
+///
+/// ```
+/// use losscheck::kernels::classification::{bce, ClassArgs};
+/// let (p, t) = ([0.5f32], [1.0f32]);
+/// // torch.nn.functional.binary_cross_entropy(torch.tensor([.5], requires_grad=True),
+/// //   torch.ones(1)) -> 0.6931 (ln 2); grad [-2.]
+/// let out = bce::<f32, f32>(&ClassArgs::new(&p, &t), None).unwrap();
+/// assert_eq!(out.value, vec![std::f32::consts::LN_2]);
+/// assert_eq!(out.grad, Some(vec![-2.0f32]));
+/// ```
+pub fn bce<T: Element, O: Element>(
+    args: &ClassArgs<'_, T>,
+    log_floor: Option<f64>,
+) -> Result<Output<T, O>, LossError> {
+    Binary::Bce { log_floor }.eval(args)
+}
+
+/// Binary cross-entropy on logits with optional pos_weight (in the args):
+/// l = pw·t·softplus(−z) + (1−t)·softplus(z), ∂l/∂z = −pw·t·σ(−z) + (1−t)·σ(z). Errors as
+/// [`bce`] for the target, and on a pos_weight of the wrong length or a negative, infinite or
+/// NaN one.
+pub fn bce_logits<T: Element, O: Element>(
+    args: &ClassArgs<'_, T>,
+) -> Result<Output<T, O>, LossError> {
+    Binary::BceLogits.eval(args)
+}
+
+/// Sigmoid focal loss: l = α_t·(1−p_t)^γ·bce_logits(z, t), α_t = α·t + (1−α)(1−t) (1 when
+/// `alpha` is none), 0⁰ = 1. Errors as [`bce`], and on α outside [0, 1] or γ < 0 / not finite.
+pub fn focal<T: Element, O: Element>(
+    args: &ClassArgs<'_, T>,
+    alpha: Option<f64>,
+    gamma: f64,
+) -> Result<Output<T, O>, LossError> {
+    Binary::Focal { alpha, gamma }.eval(args)
+}
+
+/// Hinge loss: l = max(0, m − t·s) for ±1 labels `t` (i64), ∂l/∂s = −t where m − t·s > 0 and 0
+/// elsewhere (the kink takes 0). Errors on lengths, a label other than ±1 at an unskipped
+/// position, a margin that is not finite, a pos_weight, and the weight / mask / cotangent
+/// checks.
+///
+/// ```
+/// use losscheck::kernels::classification::{hinge, ClassArgs};
+/// use losscheck::Reduction;
+/// let (s, t) = ([0.5f32, 2.0, -1.0], [1i64, 1, 1]);
+/// // torch.clamp(1 - torch.tensor([1,1,1]) * torch.tensor([.5, 2., -1.]), min=0) -> [0.5, 0., 2.]
+/// let out = hinge::<f32, f32>(&ClassArgs::new(&s, &t).reduction(Reduction::None), 1.0).unwrap();
+/// assert_eq!(out.value, vec![0.5, 0.0, 2.0]);
+/// assert_eq!(out.grad, Some(vec![-1.0f32, 0.0, -1.0]));
+/// ```
+pub fn hinge<T: Element, O: Element>(
+    args: &ClassArgs<'_, T, i64>,
+    margin: f64,
+) -> Result<Output<T, O>, LossError> {
+    let mut out = Output::default();
+    hinge_into(args, margin, &mut out)?;
+    Ok(out)
+}
+
+/// [`hinge`] into caller-owned buffers (reusing their allocations).
+pub fn hinge_into<T: Element, O: Element>(
+    args: &ClassArgs<'_, T, i64>,
+    margin: f64,
+    out: &mut Output<T, O>,
+) -> Result<(), LossError> {
+    if !margin.is_finite() {
+        return Err(LossError::invalid(format!(
+            "param margin={margin:?} is outside its domain (finite float)"
+        )));
+    }
+    let n = args.input.len();
+    check_len("target", args.target.len(), n, "score")?;
+    if args.pos_weight.is_some() {
+        return Err(LossError::invalid(
+            "input pos_weight: hinge takes no pos_weight (only bce_logits does)",
+        ));
+    }
+    let plan = Plan::new(n, args.weight, args.mask, args.cotangent, args.reduction)?;
+    for (j, &y) in args.target.iter().enumerate() {
+        if y != 1 && y != -1 && !skipped(&plan, j) {
+            return Err(LossError::invalid(format!(
+                "input target[{j}]={y} is not -1 or +1"
+            )));
+        }
+    }
+    let (s, t) = (args.input, args.target);
+    run(&plan, args.grad, out, |j| {
+        hinge_point(s[j].to_f64(), t[j] as f64, margin)
+    });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Glue from a validated `Case`.
+
+fn to_typed<T: Element>(t: &Tensor) -> Vec<T> {
+    fdata(t).iter().map(|&x| T::from_f64(x)).collect()
+}
+
+fn float_input<T: Element>(case: &Case, name: &str) -> Result<Option<Vec<T>>, LossError> {
+    match case.input(name) {
+        None => Ok(None),
+        Some(t) => match t.f() {
+            Some(_) => Ok(Some(to_typed(t))),
+            None => Err(LossError::invalid(format!(
+                "input {name}: expected a float tensor"
+            ))),
+        },
+    }
+}
+
+fn req_param(case: &Case, name: &str) -> Result<f64, LossError> {
+    case.float_param(name)
+        .ok_or_else(|| LossError::invalid(format!("param {name} is missing or not a float")))
+}
+
+/// Evaluate a validated classification case with input type `T` and value type `O`.
+pub(crate) fn evaluate_typed<T: Element, O: Element>(
+    case: &Case,
+    checked: &Checked,
+) -> Result<Response, LossError> {
+    let loss = case.loss.as_str();
+    let xname = match loss {
+        "bce" => "prob",
+        "bce_logits" | "focal" => "logit",
+        "hinge" => "score",
+        other => {
+            return Err(LossError::unsupported(format!(
+                "no classification kernel for {other}"
+            )))
+        }
+    };
+    let missing = |name: &str| LossError::invalid(format!("{loss}: missing input {name:?}"));
+    let x: Vec<T> = float_input::<T>(case, xname)?.ok_or_else(|| missing(xname))?;
+    let weight = float_input::<T>(case, "weight")?;
+    let cotangent = float_input::<T>(case, "cotangent")?;
+    let pos_weight = float_input::<T>(case, "pos_weight")?;
+    let mask = match case.input("mask") {
+        None => None,
+        Some(t) => Some(
+            t.i()
+                .ok_or_else(|| LossError::invalid("input mask: expected an i64 tensor"))?,
+        ),
+    };
+    let x_shape = case
+        .input(xname)
+        .map(|t| t.shape.clone())
+        .unwrap_or_default();
+    let reduction = case.reduction();
+    let want = case.grad.iter().any(|g| g == xname);
+    let out: Output<T, O> = if loss == "hinge" {
+        let target = case
+            .input("target")
+            .ok_or_else(|| missing("target"))?
+            .i()
+            .ok_or_else(|| LossError::invalid("input target: expected an i64 tensor of ±1"))?;
+        let mut args = ClassArgs::new(&x[..], target)
+            .reduction(reduction)
+            .grad(want);
+        args.weight = weight.as_deref();
+        args.mask = mask;
+        args.cotangent = cotangent.as_deref();
+        hinge(&args, req_param(case, "margin")?)?
+    } else {
+        let target: Vec<T> = float_input::<T>(case, "target")?.ok_or_else(|| missing("target"))?;
+        let mut args = ClassArgs::new(&x[..], &target[..])
+            .reduction(reduction)
+            .grad(want);
+        args.weight = weight.as_deref();
+        args.mask = mask;
+        args.cotangent = cotangent.as_deref();
+        if let (Some(pw), Some(pwt)) = (pos_weight.as_deref(), case.input("pos_weight")) {
+            args.pos_weight = Some(if pwt.shape == x_shape {
+                PosWeight::Elementwise(pw)
+            } else {
+                PosWeight::LastDim(pw)
+            });
+        }
+        let kind = match loss {
+            "bce" => Binary::Bce {
+                log_floor: case.float_param("log_floor"),
+            },
+            "bce_logits" => Binary::BceLogits,
+            _ => Binary::Focal {
+                alpha: case.float_param("alpha"),
+                gamma: req_param(case, "gamma")?,
+            },
+        };
+        kind.eval(&args)?
+    };
+    let value_shape = checked.value_shape(reduction);
+    let value = Tensor::float(
+        O::DTYPE,
+        value_shape,
+        out.value.iter().map(|v| v.to_f64()).collect(),
+    );
+    let mut grad = BTreeMap::new();
+    if let Some(g) = out.grad {
+        grad.insert(
+            xname.to_string(),
+            Tensor::float(T::DTYPE, x_shape, g.iter().map(|v| v.to_f64()).collect()),
+        );
+    }
+    Ok(Response {
+        id: case.id,
+        value,
+        grad,
+    })
+}

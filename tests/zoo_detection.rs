@@ -33,7 +33,7 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
                 );
             };
             // Shrink while the same verdict persists.
-            let mut fails = |c: &losscheck::Case| {
+            let fails = |c: &losscheck::Case| {
                 let o = campaign::judge_case(c.clone(), &subject, 0);
                 o.report
                     .is_some_and(|r| r.verdicts.contains(&entry.verdict))

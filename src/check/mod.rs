@@ -6,3 +6,4 @@ pub mod compare;
 pub mod gen;
 pub mod metamorphic;
 pub mod subject;
+pub mod suite;

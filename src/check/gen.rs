@@ -132,9 +132,26 @@ pub const CLASSIFICATION_ELEMENTWISE_REGIMES: &[(Regime, u32)] = &[
     (Regime::LongBatch, 1),
 ];
 
-/// The classification losses with generators (elementwise ones; `cross_entropy`, `nll` and
-/// `multi_margin` have none yet).
+/// The elementwise classification losses.
 pub const CLASSIFICATION_ELEMENTWISE: [&str; 4] = classification::LOSSES;
+
+pub mod multiclass;
+
+/// The regimes of the row-wise classification losses (`cross_entropy`, `nll`,
+/// `multi_margin`) and their weights (per mille). `masked` is the ignore plans (all ignored,
+/// one valid, ragged sequences), `kinks` the confident, tied and offset rows and
+/// `multi_margin`'s hinge points; long rows (C up to 32,000) and long batches (N up to 2^17)
+/// share `long_batch`.
+pub const MULTICLASS_REGIMES: &[(Regime, u32)] = &[
+    (Regime::Typical, 240),
+    (Regime::BitUniform, 80),
+    (Regime::Extreme, 250),
+    (Regime::Masked, 120),
+    (Regime::Weighted, 110),
+    (Regime::Shapes, 60),
+    (Regime::Kinks, 134),
+    (Regime::LongBatch, 6),
+];
 
 /// The regimes (and their weights) that generate cases of `loss`; empty when the loss's family
 /// has no generators yet.
@@ -143,6 +160,9 @@ pub fn regimes(loss: &str) -> &'static [(Regime, u32)] {
         Some((Family::Regression, _)) => REGRESSION_REGIMES,
         Some((Family::Classification, id)) if classification::LOSSES.contains(&id) => {
             CLASSIFICATION_ELEMENTWISE_REGIMES
+        }
+        Some((Family::Classification, id)) if multiclass::LOSSES.contains(&id) => {
+            MULTICLASS_REGIMES
         }
         _ => &[],
     }
@@ -168,6 +188,9 @@ pub fn regime_strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Cas
     );
     match spec.family {
         Family::Regression => regression::strategy(loss, dtype, r),
+        Family::Classification if multiclass::LOSSES.contains(&spec.id) => {
+            multiclass::strategy(loss, dtype, r)
+        }
         Family::Classification => classification::strategy(loss, dtype, r),
         f => panic!("no generators yet for the {} family ({loss})", f.name()),
     }

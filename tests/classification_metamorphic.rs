@@ -14,66 +14,29 @@
 //! `LOSSCHECK_MM_CASES` scales the cases per relation (default 300); `LOSSCHECK_SEED` changes
 //! the seed.
 
-use losscheck::check::gen::{self, values, Regime};
-use losscheck::check::metamorphic::{self as mm, Held, Outcome, Side};
+use losscheck::check::gen::values;
+use losscheck::check::suite;
+use losscheck::check::metamorphic::{self as mm, Outcome, Side};
 use losscheck::check::subject::Kernels;
 use losscheck::{Case, Dtype};
 use proptest::prelude::*;
-use proptest::strategy::Union;
-use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
-use std::sync::Mutex;
 
-const LOSSES: [&str; 4] = ["bce", "bce_logits", "hinge", "focal"];
+static LOSSES: [&str; 4] = ["bce", "bce_logits", "hinge", "focal"];
 
 fn cases() -> u32 {
-    std::env::var("LOSSCHECK_MM_CASES")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(300)
+    suite::mm_cases(300)
 }
 
-fn runner(name: &str) -> TestRunner {
-    let seed: u64 = std::env::var("LOSSCHECK_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1);
-    let mut bytes = [0u8; 32];
-    let h = gen::hash_bytes(&[&seed.to_le_bytes(), name.as_bytes()]);
-    for (i, c) in bytes.chunks_mut(8).enumerate() {
-        c.copy_from_slice(&gen::splitmix64(h ^ i as u64).to_le_bytes());
-    }
-    let config = Config {
-        cases: cases(),
-        failure_persistence: None,
-        max_shrink_iters: 2000,
-        ..Config::default()
-    };
-    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
-}
-
-/// Cases of one loss × dtype from every regime but long batches.
 fn small_cases(loss: &'static str, dtype: Dtype) -> BoxedStrategy<Case> {
-    Union::new_weighted(
-        gen::regimes(loss)
-            .iter()
-            .filter(|(r, _)| *r != Regime::LongBatch)
-            .map(|&(r, w)| (w, gen::regime_strategy(loss, dtype, r)))
-            .collect(),
-    )
-    .boxed()
+    suite::mm_small_cases(loss, dtype)
 }
 
-fn loss_dtype() -> impl Strategy<Value = (&'static str, Dtype)> {
-    (
-        proptest::sample::select(LOSSES.to_vec()),
-        proptest::sample::select(Dtype::ALL.to_vec()),
-    )
+fn loss_dtype() -> BoxedStrategy<(&'static str, Dtype)> {
+    suite::mm_loss_dtype(&LOSSES)
 }
 
 fn any_case() -> BoxedStrategy<Case> {
-    loss_dtype()
-        .prop_flat_map(|(l, d)| small_cases(l, d))
-        .boxed()
+    suite::mm_any_case(&LOSSES)
 }
 
 /// Rows to append: anything — NaN, ±inf, the max, edges, typical values, probabilities and
@@ -88,49 +51,13 @@ fn tail(dtype: Dtype) -> BoxedStrategy<Vec<Vec<f64>>> {
     .boxed()
 }
 
-/// Run a relation on both sides for every generated input; fail with the minimal input and the
-/// break; then require that both sides compared something.
 fn check<T: std::fmt::Debug>(
     name: &str,
     strategy: BoxedStrategy<T>,
     relation: impl Fn(&T, Side) -> Outcome,
     describe: impl Fn(&T) -> String,
 ) {
-    let totals = Mutex::new([Held::default(), Held::default()]);
-    let mut run = runner(name);
-    let result = run.run(&strategy, |input| {
-        for (k, side) in [Side::Subject(&Kernels), Side::Oracle]
-            .into_iter()
-            .enumerate()
-        {
-            match relation(&input, side) {
-                Ok(h) => totals.lock().unwrap()[k] += h,
-                Err(e) => {
-                    return Err(TestCaseError::fail(format!(
-                        "{e}\n  input: {}",
-                        describe(&input)
-                    )))
-                }
-            }
-        }
-        Ok(())
-    });
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, _)) => {
-            panic!("{name} broke (minimal input after shrinking):\n{reason}")
-        }
-        Err(e) => panic!("{name}: {e}"),
-    }
-    let t = totals.into_inner().unwrap();
-    eprintln!(
-        "{name}: kernels compared {} (skipped {}), oracle compared {} (skipped {})",
-        t[0].compared, t[0].skipped, t[1].compared, t[1].skipped
-    );
-    assert!(
-        t[0].compared > 0 && t[1].compared > 0,
-        "{name} compared nothing: {t:?}"
-    );
+    suite::mm_check(name, cases(), strategy, relation, describe)
 }
 
 fn json(c: &Case) -> String {

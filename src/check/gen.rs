@@ -350,7 +350,12 @@ pub fn shrink(
     max_iters: usize,
 ) -> Case {
     let (_, mut tree) = generate_tree(loss, dtype, seed, index);
-    let (mut c, _) = shrink_tree(tree.as_mut(), fails, max_iters);
+    // A simplification may switch a union to an earlier branch whose case is larger: accept
+    // only candidates no larger than the original.
+    let size = |c: &Case| c.inputs.values().map(|t| t.numel()).sum::<usize>();
+    let limit = size(&tree.current());
+    let mut small_fails = |c: &Case| size(c) <= limit && fails(c);
+    let (mut c, _) = shrink_tree(tree.as_mut(), &mut small_fails, max_iters);
     c.id = index;
     c
 }

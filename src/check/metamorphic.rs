@@ -32,6 +32,8 @@
 //!   of the three answers' error bounds (tolerance·ulp + half an ulp of R each, the combination's
 //!   weights applied).
 
+pub mod multiclass;
+
 use crate::check::compare;
 use crate::check::subject::Subject;
 use losscheck_core::dtype::pow2;
@@ -979,7 +981,9 @@ pub fn concatenation_combines(a: &Case, b: &Case, side: Side) -> Outcome {
         observe(&ab, side)?,
     );
     let mut h = Held::default();
-    let r = combine(&mut h, &ab, na, (&a1, &oa), (&b1, &ob), &oab, side);
+    let split = Split { value: na, grad: na };
+    let dens = (denominator(&a1), denominator(&b1));
+    let r = combine(&mut h, &ab, split, dens, &oa, &ob, &oab, side);
     with_case(
         r,
         &format!("{}: concatenating two batches", side.name()),
@@ -1017,17 +1021,27 @@ fn overlaps(x: &Ival, y: &Ival) -> bool {
     x.lo <= y.hi && y.lo <= x.hi
 }
 
+/// Where a ++ b splits: part a is the first `value` components of a `none` value and the first
+/// `grad` components of each gradient.
+#[derive(Clone, Copy)]
+struct Split {
+    value: usize,
+    grad: usize,
+}
+
+/// Judge a ++ b against its parts a and b, whose mean denominators are `da` and `db`.
+#[allow(clippy::too_many_arguments)]
 fn combine(
     h: &mut Held,
     ab: &Case,
-    na: usize,
-    (a, oa): (&Case, &Observed),
-    (b, ob): (&Case, &Observed),
+    split: Split,
+    (da, db): (Ival, Ival),
+    oa: &Observed,
+    ob: &Observed,
     oab: &Observed,
     side: Side,
 ) -> Result<(), String> {
     let red = ab.reduction();
-    let (da, db) = (denominator(a), denominator(b));
     let d = da.add(&db);
     let (da64, db64, d64) = (d_f64(&da), d_f64(&db), d_f64(&d));
     let oracle = matches!(side, Side::Oracle);
@@ -1096,10 +1110,10 @@ fn combine(
         }
     } else {
         for (i, c) in oab.value.iter().enumerate() {
-            let (src, j) = if i < na {
+            let (src, j) = if i < split.value {
                 (&oa.value, i)
             } else {
-                (&ob.value, i - na)
+                (&ob.value, i - split.value)
             };
             check_scaled(h, ab.out_dtype, &format!("value[{i}]"), c, &src[j], 1.0)?;
         }
@@ -1110,10 +1124,10 @@ fn combine(
             continue;
         };
         for (i, c) in gab.iter().enumerate() {
-            let (src, j, dpart) = if i < na {
+            let (src, j, dpart) = if i < split.grad {
                 (ga, i, &da)
             } else {
-                (gb, i - na, &db)
+                (gb, i - split.grad, &db)
             };
             let s = &src[j];
             let label = format!("grad.{name}[{i}]");

@@ -179,3 +179,114 @@ pub fn assert_kernels_match_oracle(loss: &str) {
     }
     assert!(problems.is_empty(), "findings for {loss}:\n{problems}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The metamorphic suites' driver (tests/*_metamorphic.rs).
+
+/// Cases per relation: `LOSSCHECK_MM_CASES`, else `default`.
+pub fn mm_cases(default: u32) -> u32 {
+    std::env::var("LOSSCHECK_MM_CASES")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// A proptest runner for relation `name`: ChaCha seeded by (`LOSSCHECK_SEED`, name), `cases`
+/// cases, no failure persistence, up to 2,000 shrink steps.
+pub fn mm_runner(name: &str, cases: u32) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config as PConfig, RngAlgorithm, TestRng, TestRunner};
+    let mut bytes = [0u8; 32];
+    let h = gen::hash_bytes(&[&seed().to_le_bytes(), name.as_bytes()]);
+    for (i, c) in bytes.chunks_mut(8).enumerate() {
+        c.copy_from_slice(&gen::splitmix64(h ^ i as u64).to_le_bytes());
+    }
+    let config = PConfig {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 2000,
+        ..PConfig::default()
+    };
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
+/// Cases of one loss × dtype from every regime but long batches.
+pub fn mm_small_cases(loss: &'static str, dtype: Dtype) -> proptest::strategy::BoxedStrategy<Case> {
+    use proptest::strategy::{Strategy, Union};
+    Union::new_weighted(
+        gen::regimes(loss)
+            .iter()
+            .filter(|(r, _)| *r != gen::Regime::LongBatch)
+            .map(|&(r, w)| (w, gen::regime_strategy(loss, dtype, r)))
+            .collect(),
+    )
+    .boxed()
+}
+
+/// (loss, dtype) over `losses` × every dtype.
+pub fn mm_loss_dtype(
+    losses: &'static [&'static str],
+) -> proptest::strategy::BoxedStrategy<(&'static str, Dtype)> {
+    use proptest::strategy::Strategy;
+    (
+        proptest::sample::select(losses.to_vec()),
+        proptest::sample::select(Dtype::ALL.to_vec()),
+    )
+        .boxed()
+}
+
+/// Small cases of any of `losses` in any dtype.
+pub fn mm_any_case(losses: &'static [&'static str]) -> proptest::strategy::BoxedStrategy<Case> {
+    use proptest::strategy::Strategy;
+    mm_loss_dtype(losses)
+        .prop_flat_map(|(l, d)| mm_small_cases(l, d))
+        .boxed()
+}
+
+/// Run a relation on both sides (the kernels, the oracle) for every input `strategy` draws
+/// (`cases` of them, `mm_runner(name)`); fail with the minimal input after shrinking and the
+/// break; then require that both sides compared something (a relation must not be vacuous).
+pub fn mm_check<T: std::fmt::Debug>(
+    name: &str,
+    cases: u32,
+    strategy: proptest::strategy::BoxedStrategy<T>,
+    relation: impl Fn(&T, crate::check::metamorphic::Side) -> crate::check::metamorphic::Outcome,
+    describe: impl Fn(&T) -> String,
+) {
+    use crate::check::metamorphic::{Held, Side};
+    use proptest::test_runner::{TestCaseError, TestError};
+    let totals = std::sync::Mutex::new([Held::default(), Held::default()]);
+    let mut run = mm_runner(name, cases);
+    let result = run.run(&strategy, |input| {
+        for (k, side) in [Side::Subject(&Kernels), Side::Oracle]
+            .into_iter()
+            .enumerate()
+        {
+            match relation(&input, side) {
+                Ok(h) => totals.lock().unwrap()[k] += h,
+                Err(e) => {
+                    return Err(TestCaseError::fail(format!(
+                        "{e}\n  input: {}",
+                        describe(&input)
+                    )))
+                }
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, _)) => {
+            panic!("{name} broke (minimal input after shrinking):\n{reason}")
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+    let t = totals.into_inner().unwrap();
+    eprintln!(
+        "{name}: kernels compared {} (skipped {}), oracle compared {} (skipped {})",
+        t[0].compared, t[0].skipped, t[1].compared, t[1].skipped
+    );
+    assert!(
+        t[0].compared > 0 && t[1].compared > 0,
+        "{name} compared nothing: {t:?}"
+    );
+}

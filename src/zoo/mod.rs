@@ -7,11 +7,12 @@
 //! but like the kernels they never call the platform libm: every result is the same bits
 //! everywhere.
 
+pub mod classification;
 pub mod regression;
 
 use crate::check::compare::Verdict;
 use crate::check::subject::Subject;
-use losscheck_core::{Case, Dtype, LossError, Response};
+use losscheck_core::{catalogue, Case, Dtype, LossError, Reduction, Response, Tensor};
 
 /// One known-bad implementation.
 pub struct ZooEntry {
@@ -30,7 +31,10 @@ pub struct ZooEntry {
 
 /// Every zoo entry.
 pub fn entries() -> Vec<&'static ZooEntry> {
-    regression::ENTRIES.iter().collect()
+    regression::ENTRIES
+        .iter()
+        .chain(classification::ENTRIES)
+        .collect()
 }
 
 /// The names of the zoo subjects, as `zoo:<name>`.
@@ -71,4 +75,111 @@ impl Subject for ZooSubject {
         }
         (self.0.eval)(case)
     }
+}
+
+/// How a naive elementwise implementation reduces.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Flaws {
+    /// Keep the running sum in the input dtype (16-bit sums stall at 2048 and overflow).
+    pub accumulate_in_dtype: bool,
+    /// Mask by multiplying with 0 instead of skipping (0·NaN = NaN leaks).
+    pub mask_by_multiply: bool,
+    /// Divide the mean by the element count instead of Σ m·w (padding counted).
+    pub mean_over_count: bool,
+}
+
+/// A per-element term of a naive elementwise loss: `f(x, t, i, case) -> (loss, dloss/dx)` in
+/// f32, x the first differentiable input, t the target (a float, or a ±1 / class label), i
+/// the element's index (for broadcast inputs such as `pos_weight`).
+pub(crate) type Term = fn(f32, f32, usize, &Case) -> (f32, f32);
+
+/// A naive elementwise loss in f32 — the way most code computes one: the term of every element,
+/// then the reduction with `flaws`. A `target` gradient, when asked (regression), is −dloss/dx
+/// (every regression loss depends on x − t).
+pub(crate) fn naive(case: &Case, f: Term, flaws: Flaws) -> Result<Response, LossError> {
+    let checked = catalogue::validate(case)?;
+    let x = case.spec().grads[0];
+    let xs = case
+        .inputs
+        .get(x)
+        .and_then(Tensor::f)
+        .ok_or_else(|| LossError::invalid(format!("missing input {x}")))?;
+    let t = case
+        .inputs
+        .get("target")
+        .ok_or_else(|| LossError::invalid("missing input target"))?;
+    let n = xs.len();
+    let w = |i: usize| {
+        case.inputs
+            .get("weight")
+            .and_then(Tensor::f)
+            .map_or(1.0, |w| w[i] as f32)
+    };
+    let m = |i: usize| {
+        case.inputs
+            .get("mask")
+            .and_then(Tensor::i)
+            .map_or(1.0, |m| m[i] as f32)
+    };
+    let dt = case.dtype;
+    let acc_round = |x: f32| {
+        if flaws.accumulate_in_dtype {
+            dt.round(x as f64) as f32
+        } else {
+            x
+        }
+    };
+    let mut terms = vec![0f32; n];
+    let mut dterms = vec![0f32; n];
+    let (mut num, mut den) = (0f32, 0f32);
+    for i in 0..n {
+        let (mi, wi) = (m(i), w(i));
+        if !flaws.mask_by_multiply && (mi == 0.0 || wi == 0.0) {
+            continue;
+        }
+        let (l, d) = f(xs[i] as f32, t.get_f64(i) as f32, i, case);
+        terms[i] = mi * wi * l;
+        dterms[i] = mi * wi * d;
+        num = acc_round(num + terms[i]);
+        den = acc_round(den + mi * wi);
+    }
+    let reduction = case.reduction();
+    if flaws.mean_over_count {
+        den = n as f32;
+    }
+    let cot = case.inputs.get("cotangent").and_then(Tensor::f);
+    let (value, scale): (Vec<f64>, f32) = match reduction {
+        Reduction::None => (terms.iter().map(|&x| x as f64).collect(), 1.0),
+        Reduction::Sum => (vec![num as f64], 1.0),
+        _ => (vec![(num / den) as f64], 1.0 / den),
+    };
+    let out = case.out_dtype;
+    let value = Tensor::float(
+        out,
+        checked.value_shape(reduction),
+        value.into_iter().map(|x| out.round(x)).collect(),
+    );
+    let mut grad = std::collections::BTreeMap::new();
+    for name in &case.grad {
+        let sign = if name == "target" { -1.0 } else { 1.0 };
+        let g: Vec<f64> = (0..n)
+            .map(|i| {
+                let c = match (reduction, cot) {
+                    (Reduction::None, Some(c)) => c[i] as f32,
+                    (_, Some(c)) => c[0] as f32,
+                    _ => 1.0,
+                };
+                dt.round((sign * dterms[i] * scale * c) as f64)
+            })
+            .collect();
+        grad.insert(
+            name.clone(),
+            Tensor::float(dt, case.inputs[name].shape.clone(), g),
+        );
+    }
+    Ok(Response {
+        id: case.id,
+        value,
+        grad,
+    })
 }

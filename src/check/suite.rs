@@ -31,10 +31,14 @@ fn fails_like(case: &Case, verdict: Option<compare::Verdict>) -> bool {
     }
 }
 
-/// The case without element `i` (1-D cases: every input of the elementwise length loses it).
+/// The case without element `i` (1-D cases: every input of the elementwise length loses it;
+/// [N, C] row-wise cases: every input with N leading rows loses row i).
 fn without_element(c: &Case, i: usize) -> Option<Case> {
     let x = c.spec().grads[0];
     let t = &c.inputs[x];
+    if t.shape.len() == 2 && c.spec().structure == losscheck_core::catalogue::Structure::Rowwise {
+        return without_row(c, i);
+    }
     let n = t.len();
     if t.shape.len() != 1 || i >= n {
         return None;
@@ -58,6 +62,32 @@ fn without_element(c: &Case, i: usize) -> Option<Case> {
     Some(d)
 }
 
+/// The [N, C] case without row `i` (class weights and a reduced cotangent stay).
+fn without_row(c: &Case, i: usize) -> Option<Case> {
+    let n = c.inputs[c.spec().grads[0]].shape[0];
+    if i >= n {
+        return None;
+    }
+    let none = c.reduction() == Reduction::None;
+    let mut d = c.clone();
+    for (k, t) in d.inputs.iter_mut() {
+        if t.shape.first() != Some(&n) || k == "class_weight" || (k == "cotangent" && !none) {
+            continue;
+        }
+        let per = t.len() / n;
+        match &mut t.data {
+            Data::F(v) => {
+                v.drain(i * per..(i + 1) * per);
+            }
+            Data::I(v) => {
+                v.drain(i * per..(i + 1) * per);
+            }
+        }
+        t.shape[0] = n - 1;
+    }
+    Some(d)
+}
+
 /// After proptest's shrinking (which cannot delete an element whose position a plan such as
 /// "exactly one valid" ties to the length): delete elements one by one, and drop the optional
 /// inputs, while the case still fails.
@@ -70,7 +100,7 @@ fn minimize(mut c: Case, fails: &mut dyn FnMut(&Case) -> bool) -> Case {
             i += 1;
         }
     }
-    for k in ["cotangent", "weight", "mask", "pos_weight"] {
+    for k in ["cotangent", "weight", "mask", "pos_weight", "class_weight"] {
         if c.inputs.contains_key(k) {
             let mut d = c.clone();
             d.inputs.remove(k);

@@ -1,6 +1,6 @@
-//! Oracles of the classification family, elementwise losses: `bce`, `bce_logits`, `hinge`,
-//! `focal` (the row-wise `cross_entropy`, `nll`, `multi_margin` are not here yet:
-//! `unsupported`).
+//! Oracles of the classification family. Elementwise losses here: `bce`, `bce_logits`,
+//! `hinge`, `focal`; the row-wise `cross_entropy`, `nll`, `multi_margin` are in [`multiclass`]
+//! ([`eval`] dispatches to it).
 //!
 //! Per element, with exact (point) inputs, z a logit, p a probability, t ∈ [0, 1] a target,
 //! s = σ(z), sp = softplus:
@@ -48,6 +48,8 @@
 //!
 //! Params are binary64 values, used exactly.
 
+pub mod multiclass;
+
 use crate::ival::{Ival, Sign};
 use crate::reduce::Reducer;
 use crate::{Inputs, Raw, RawKinkGroup};
@@ -66,6 +68,7 @@ pub fn eval(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
         "bce_logits" => bce_logits(case, checked, inputs, prec),
         "hinge" => hinge(case, checked, inputs, prec),
         "focal" => focal(case, checked, inputs, prec),
+        "cross_entropy" | "nll" | "multi_margin" => multiclass::eval(case, checked, inputs, prec),
         other => Err(LossError::unsupported(format!(
             "no classification oracle yet for {other:?}"
         ))),

@@ -18,10 +18,12 @@
 //!
 //! What is compared: for `sum` / `mean` with a finite value, the scalar value (times the
 //! cotangent); for `sum` / `mean` whose value is not finite (an inf or NaN term), the terms of
-//! the same case with reduction `none`, combined with this module's own D = Σ m·w (termwise
-//! gradients: other terms' derivatives must still be right); for `none`, every component of an
-//! elementwise loss separately (cotangent applied), or the cotangent-weighted sum of the finite
-//! components for row-wise losses.
+//! the same case with reduction `none`, combined with this module's own weight of each term
+//! (1/D with D = Σ m·w, or the class-weighted and per-sequence denominators of `cross_entropy`
+//! and `nll`: `term_factors`), since gradients are termwise and the other terms' derivatives
+//! must still be right; for `none`, every component of an elementwise loss separately
+//! (cotangent applied), or the cotangent-weighted sum of the finite components for row-wise
+//! losses.
 
 use crate::ival::Ival;
 use crate::{point_inputs, Inputs, Raw};
@@ -152,7 +154,9 @@ pub fn check_gradients_with(
             case: Box<Case>,
             checked: Checked,
             finite: Vec<bool>,
-            factor: Option<Float>,
+            /// Per row of the unreduced case: the weight of its term in the reduced value
+            /// (cotangent included); `None` when nothing can be compared.
+            factors: Option<Vec<Float>>,
         },
         Components {
             finite: Vec<bool>,
@@ -172,39 +176,25 @@ pub fn check_gradients_with(
         let ch = validate(&c)?;
         let r = eval(&c, &ch, &point_inputs(&c, prec), prec)?;
         let finite = r.value.iter().map(|v| v.mid().is_finite()).collect();
-        let rows = ch.rows;
-        let mask = c
-            .inputs
-            .get("mask")
-            .and_then(|t| t.i().map(|v| v.to_vec()))
-            .unwrap_or_else(|| vec![1; rows]);
-        let weight = c
-            .inputs
-            .get("weight")
-            .and_then(|t| t.f().map(|v| v.to_vec()))
-            .unwrap_or_else(|| vec![1.0; rows]);
-        let mut d = Float::new(prec);
-        for (m, w) in mask.iter().zip(&weight) {
-            if *m != 0 {
-                d += *w;
-            }
-        }
         let cot = cot_case
             .as_ref()
             .map(|v| v[0].clone())
             .unwrap_or_else(|| Float::with_val(prec, 1));
-        let factor = if !cot.is_finite() || d.is_zero() {
-            None
-        } else if reduction == Reduction::Mean {
-            Some(Float::with_val(prec, &cot / &d))
+        let factors = if cot.is_finite() {
+            term_factors(&c, &ch, reduction, prec).map(|mut f| {
+                for x in &mut f {
+                    *x *= &cot;
+                }
+                f
+            })
         } else {
-            Some(cot)
+            None
         };
         Route::Terms {
             case: Box::new(c),
             checked: ch,
             finite,
-            factor,
+            factors,
         }
     };
 
@@ -339,9 +329,9 @@ pub fn check_gradients_with(
                 case: c,
                 checked: ch,
                 finite,
-                factor,
+                factors,
             } => {
-                let Some(factor) = factor else {
+                let Some(factors) = factors else {
                     rep.skipped += 1;
                     continue;
                 };
@@ -355,9 +345,11 @@ pub fn check_gradients_with(
                     };
                     let mut b = Float::new(prec);
                     for (k, _) in finite.iter().enumerate().filter(|(_, f)| **f) {
-                        b += difference(&rp.value[k], &rm.value[k], one_sided, prec, hexp);
+                        if !factors[k].is_zero() {
+                            b += difference(&rp.value[k], &rm.value[k], one_sided, prec, hexp)
+                                * &factors[k];
+                        }
                     }
-                    b *= factor;
                     Ok(b)
                 };
                 let b = b_at(FD_H_EXP)?;
@@ -459,6 +451,102 @@ pub fn check_gradients_with(
         }
     }
     Ok(rep)
+}
+
+/// The weight f_k of each unreduced term l_k (the `none` output of `case`, which already
+/// holds m·w·l, and 0 at masked or ignored rows) in the value of `reduction`: value = Σ_k f_k·l_k.
+/// Computed here, independently of the oracles' reducers, from the policies of DESIGN.md:
+///
+/// - `sum`: 1 (`None` when no row is active);
+/// - `mean`: 1/D, D = Σ m·w; for losses with `ignore_index` (`cross_entropy`, `nll`) with
+///   class ids, D = Σ w_{y_k} over the rows whose target is not ignored (w = class weights, 1
+///   when absent); for soft targets D = the number of rows;
+/// - `sequence_mean` (`[B, T, C]`): 1/(D_b·n) for the tokens of sequence b, D_b that sequence's D,
+///   n the number of sequences with D_b ≠ 0; 0 for the tokens of the others.
+///
+/// `None` for an empty mean (nothing to compare: value and gradients are 0).
+fn term_factors(
+    case: &Case,
+    checked: &Checked,
+    reduction: Reduction,
+    prec: u32,
+) -> Option<Vec<Float>> {
+    let rows = checked.rows;
+    // the denominator weight of each row (0 where masked or ignored)
+    let ii = losscheck_core::catalogue::ignore_index(case);
+    let ids = case.inputs.get("target").and_then(|t| t.i());
+    let den_w: Vec<f64> = match (ii, ids) {
+        (Some(ii), Some(ids)) => {
+            let cw = case.inputs.get("class_weight").and_then(|t| t.f());
+            ids.iter()
+                .map(|&y| {
+                    if y == ii {
+                        0.0
+                    } else {
+                        cw.map_or(1.0, |w| w[y as usize])
+                    }
+                })
+                .collect()
+        }
+        (Some(_), None) => vec![1.0; rows], // soft targets
+        _ => {
+            let mask = case.inputs.get("mask").and_then(|t| t.i());
+            let weight = case.inputs.get("weight").and_then(|t| t.f());
+            (0..rows)
+                .map(|k| {
+                    if mask.is_some_and(|m| m[k] == 0) {
+                        0.0
+                    } else {
+                        weight.map_or(1.0, |w| w[k])
+                    }
+                })
+                .collect()
+        }
+    };
+    if reduction == Reduction::Sum {
+        // nothing to compare when no row is active
+        let active = (0..rows).any(|k| match (ii, ids) {
+            (Some(ii), Some(ids)) => ids[k] != ii,
+            (Some(_), None) => true,
+            _ => den_w[k] != 0.0,
+        });
+        return active.then(|| vec![Float::with_val(prec, 1); rows]);
+    }
+    let seq_len = if reduction == Reduction::SequenceMean {
+        checked.dim("T")
+    } else {
+        rows.max(1)
+    };
+    let groups = if seq_len == 0 {
+        0
+    } else {
+        rows.div_ceil(seq_len)
+    };
+    let mut dens = vec![Float::new(prec); groups];
+    for (k, w) in den_w.iter().enumerate() {
+        dens[k / seq_len] += *w;
+    }
+    let counted = dens.iter().filter(|d| !d.is_zero()).count();
+    if counted == 0 {
+        return None;
+    }
+    let n = if reduction == Reduction::SequenceMean {
+        counted
+    } else {
+        1
+    };
+    Some(
+        (0..rows)
+            .map(|k| {
+                let d = &dens[k / seq_len];
+                if d.is_zero() {
+                    Float::new(prec)
+                } else {
+                    Float::with_val(prec, 1) / Float::with_val(prec, d * n as u32)
+                }
+            })
+            .collect(),
+    )
 }
 
 /// (f+ − f−)/(2h), or (f+ − f)/h one-sided, from the midpoints, h = 2^hexp.

@@ -272,6 +272,33 @@ impl Reducer {
         vec![Ival::zero(self.prec); n]
     }
 
+    /// [`Reducer::finish`] for terms recorded as `den`·l_i, with `den` a denominator common to
+    /// every term (certainly non-zero; e.g. `multi_margin`'s C): each value component is
+    /// divided by `den` once — together with D for `mean`, as D·den — so that a result that is
+    /// exactly dyadic (a rounding midpoint, say) ends up as a point enclosure, where dividing
+    /// each term by `den` first and multiplying by its weight afterwards would straddle it at
+    /// every precision. κ is unchanged by the common factor.
+    pub fn finish_over(self, den: &Ival) -> (Vec<Ival>, Vec<f64>) {
+        let none = self.reduction == Reduction::None;
+        let empty = self.n_active == 0;
+        let total = self.denom.as_ref().map(|d| d.mul(den));
+        let (mut values, kappa) = Reducer {
+            denom: None,
+            ..self
+        }
+        .finish();
+        if none {
+            for v in &mut values {
+                if !v.is_zero() {
+                    *v = v.div(den);
+                }
+            }
+        } else if !empty {
+            values[0] = values[0].div(total.as_ref().unwrap_or(den));
+        }
+        (values, kappa)
+    }
+
     /// The value components (one per output element for `none`, one otherwise) and κ per
     /// component (empty for `none`, where every κ is 1).
     pub fn finish(self) -> (Vec<Ival>, Vec<f64>) {

@@ -885,6 +885,32 @@ pub fn skipped_rows(case: &Case, rows: usize) -> Vec<bool> {
     skip
 }
 
+/// Is the case a `mean` (or `sequence_mean`) whose denominator is exactly 0 — the empty mean,
+/// whose value and gradients are 0 by policy? The denominator is Σ m·w over the rows (every row
+/// skipped), or, for class-id `cross_entropy` and `nll`, Σ w_y over the non-ignored rows (so
+/// zero class weights at every target make it empty, even where a smoothing term remains); soft
+/// targets divide by N.
+pub fn is_empty_mean(case: &Case, rows: usize) -> bool {
+    if !matches!(case.reduction(), Reduction::Mean | Reduction::SequenceMean) {
+        return false;
+    }
+    let skip = skipped_rows(case, rows);
+    let class_id = matches!(case.loss.as_str(), "cross_entropy" | "nll")
+        && case.inputs.get("target").and_then(Tensor::i).is_some();
+    match (class_id, case.inputs.get("class_weight").and_then(Tensor::f)) {
+        (true, Some(cw)) => {
+            let t = case.inputs["target"].i().unwrap_or(&[]);
+            (0..rows).all(|i| {
+                skip[i] || {
+                    let y = t[i];
+                    y < 0 || cw.get(y as usize).is_none_or(|&w| w == 0.0)
+                }
+            })
+        }
+        _ => skip.iter().all(|&s| s),
+    }
+}
+
 fn check_values(spec: &LossSpec, case: &Case, checked: &Checked) -> Result<(), LossError> {
     let bad = LossError::invalid;
     // mask and weight first: they decide what is skipped.

@@ -347,11 +347,7 @@ pub fn judge(
 
 /// Is this a mean whose denominator is exactly 0 (all masked / ignored / zero weight / N = 0)?
 fn is_empty_mean(case: &Case, oracle: &OracleOutput) -> bool {
-    if case.reduction() != losscheck_core::Reduction::Mean {
-        return false;
-    }
-    let skip = losscheck_core::catalogue::skipped_rows(case, oracle.checked.rows);
-    skip.iter().all(|&s| s)
+    losscheck_core::catalogue::is_empty_mean(case, oracle.checked.rows)
 }
 
 /// At a kink, the reference for member `(name, k)`: the point of the Clarke segment (θ shared

@@ -117,6 +117,10 @@ fn row_accurate(z: &[f64], a: &[f64]) -> (f64, Vec<f64>) {
     let c = z.len();
     let big_a: f64 = a.iter().sum();
     let nan = (f64::NAN, vec![f64::NAN; c]);
+    if a.iter().all(|&x| x == 0.0) {
+        // no term at all: exactly 0 (a zero coefficient wins, even over NaN)
+        return (0.0, vec![0.0; c]);
+    }
     if z.iter().any(|x| x.is_nan()) {
         return nan;
     }
@@ -154,7 +158,17 @@ fn row_accurate(z: &[f64], a: &[f64]) -> (f64, Vec<f64>) {
             l += a[j] * ((m - z[j]) + log_s);
         }
     }
-    let g = (0..c).map(|j| big_a * (e[j] / s) - a[j]).collect();
+    // at the argmax, A·p_k − a_k = Σ_{c≠k} a_c − A·s_rest/s, without the cancellation
+    let rest_a: f64 = a.iter().enumerate().filter(|&(j, _)| j != kmax).map(|(_, &x)| x).sum();
+    let g = (0..c)
+        .map(|j| {
+            if j == kmax {
+                rest_a - big_a * (s_rest / s)
+            } else {
+                big_a * (e[j] / s) - a[j]
+            }
+        })
+        .collect();
     (l, g)
 }
 

@@ -149,6 +149,7 @@ fn run(
         kappa,
         grads,
         kinks,
+        ..Raw::default()
     })
 }
 

@@ -101,6 +101,8 @@ pub struct Raw {
     pub kappa: Vec<f64>,
     /// Termwise gradient components per requested input (the nearest-0 selection at kinks).
     pub grads: BTreeMap<String, Vec<Ival>>,
+    /// κ per gradient component where its defining sum can cancel (absent or empty: all 1).
+    pub grad_kappa: BTreeMap<String, Vec<f64>>,
     /// The Clarke segments of the components at kinks.
     pub kinks: Vec<RawKinkGroup>,
 }
@@ -201,6 +203,7 @@ fn decide(
         value: raw_value,
         kappa: raw_kappa,
         grads: raw_grads,
+        grad_kappa: raw_grad_kappa,
         kinks: raw_kinks,
     } = raw;
     let mut value = Vec::with_capacity(raw_value.len());
@@ -215,8 +218,10 @@ fn decide(
     let mut grad_shapes = BTreeMap::new();
     for (name, g) in raw_grads {
         let mut v = Vec::with_capacity(g.len());
-        for iv in g {
-            v.push(decide_one(iv, case.dtype, 1.0)?);
+        let kap = raw_grad_kappa.get(&name);
+        for (k, iv) in g.into_iter().enumerate() {
+            let kappa = kap.and_then(|x| x.get(k)).copied().unwrap_or(1.0);
+            v.push(decide_one(iv, case.dtype, kappa)?);
         }
         grad_shapes.insert(name.clone(), case.inputs[&name].shape.clone());
         grads.insert(name, v);

@@ -232,5 +232,6 @@ pub fn eval(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
         kappa,
         grads,
         kinks,
+        ..Raw::default()
     })
 }

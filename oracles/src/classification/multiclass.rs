@@ -196,6 +196,7 @@ fn raw(
         kappa,
         grads,
         kinks,
+        ..Raw::default()
     }
 }
 
@@ -689,6 +690,7 @@ fn sub_assign_finite(g: &mut Ival, a: &Ival) {
 /// One cross-entropy row from its scaled coefficients (module docs), K the common divisor
 /// (`None`: 1): returns l_i and, when `g` is given (the row's C gradient components), writes
 /// the scaled gradient components there.
+#[allow(clippy::too_many_arguments)]
 fn ce_row(
     z: &[Ival],
     coefs: &Coefs,
@@ -696,6 +698,7 @@ fn ce_row(
     red: &RowReduce,
     i: usize,
     g: Option<&mut [Ival]>,
+    kap: &mut [f64],
     prec: u32,
 ) -> Ival {
     let n = z.len();
@@ -810,7 +813,10 @@ fn ce_row(
                     let mut num = coefs.total_except(ks, n, prec).mul(&estar);
                     if let Some(a) = a {
                         if !s.is_zero() {
-                            sub_assign_finite(&mut num, &a.mul(&s));
+                            let t = a.mul(&s);
+                            let mags = num.mid_f64().abs() + t.mid_f64().abs();
+                            sub_assign_finite(&mut num, &t);
+                            kap[j] = kappa_of(mags, &num);
                         }
                     }
                     *x = red.apply(i, num, &s_kz);
@@ -823,7 +829,10 @@ fn ce_row(
                     // (Ã·e_j − ã_j·Z) / (K·Z), in place over e_j
                     x.mul_assign(&total);
                     if let Some(a) = a {
-                        sub_assign_finite(x, &a.mul(&zs));
+                        let t = a.mul(&zs);
+                        let mags = x.mid_f64().abs() + t.mid_f64().abs();
+                        sub_assign_finite(x, &t);
+                        kap[j] = kappa_of(mags, x);
                     }
                     red.apply_in_place(i, x, &s_kz);
                 }
@@ -898,6 +907,7 @@ fn cross_entropy(
     } else {
         Vec::new()
     };
+    let mut kap = if want { vec![1.0; rows * nc] } else { Vec::new() };
     for i in 0..rows {
         if !red.is_counted(i) {
             continue;
@@ -960,10 +970,31 @@ fn cross_entropy(
         }
         let z = &logits[i * nc..(i + 1) * nc];
         let gi = want.then(|| &mut g[i * nc..(i + 1) * nc]);
-        let l = ce_row(z, &coefs, k_div.as_ref(), &red, i, gi, prec);
+        let ki = if want {
+            &mut kap[i * nc..(i + 1) * nc]
+        } else {
+            &mut kap[..0]
+        };
+        let l = ce_row(z, &coefs, k_div.as_ref(), &red, i, gi, ki, prec);
         red.add_value(i, l);
     }
-    Ok(raw(red.finish(), "logits", want.then_some(g), Vec::new()))
+    let mut out = raw(red.finish(), "logits", want.then_some(g), Vec::new());
+    if want {
+        out.grad_kappa.insert("logits".to_string(), kap);
+    }
+    Ok(out)
+}
+
+/// κ = (|a| + |b|) / |a − b| of a gradient numerator a − b (`mags` = |a| + |b|), from f64
+/// midpoints: the cancellation of A·p_j − a_j, which limits any finite-precision kernel
+/// (DESIGN.md's conditioning rule); 1 where nothing cancels or the result is 0 or undefined.
+fn kappa_of(mags: f64, diff: &Ival) -> f64 {
+    let d = diff.mid_f64().abs();
+    if d > 0.0 && d.is_finite() && mags.is_finite() {
+        (mags / d).max(1.0)
+    } else {
+        1.0
+    }
 }
 
 // ------------------------------------------------------------------------------- nll

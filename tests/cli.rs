@@ -1,4 +1,5 @@
-//! The `losscheck` command line: `list`, `eval`, `verify --index`, `--help`; and `eval`'s
+//! The `losscheck` command line: `list`, `eval`, `verify --index`, `--help` (`fuzz` and
+//! `serve` have their own suites: `fuzz_cli`, `exec_protocol`); and `eval`'s
 //! `oracle.rounded` against an independent exact computation (rug `Rational`) for the rational
 //! regression losses.
 
@@ -251,6 +252,8 @@ fn every_command_has_help() {
         vec!["eval", "--help"],
         vec!["verify", "--help"],
         vec!["report", "--help"],
+        vec!["fuzz", "--help"],
+        vec!["serve", "--help"],
     ] {
         let out = bin().args(&cmd).output().unwrap();
         assert!(out.status.success(), "{cmd:?}");

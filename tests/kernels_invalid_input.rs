@@ -174,14 +174,14 @@ fn unknown_and_unimplemented_losses_are_unsupported() {
     let mut c = case("mse", Dtype::F32, &[1], &[1.0], &[0.0]);
     c.loss = "no_such_loss".into();
     assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported);
-    // a catalogue loss without a kernel yet (nll: logp [N,C], class ids [N])
-    let mut c = Case::new("nll", Dtype::F32).unwrap();
-    c.inputs.insert(
-        "logp".into(),
-        Tensor::float(Dtype::F32, vec![1, 2], vec![-0.5, -1.0]),
-    );
-    c.inputs
-        .insert("target".into(), Tensor::int(vec![1], vec![1]));
+    // a catalogue loss without a kernel yet (info_nce: query [N,D], key [N,D])
+    let mut c = Case::new("info_nce", Dtype::F32).unwrap();
+    for name in ["query", "key"] {
+        c.inputs.insert(
+            name.into(),
+            Tensor::float(Dtype::F32, vec![1, 2], vec![0.5, 0.5]),
+        );
+    }
     assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported);
 }
 

@@ -10,6 +10,9 @@
 pub mod classification;
 pub mod fd;
 pub mod ival;
+pub mod preference;
+pub mod probabilistic;
+pub mod ranking;
 pub mod reduce;
 pub mod regression;
 pub mod round;
@@ -158,6 +161,13 @@ pub fn eval_raw(
         }
         losscheck_core::catalogue::Family::Classification => {
             classification::eval(case, checked, inputs, prec)
+        }
+        losscheck_core::catalogue::Family::Ranking => ranking::eval(case, checked, inputs, prec),
+        losscheck_core::catalogue::Family::Preference => {
+            preference::eval(case, checked, inputs, prec)
+        }
+        losscheck_core::catalogue::Family::Probabilistic => {
+            probabilistic::eval(case, checked, inputs, prec)
         }
         _ => Err(LossError::unsupported(format!(
             "no oracle yet for {}",

@@ -1,10 +1,12 @@
-//! The `losscheck` command line: `list`, `eval`, `verify`, `report`.
+//! The `losscheck` command line: `list`, `eval`, `verify`, `report`, `fuzz`, `serve`.
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use losscheck::check::campaign::{self, Config, Stats};
 use losscheck::check::compare;
-use losscheck::check::subject::{Kernels, Subject};
+use losscheck::check::exec::{self, ExecOptions, ExecSubject};
+use losscheck::check::fuzz;
+use losscheck::check::subject::{Answer, Capabilities, Kernels, Subject};
 use losscheck::core::catalogue::{self, Default as PDefault, Dims, InputKind};
 use losscheck::core::tensor::encode_f64;
 use losscheck::core::{Case, Dtype, Response, Tensor};
@@ -44,6 +46,9 @@ enum Command {
     /// (rigorous decimal intervals), `oracle.rounded` (the correctly rounded result, shaped like
     /// a PROTOCOL.md response), `kernel` (the built-in kernel's answer or its error) and
     /// `judgement` (ulps, bits and verdict per output).
+    ///
+    /// With `--exec CMD` or `--subject NAME` the case is sent to that subject instead, and its
+    /// answer is printed as `response` next to the oracle's (the replay of a `fuzz` finding).
     Eval {
         /// Read the case from this file instead of stdin.
         #[arg(long)]
@@ -51,6 +56,8 @@ enum Command {
         /// Print compact JSON on one line (for programs).
         #[arg(long)]
         compact: bool,
+        #[command(flatten)]
+        target: SubjectArgs,
     },
     /// Run the verification campaign: generated cases per loss × dtype, each judged against the
     /// oracle. With --index, replay one case and print it with its judgement.
@@ -64,6 +71,86 @@ enum Command {
         #[arg(long, default_value = "reports")]
         out: PathBuf,
     },
+    /// Fuzz a loss implementation: a program speaking the exec protocol (PROTOCOL.md), or a
+    /// built-in subject. Findings go to DIR/findings.jsonl as they happen (one JSON object a
+    /// line, with the case and the command that replays it), a summary to DIR/summary.md and
+    /// the terminal; each distinct failure is shrunk to a minimal case.
+    ///
+    /// Exit status: 0 = nothing found (or only findings the baseline accepts), 1 = findings,
+    /// 2 = usage or set-up error (e.g. the command does not start or fails the handshake).
+    Fuzz(FuzzArgs),
+    /// Serve a built-in subject over the exec protocol on stdin/stdout (PROTOCOL.md's subject
+    /// side): `losscheck fuzz --exec 'losscheck serve --subject zoo:NAME'` tests it over exec.
+    Serve {
+        /// `kernels` or `zoo:NAME`.
+        #[arg(long, default_value = "kernels")]
+        subject: String,
+    },
+}
+
+/// The subject of `eval` and `fuzz`.
+#[derive(Args, Clone, Default)]
+struct SubjectArgs {
+    /// A command speaking the exec protocol, run with `sh -c` (e.g. `python3 my_loss.py`).
+    #[arg(long, conflicts_with = "subject")]
+    exec: Option<String>,
+    /// A built-in subject: `kernels` or `zoo:NAME`.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Base of the per-request timeout of an exec subject, in ms (plus 1 µs per byte of
+    /// payload).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Child processes of an exec subject answering at once (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    #[command(flatten)]
+    target: SubjectArgs,
+    /// Loss id (repeatable; default: every loss the subject supports that has generators).
+    #[arg(long = "loss")]
+    losses: Vec<String>,
+    /// Dtype: f32, f16, bf16 (repeatable; default: every dtype the subject supports).
+    #[arg(long = "dtype")]
+    dtypes: Vec<Dtype>,
+    /// Cases per loss × dtype.
+    #[arg(long, default_value_t = fuzz::DEFAULT_CASES)]
+    cases: u64,
+    /// Campaign seed: the same seed gives the same cases.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory (findings.jsonl, cases/, summary.md; emptied first).
+    #[arg(long, default_value = "fuzz-out")]
+    out: PathBuf,
+    /// Accuracy findings only above this many bits of error, per dtype: `f16=5.5`
+    /// (repeatable; default: half the significand bits, f32=12 f16=5.5 bf16=4).
+    #[arg(long = "max-bits", value_name = "DTYPE=BITS", value_parser = parse_max_bits)]
+    max_bits: Vec<(Dtype, f64)>,
+    /// Facts (kink selection, nondeterministic answers, …) are findings too.
+    #[arg(long)]
+    strict_policy: bool,
+    /// Accepted findings: lines `loss dtype verdict` (`*` = any), or a previous run's
+    /// findings.jsonl. Accepted findings are reported but do not fail the run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+}
+
+fn parse_max_bits(s: &str) -> Result<(Dtype, f64), String> {
+    let (d, b) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected DTYPE=BITS, e.g. f16=5.5, got {s:?}"))?;
+    let d: Dtype = d.trim().parse()?;
+    let b: f64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a number of bits"))?;
+    if b.is_nan() || b < 0.0 {
+        return Err(format!("bits must be >= 0, got {b}"));
+    }
+    Ok((d, b))
 }
 
 #[derive(Args, Clone)]
@@ -101,9 +188,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Command::List { json } => cmd_list(json),
-        Command::Eval { case, compact } => cmd_eval(case, compact),
+        Command::Eval {
+            case,
+            compact,
+            target,
+        } => cmd_eval(case, compact, &target),
         Command::Verify(a) => cmd_verify(a),
         Command::Report { campaign, out } => cmd_report(campaign, &out),
+        Command::Fuzz(a) => cmd_fuzz(a),
+        Command::Serve { subject } => cmd_serve(&subject),
     };
     match r {
         Ok(code) => code,
@@ -171,8 +264,8 @@ fn cmd_list(as_json: bool) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<18} {:<15} {:<44} {:<40} {}",
-        "loss", "family", "inputs", "params (default)", "grads"
+        "{:<18} {:<15} {:<44} {:<40} grads",
+        "loss", "family", "inputs", "params (default)"
     );
     for s in catalogue::CATALOGUE {
         let inputs: Vec<String> = s
@@ -254,7 +347,19 @@ fn rounded_response(case: &Case, o: &OracleOutput) -> Response {
     }
 }
 
-fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
+fn answer_json(case: &Case, a: &Answer) -> Value {
+    match a {
+        Ok(Ok(r)) => r.to_json(),
+        Ok(Err(e)) => e.to_json(case.id),
+        Err(f) => json!({"fault": f.verdict.name(), "message": f.message, "stderr": f.stderr}),
+    }
+}
+
+fn cmd_eval(
+    path: Option<PathBuf>,
+    compact: bool,
+    target: &SubjectArgs,
+) -> Result<ExitCode, String> {
     let text = match &path {
         Some(p) => {
             std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
@@ -277,16 +382,30 @@ fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
     out.insert("canonical_case".into(), case.to_json());
     out.insert("warnings".into(), json!(warnings));
     let oracle = oracles::evaluate(&case);
-    let kernel = losscheck::kernels::evaluate(&case);
-    let kernel_json = match &kernel {
-        Ok(r) => r.to_json(),
-        Err(e) => e.to_json(case.id),
+    // The subject: the built-in kernels unless --exec / --subject names another.
+    let (key, subject): (&str, Box<dyn Subject>) =
+        if target.exec.is_some() || target.subject.is_some() {
+            ("response", open_subject(target)?)
+        } else {
+            ("kernel", Box::new(Kernels))
+        };
+    if key == "response" {
+        out.insert("subject".into(), json!(subject.name()));
+    }
+    let answer: Answer = subject.answer(&case);
+    let kernel_json = answer_json(&case, &answer);
+    let kernel = match &answer {
+        Ok(a) => a.clone(),
+        Err(f) => Err(losscheck::core::LossError::internal(format!(
+            "{}: {}",
+            f.verdict, f.message
+        ))),
     };
     let mut code = ExitCode::SUCCESS;
     match &oracle {
         Err(e) => {
             out.insert("oracle".into(), e.to_json(case.id));
-            out.insert("kernel".into(), kernel_json);
+            out.insert(key.into(), kernel_json);
             if e.kind == losscheck::core::ErrorKind::InvalidInput {
                 // Invalid input: the kernel must refuse it too.
                 let refused =
@@ -331,8 +450,11 @@ fn cmd_eval(path: Option<PathBuf>, compact: bool) -> Result<ExitCode, String> {
                        "hard_cases": hard, "kappa": kappa,
                        "kinks": o.kinks.iter().map(|k| json!({"primitive": k.primitive, "members": k.members.iter().map(|m| json!({"input": m.input, "index": m.index, "lo": encode_f64(m.lo.rounded), "hi": encode_f64(m.hi.rounded)})).collect::<Vec<_>>()})).collect::<Vec<_>>()}),
             );
-            out.insert("kernel".into(), kernel_json);
-            let rep = compare::judge(&case, o, &kernel);
+            out.insert(key.into(), kernel_json);
+            let rep = match &answer {
+                Ok(a) => compare::judge(&case, o, a),
+                Err(f) => campaign::fault_report(&case, f),
+            };
             let mut j = Map::new();
             for oj in &rep.outputs {
                 j.insert(
@@ -460,23 +582,27 @@ fn plan(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<(String, Dtype)>,
     Ok(v)
 }
 
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+fn progress_bar(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({eta}) {msg}",
+        )
+        .unwrap(),
+    );
+    b
+}
+
 fn run_all(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<Stats>, String> {
     let cases = a
         .cases
         .unwrap_or_else(|| campaign::cases_from_env(campaign::DEFAULT_CASES));
     let jobs = plan(a, subject)?;
-    let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(cases * jobs.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({eta}) {msg}",
-            )
-            .unwrap(),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(cases * jobs.len() as u64);
     let mut all = Vec::new();
     for (loss, dtype) in jobs {
         bar.set_message(format!("{loss} {dtype}"));
@@ -686,4 +812,143 @@ fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+// ------------------------------------------------------------------------------------------
+// fuzz / serve
+
+/// The subject named by `--exec` / `--subject` (a set-up error when it does not start).
+fn open_subject(t: &SubjectArgs) -> Result<Box<dyn Subject>, String> {
+    exec::kill_children_on_signal();
+    match (&t.exec, &t.subject) {
+        (Some(cmd), _) => {
+            let mut o = ExecOptions::new(cmd);
+            o.timeout = std::time::Duration::from_millis(t.timeout_ms);
+            o.handshake_timeout = o.handshake_timeout.max(o.timeout);
+            if let Some(w) = t.workers {
+                o.workers = w.max(1);
+            }
+            let s = ExecSubject::start(o)?;
+            for w in s.warnings() {
+                eprintln!("warning: {w}");
+            }
+            Ok(Box::new(s))
+        }
+        (None, Some(name)) => subject_named(name),
+        (None, None) => Err("name the subject: --exec CMD or --subject kernels|zoo:NAME".into()),
+    }
+}
+
+/// How a replay command names the subject.
+fn replay_subject(t: &SubjectArgs) -> String {
+    match (&t.exec, &t.subject) {
+        (Some(cmd), _) => {
+            let mut s = format!("--exec {}", exec::shell_quote(cmd));
+            if t.timeout_ms != 10_000 {
+                s += &format!(" --timeout-ms {}", t.timeout_ms);
+            }
+            s
+        }
+        (None, Some(n)) => format!("--subject {}", exec::shell_quote(n)),
+        (None, None) => String::new(),
+    }
+}
+
+/// indicatif on a terminal, nothing otherwise.
+struct Bar(ProgressBar);
+
+impl fuzz::Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn campaign(&self, loss: &str, dtype: Dtype) {
+        self.0.set_message(format!("{loss} {dtype}"));
+    }
+    fn tick(&self) {
+        self.0.inc(1);
+    }
+    fn println(&self, line: &str) {
+        if !self.0.is_hidden() {
+            self.0.println(line);
+        }
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn cmd_fuzz(a: FuzzArgs) -> Result<ExitCode, String> {
+    exec::kill_children_on_signal();
+    let baseline = match &a.baseline {
+        Some(p) => fuzz::Baseline::load(p)?,
+        None => fuzz::Baseline::default(),
+    };
+    let mut max_bits = fuzz::default_max_bits();
+    for (d, b) in &a.max_bits {
+        max_bits.insert(*d, *b);
+    }
+    let subject = open_subject(&a.target)?;
+    let settings = fuzz::Settings {
+        losses: a.losses.clone(),
+        dtypes: a.dtypes.clone(),
+        cases: a.cases,
+        seed: a.seed,
+        max_bits,
+        strict_policy: a.strict_policy,
+        baseline,
+        out: Some(a.out.clone()),
+        replay_subject: replay_subject(&a.target),
+        ..fuzz::Settings::default()
+    };
+    let (jobs, _) = fuzz::plan(subject.as_ref(), &settings)?;
+    if jobs.is_empty() {
+        return Err(format!(
+            "nothing to fuzz: {} supports none of the requested losses × dtypes that have generators",
+            subject.name()
+        ));
+    }
+    let bar = progress_bar(0);
+    let mut report = fuzz::run(subject.as_ref(), &settings, &Bar(bar))?;
+    // An exec subject's stderr goes into summary.md, and its tail to the terminal on faults.
+    let stderr = subject.stderr_tail();
+    let faults: u64 = report
+        .campaigns
+        .iter()
+        .flat_map(|c| &c.findings)
+        .filter(|(k, _)| matches!(k.as_str(), "crash" | "hang" | "protocol"))
+        .map(|(_, n)| n)
+        .sum();
+    report.stderr = stderr.clone();
+    fuzz::rewrite_summary(&mut report)?;
+    print!("{}", report.terminal());
+    if faults > 0 {
+        if let Some(e) = stderr.filter(|e| !e.trim().is_empty()) {
+            let lines: Vec<&str> = e.lines().collect();
+            println!("\nthe subject's stderr (last lines):");
+            for l in &lines[lines.len().saturating_sub(15)..] {
+                println!("  {l}");
+            }
+        }
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+fn cmd_serve(name: &str) -> Result<ExitCode, String> {
+    let subject = subject_named(name)?;
+    let caps = match name {
+        "kernels" => Capabilities::full(
+            "losscheck kernels",
+            catalogue::ids().filter(|l| losscheck::kernels::implemented(l)),
+        ),
+        other => {
+            let e =
+                losscheck::zoo::entry(other).ok_or_else(|| format!("unknown subject {other:?}"))?;
+            Capabilities::full(&format!("zoo:{}", e.name), [e.loss])
+        }
+    };
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    exec::serve(subject.as_ref(), &caps, stdin.lock(), stdout.lock())
+        .map_err(|e| format!("serve: {e}"))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,8 @@
 
 use crate::check::compare::{self, CaseReport, Verdict};
 use crate::check::gen;
-use crate::check::subject::Subject;
-use losscheck_core::{Case, Dtype};
+use crate::check::subject::{Answer, Subject};
+use losscheck_core::{Case, Dtype, Response};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -35,6 +35,13 @@ pub struct Config {
     pub seed: u64,
     /// Keep at most this many failing cases (the first by index).
     pub keep_failures: usize,
+    /// Accuracy threshold per output dtype, in bits: an `accuracy` (`grad_accuracy`) verdict
+    /// stands only when the value's (gradients') bits of error exceed it. Empty (the default):
+    /// DESIGN.md's accuracy bar alone decides. `losscheck fuzz` sets the breakdown rule.
+    pub max_bits: BTreeMap<Dtype, f64>,
+    /// Ask every `repeat_every`-th case (indices 0, k, 2k, …) twice and record a
+    /// `nondeterministic` fact when the answers differ in any bit; 0 (the default): never.
+    pub repeat_every: u64,
 }
 
 impl Config {
@@ -45,6 +52,8 @@ impl Config {
             cases,
             seed,
             keep_failures: 10,
+            max_bits: BTreeMap::new(),
+            repeat_every: 0,
         }
     }
 }
@@ -122,6 +131,8 @@ pub struct Stats {
     pub cases: u64,
     /// Cases the subject answered with `unsupported` (coverage, not findings).
     pub unsupported: u64,
+    /// Generated cases not sent: outside the subject's declared capabilities (coverage).
+    pub skipped: u64,
     /// Cases the oracle could not evaluate (a bug in the generator or the oracle).
     pub oracle_errors: u64,
     pub hard_cases: u64,
@@ -145,7 +156,7 @@ impl Stats {
     pub fn to_json(&self) -> Value {
         json!({
             "subject": self.subject, "loss": self.loss, "dtype": self.dtype.name(), "seed": self.seed,
-            "cases": self.cases, "unsupported": self.unsupported, "oracle_errors": self.oracle_errors,
+            "cases": self.cases, "unsupported": self.unsupported, "skipped": self.skipped, "oracle_errors": self.oracle_errors,
             "hard_cases": self.hard_cases,
             "value_bits": self.value_bits.to_json(), "grad_bits": self.grad_bits.to_json(),
             "correctly_rounded": self.correctly_rounded,
@@ -167,21 +178,89 @@ pub fn replay_command(loss: &str, dtype: Dtype, seed: u64, index: u64, subject: 
 /// Outcome of one case.
 pub struct Outcome {
     pub index: u64,
+    /// The case as sent to the subject (restricted to its capabilities).
     pub case: Case,
     pub report: Option<CaseReport>,
     pub oracle_error: Option<String>,
     pub unsupported: bool,
     pub hard: bool,
+    /// Not sent: the generated case is outside the subject's declared capabilities (why).
+    pub skipped: Option<String>,
 }
 
-/// Generate, evaluate and judge case `index`.
+/// Generate, evaluate and judge case `index` (asked twice when `cfg.repeat_every` says so).
 pub fn run_one(cfg: &Config, subject: &dyn Subject, index: u64) -> Outcome {
     let case = gen::generate(&cfg.loss, cfg.dtype, cfg.seed, index);
-    judge_case(case, subject, index)
+    let repeat = cfg.repeat_every > 0 && index % cfg.repeat_every == 0;
+    judge_inner(cfg, case, subject, index, repeat)
 }
 
-/// Evaluate and judge one given case.
+/// Evaluate and judge one given case (DESIGN.md's accuracy bar, no repetition).
 pub fn judge_case(case: Case, subject: &dyn Subject, index: u64) -> Outcome {
+    let cfg = Config::new(&case.loss, case.dtype, 0, 0);
+    judge_inner(&cfg, case, subject, index, false)
+}
+
+/// Evaluate and judge one given case with a campaign's settings (`max_bits`).
+pub fn judge_case_with(cfg: &Config, case: Case, subject: &dyn Subject, index: u64) -> Outcome {
+    judge_inner(cfg, case, subject, index, false)
+}
+
+/// The report of an answer that is a fault of the subject.
+pub fn fault_report(case: &Case, f: &crate::check::subject::Fault) -> CaseReport {
+    let mut error = f.message.clone();
+    if !f.stderr.trim().is_empty() {
+        error += &format!("\nstderr (tail):\n{}", f.stderr.trim_end());
+    }
+    CaseReport {
+        verdicts: vec![f.verdict],
+        value_bits: case.out_dtype.bits_cap(),
+        grad_bits: case.dtype.bits_cap(),
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+/// Do two answers differ in any bit (NaNs equal whatever their payload)?
+fn same_bits(a: &Response, b: &Response) -> bool {
+    let t = |x: &losscheck_core::Tensor, y: &losscheck_core::Tensor| {
+        x.shape == y.shape
+            && x.len() == y.len()
+            && (0..x.len()).all(|k| {
+                let (p, q) = (x.get_f64(k), y.get_f64(k));
+                (p.is_nan() && q.is_nan()) || p.to_bits() == q.to_bits()
+            })
+    };
+    t(&a.value, &b.value)
+        && a.grad.len() == b.grad.len()
+        && a.grad
+            .iter()
+            .all(|(k, g)| b.grad.get(k).is_some_and(|h| t(g, h)))
+}
+
+fn judge_inner(
+    cfg: &Config,
+    case: Case,
+    subject: &dyn Subject,
+    index: u64,
+    repeat: bool,
+) -> Outcome {
+    let original = subject.capabilities().map(|_| case.clone());
+    let case = match subject.prepare(case) {
+        Ok(c) => c,
+        Err(why) => {
+            return Outcome {
+                index,
+                case: original
+                    .unwrap_or_else(|| gen::generate(&cfg.loss, cfg.dtype, cfg.seed, index)),
+                report: None,
+                oracle_error: None,
+                unsupported: false,
+                hard: false,
+                skipped: Some(why),
+            }
+        }
+    };
     let oracle = match losscheck_oracles::evaluate(&case) {
         Ok(o) => o,
         Err(e) => {
@@ -192,6 +271,7 @@ pub fn judge_case(case: Case, subject: &dyn Subject, index: u64) -> Outcome {
                 oracle_error: Some(e.to_string()),
                 unsupported: false,
                 hard: false,
+                skipped: None,
             };
         }
     };
@@ -200,9 +280,49 @@ pub fn judge_case(case: Case, subject: &dyn Subject, index: u64) -> Outcome {
         .iter()
         .chain(oracle.grads.values().flatten())
         .any(|e| e.hard.is_some());
-    let answer = subject.eval(&case);
-    let unsupported = matches!(&answer, Err(e) if e.kind == losscheck_core::ErrorKind::Unsupported);
-    let report = compare::judge(&case, &oracle, &answer);
+    let answer: Answer = subject.answer(&case);
+    let unsupported =
+        matches!(&answer, Ok(Err(e)) if e.kind == losscheck_core::ErrorKind::Unsupported);
+    let mut report = match &answer {
+        Ok(a) => compare::judge(&case, &oracle, a),
+        Err(f) => fault_report(&case, f),
+    };
+    // DESIGN.md's breakdown rule (or a user's threshold) for accuracy verdicts.
+    if let Some(&mb) = cfg.max_bits.get(&case.out_dtype) {
+        if report.value_bits <= mb {
+            report.verdicts.retain(|v| *v != Verdict::Accuracy);
+        }
+    }
+    if let Some(&mb) = cfg.max_bits.get(&case.dtype) {
+        if report.grad_bits <= mb {
+            report.verdicts.retain(|v| *v != Verdict::GradAccuracy);
+        }
+    }
+    if repeat {
+        if let Ok(Ok(first)) = &answer {
+            match subject.answer(&case) {
+                Ok(Ok(second)) if same_bits(first, &second) => {}
+                Ok(Ok(_)) => report.facts.push(compare::Fact {
+                    name: "nondeterministic",
+                    detail: "the same request answered twice with different bits".into(),
+                }),
+                Ok(Err(e)) => report.facts.push(compare::Fact {
+                    name: "nondeterministic",
+                    detail: format!("answered once, then refused: {e}"),
+                }),
+                Err(f) => {
+                    // The second ask faulted: that is a finding of its own.
+                    let fr = fault_report(&case, &f);
+                    for v in fr.verdicts {
+                        if !report.verdicts.contains(&v) {
+                            report.verdicts.push(v);
+                        }
+                    }
+                    report.error = fr.error;
+                }
+            }
+        }
+    }
     Outcome {
         index,
         case,
@@ -210,11 +330,22 @@ pub fn judge_case(case: Case, subject: &dyn Subject, index: u64) -> Outcome {
         oracle_error: None,
         unsupported,
         hard,
+        skipped: None,
     }
 }
 
 /// Run a campaign in parallel. `tick` is called once per finished case (progress bars).
 pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Stats {
+    run_with(cfg, subject, &|_| tick())
+}
+
+/// Run a campaign in parallel, calling `on_outcome` with every case's outcome as soon as it is
+/// judged (from the worker threads; `losscheck fuzz` writes findings there as they happen).
+pub fn run_with(
+    cfg: &Config,
+    subject: &dyn Subject,
+    on_outcome: &(dyn Fn(&Outcome) + Sync),
+) -> Stats {
     let t0 = Instant::now();
     let done = AtomicU64::new(0);
     let outcomes: Vec<Outcome> = (0..cfg.cases)
@@ -222,7 +353,7 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
         .map(|k| {
             let o = run_one(cfg, subject, k);
             done.fetch_add(1, Ordering::Relaxed);
-            tick();
+            on_outcome(&o);
             o
         })
         .collect();
@@ -233,6 +364,7 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
         seed: cfg.seed,
         cases: cfg.cases,
         unsupported: 0,
+        skipped: 0,
         oracle_errors: 0,
         hard_cases: 0,
         value_bits: BitsSummary::default(),
@@ -251,6 +383,10 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
     for o in outcomes {
         if let Some(r) = gen::regime_of(&cfg.loss, cfg.dtype, cfg.seed, o.index) {
             *st.regimes.entry(r).or_default() += 1;
+        }
+        if o.skipped.is_some() {
+            st.skipped += 1;
+            continue;
         }
         if o.hard {
             st.hard_cases += 1;
@@ -301,7 +437,7 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
             report: r.clone(),
             replay: replay_command(&cfg.loss, cfg.dtype, cfg.seed, o.index, &st.subject),
         };
-        if key.0 > worst_key.0 || (key.0 == worst_key.0 && key.1 > worst_key.1) {
+        if (key.0 && !worst_key.0) || (key.0 == worst_key.0 && key.1 > worst_key.1) {
             worst_key = key;
             st.worst = Some(finding());
         }
@@ -318,19 +454,43 @@ pub fn run(cfg: &Config, subject: &dyn Subject, tick: &(dyn Fn() + Sync)) -> Sta
 }
 
 /// Shrink a finding's case (fewer elements, simpler values) while it still draws its first
-/// verdict; at most `max_iters` shrink steps.
+/// verdict; at most `max_iters` shrink steps. Judged with the campaign's settings, and the
+/// result is the case as sent to the subject (restricted to its capabilities).
 pub fn shrink_finding(cfg: &Config, subject: &dyn Subject, f: &Finding, max_iters: usize) -> Case {
     let Some(&v) = f.verdicts.first() else {
         return f.case.clone();
     };
+    shrink_while(cfg, subject, f.index, max_iters, &mut |r| {
+        r.verdicts.contains(&v)
+    })
+    .unwrap_or_else(|| f.case.clone())
+}
+
+/// Shrink case `index` of a campaign while `holds` holds for its judgement (with the
+/// campaign's settings). Returns the case as sent to the subject; `None` when the property
+/// does not hold on the case itself.
+pub fn shrink_while(
+    cfg: &Config,
+    subject: &dyn Subject,
+    index: u64,
+    max_iters: usize,
+    holds: &mut dyn FnMut(&CaseReport) -> bool,
+) -> Option<Case> {
+    let mut any = false;
     let mut fails = |c: &Case| {
-        judge_case(c.clone(), subject, f.index)
+        let mut c = c.clone();
+        c.id = index;
+        let ok = judge_case_with(cfg, c, subject, index)
             .report
-            .is_some_and(|r| r.verdicts.contains(&v))
+            .is_some_and(|r| holds(&r));
+        any |= ok;
+        ok
     };
-    gen::shrink(
-        &cfg.loss, cfg.dtype, cfg.seed, f.index, &mut fails, max_iters,
-    )
+    let small = gen::shrink(&cfg.loss, cfg.dtype, cfg.seed, index, &mut fails, max_iters);
+    if !any {
+        return None;
+    }
+    Some(subject.prepare(small.clone()).unwrap_or(small))
 }
 
 /// The verdict counts as `accuracy: 3, policy: 1`.

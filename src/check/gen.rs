@@ -164,6 +164,7 @@ pub fn regimes(loss: &str) -> &'static [(Regime, u32)] {
         Some((Family::Classification, id)) if multiclass::LOSSES.contains(&id) => {
             MULTICLASS_REGIMES
         }
+        Some((_, id)) if pairwise::LOSSES.contains(&id) => pairwise::REGIMES,
         _ => &[],
     }
 }
@@ -192,6 +193,7 @@ pub fn regime_strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Cas
             multiclass::strategy(loss, dtype, r)
         }
         Family::Classification => classification::strategy(loss, dtype, r),
+        _ if pairwise::LOSSES.contains(&spec.id) => pairwise::strategy(loss, dtype, r),
         f => panic!("no generators yet for the {} family ({loss})", f.name()),
     }
 }
@@ -2577,6 +2579,12 @@ pub mod classification {
         .boxed()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The elementwise losses of several inputs: margin_ranking, pairwise_logistic, dpo,
+// gaussian_nll (in gen/pairwise.rs).
+
+pub mod pairwise;
 
 #[cfg(test)]
 mod tests {

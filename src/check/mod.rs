@@ -7,3 +7,5 @@ pub mod gen;
 pub mod metamorphic;
 pub mod subject;
 pub mod suite;
+pub mod exec;
+pub mod fuzz;

@@ -1,4 +1,5 @@
-//! Elementwise classification losses: `bce`, `bce_logits`, `hinge`, `focal`.
+//! Elementwise classification losses: `bce`, `bce_logits`, `hinge`, `focal` (the row-wise
+//! `cross_entropy`, `nll` and `multi_margin` are in [`multiclass`]).
 //!
 //! Inputs of any shape, passed as flat slices. The typed API is generic over the input element
 //! type `T` (`f32`, [`half::f16`], [`half::bf16`]) and the output type `O` of the value (`T`,
@@ -56,6 +57,8 @@
 //! assert_eq!(out.value, vec![0.0, std::f32::consts::LN_2]);
 //! assert_eq!(out.grad, Some(vec![0.0, -0.5]));
 //! ```
+
+pub mod multiclass;
 
 use super::math::{logistic_grad, sigmoid, softplus};
 use super::reduce::Plan;
@@ -608,11 +611,14 @@ pub fn hinge_into<T: Element, O: Element>(
 // ---------------------------------------------------------------------------------------------
 // Glue from a validated `Case`.
 
-fn to_typed<T: Element>(t: &Tensor) -> Vec<T> {
+pub(super) fn to_typed<T: Element>(t: &Tensor) -> Vec<T> {
     fdata(t).iter().map(|&x| T::from_f64(x)).collect()
 }
 
-fn float_input<T: Element>(case: &Case, name: &str) -> Result<Option<Vec<T>>, LossError> {
+pub(super) fn float_input<T: Element>(
+    case: &Case,
+    name: &str,
+) -> Result<Option<Vec<T>>, LossError> {
     match case.input(name) {
         None => Ok(None),
         Some(t) => match t.f() {
@@ -624,7 +630,18 @@ fn float_input<T: Element>(case: &Case, name: &str) -> Result<Option<Vec<T>>, Lo
     }
 }
 
-fn req_param(case: &Case, name: &str) -> Result<f64, LossError> {
+/// An optional i64 input (mask, class ids).
+pub(super) fn int_input<'c>(case: &'c Case, name: &str) -> Result<Option<&'c [i64]>, LossError> {
+    match case.input(name) {
+        None => Ok(None),
+        Some(t) => t
+            .i()
+            .map(Some)
+            .ok_or_else(|| LossError::invalid(format!("input {name}: expected an i64 tensor"))),
+    }
+}
+
+pub(super) fn req_param(case: &Case, name: &str) -> Result<f64, LossError> {
     case.float_param(name)
         .ok_or_else(|| LossError::invalid(format!("param {name} is missing or not a float")))
 }
@@ -650,13 +667,7 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
     let weight = float_input::<T>(case, "weight")?;
     let cotangent = float_input::<T>(case, "cotangent")?;
     let pos_weight = float_input::<T>(case, "pos_weight")?;
-    let mask = match case.input("mask") {
-        None => None,
-        Some(t) => Some(
-            t.i()
-                .ok_or_else(|| LossError::invalid("input mask: expected an i64 tensor"))?,
-        ),
-    };
+    let mask = int_input(case, "mask")?;
     let x_shape = case
         .input(xname)
         .map(|t| t.shape.clone())
@@ -703,10 +714,21 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
         };
         kind.eval(&args)?
     };
-    let value_shape = checked.value_shape(reduction);
+    Ok(response(case, checked, xname, x_shape, out))
+}
+
+/// The response of a case: the value shaped for the case's reduction (`[]`, or the row shape
+/// for `none`) and the gradient of `xname`, if computed, shaped like that input.
+pub(super) fn response<T: Element, O: Element>(
+    case: &Case,
+    checked: &Checked,
+    xname: &str,
+    x_shape: Vec<usize>,
+    out: Output<T, O>,
+) -> Response {
     let value = Tensor::float(
         O::DTYPE,
-        value_shape,
+        checked.value_shape(case.reduction()),
         out.value.iter().map(|v| v.to_f64()).collect(),
     );
     let mut grad = BTreeMap::new();
@@ -716,9 +738,9 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
             Tensor::float(T::DTYPE, x_shape, g.iter().map(|v| v.to_f64()).collect()),
         );
     }
-    Ok(Response {
+    Response {
         id: case.id,
         value,
         grad,
-    })
+    }
 }

@@ -73,8 +73,9 @@ fn crossing(a: f64, t: f64, z: f64) -> f64 {
 
 // ---- double-double helpers (error-free transformations; fma from the `libm` crate)
 
+/// Knuth's TwoSum: `s + e = a + b` exactly (finite operands, no overflow).
 #[inline(always)]
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
+pub(crate) fn two_sum(a: f64, b: f64) -> (f64, f64) {
     let s = a + b;
     let bb = s - a;
     (s, (a - (s - bb)) + (b - bb))
@@ -86,8 +87,9 @@ fn fast_two_sum(a: f64, b: f64) -> (f64, f64) {
     (s, b - (s - a))
 }
 
+/// `p + e = a·b` exactly (finite operands, no overflow or underflow), by fma.
 #[inline(always)]
-fn two_prod(a: f64, b: f64) -> (f64, f64) {
+pub(crate) fn two_prod(a: f64, b: f64) -> (f64, f64) {
     let p = a * b;
     (p, libm::fma(a, b, -p))
 }
@@ -112,6 +114,63 @@ fn dd_add_one(x: (f64, f64)) -> (f64, f64) {
     fast_two_sum(s, e + x.1)
 }
 
+// ---- unevaluated pairs hi + lo, for results that must be rounded once from more than f64
+
+/// a + b as a pair; (a + b, 0) when that is not finite (the error term would be NaN).
+#[inline(always)]
+pub(crate) fn pair_add(a: f64, b: f64) -> (f64, f64) {
+    let (s, e) = two_sum(a, b);
+    if s.is_finite() {
+        (s, e)
+    } else {
+        (s, 0.0)
+    }
+}
+
+/// c·(hi + lo) as a pair (c finite); non-finite products carry no error term.
+#[inline(always)]
+pub(crate) fn pair_scale(c: f64, (hi, lo): (f64, f64)) -> (f64, f64) {
+    let (p, e) = two_prod(c, hi);
+    if p.is_finite() && e.is_finite() {
+        fast_two_sum(p, e + c * lo)
+    } else {
+        (c * hi, 0.0)
+    }
+}
+
+/// (hi + lo)/d as a pair (d > 0 finite): the quotient and its remainder by fma.
+#[inline(always)]
+pub(crate) fn pair_div((hi, lo): (f64, f64), d: f64) -> (f64, f64) {
+    let q = hi / d;
+    if !q.is_finite() || q == 0.0 {
+        return (q, lo / d);
+    }
+    let r = libm::fma(-q, d, hi); // exact: hi − q·d
+    fast_two_sum(q, (r + lo) / d)
+}
+
+/// hi + lo rounded once to f64, *to odd*: the truncation with the last bit set when inexact.
+/// Rounding that to any format of at most 51 bits (f32, f16, bf16) is the correct rounding of
+/// hi + lo — no double rounding at near-ties, where a tiny lo must decide the direction
+/// (Boldo & Melquiond, "When double rounding is odd", 2005).
+#[inline]
+pub fn round_odd(hi: f64, lo: f64) -> f64 {
+    let (s, e) = two_sum(hi, lo);
+    if !s.is_finite() {
+        return hi + lo;
+    }
+    if e == 0.0 || s.to_bits() & 1 == 1 {
+        return s;
+    }
+    if s == 0.0 {
+        return e;
+    }
+    // s is even and the exact value lies strictly between s and its neighbour toward e
+    let toward_zero = (e < 0.0) == (s > 0.0);
+    let bits = s.to_bits();
+    f64::from_bits(if toward_zero { bits - 1 } else { bits + 1 })
+}
+
 /// ln 2 as a double-double (0x3FE62E42FEFA39EF, 0x3C7ABC9E3B39803F).
 const LN2_DD: (f64, f64) = (std::f64::consts::LN_2, 2.3190468138462996e-17);
 
@@ -133,6 +192,55 @@ pub fn exp_dd(z: f64) -> (i32, (f64, f64)) {
         s = dd_mul(s, s);
     }
     (k as i32, s)
+}
+
+/// e^x for x ≤ 0 (−inf gives 0, NaN propagates), within 1 f64 ulp of `libm::exp` and of the
+/// exact value (tested below on a dense sample of [−746, 0]; results in the subnormal range
+/// are rounded once from there) — the softmax's exponential.
+///
+/// Built from IEEE basic operations only (no fma, no table, no platform call), so the result
+/// is the same bits everywhere, and the function inlines and vectorizes (`libm::exp` does
+/// neither, and it is most of a fused cross-entropy's time). x = k·ln 2 + r with k =
+/// round(x·log2 e) (the 1.5·2^52 shift trick, which also leaves k + 1087 in the low mantissa
+/// bits) and r = (x − k·ln2_hi) − k·ln2_lo (Cody–Waite: the first product and difference are
+/// exact), |r| ≤ 0.35; e^r = 1 + r + r²·q(r), q a degree-9 Chebyshev fit of (e^r − 1 − r)/r²
+/// (relative error of the whole < 2^−55.4 in exact arithmetic, so e^0 = 1 exactly), summed
+/// as (1 + r exactly as a pair) + r²·q with one final rounding; then
+/// ·2^(k+64) (always normal) ·2^−64 (one rounding into the subnormals).
+#[inline(always)]
+pub fn exp_nonpos(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1; // 0x3FE62E42FEE00000: k·LN2_HI exact
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // ln 2 − LN2_HI (0x3DEA39EF35793C76)
+    const SHIFT: f64 = 6_755_399_441_055_744.0 + 1087.0; // 1.5·2^52, + 1023 + 64
+    const TWO_M64: f64 = 5.421_010_862_427_522e-20; // 2^−64
+    const Q: [f64; 10] = [
+        0.500_000_000_000_000_1,
+        0.166_666_666_666_666_69,
+        0.041_666_666_666_620_68,
+        0.008_333_333_333_329_796,
+        0.001_388_888_891_891_890_7,
+        0.000_198_412_698_643_649_33,
+        2.480_151_867_226_835_5e-5,
+        2.755_726_644_235_342_4e-6,
+        2.762_132_426_931_368_7e-7,
+        2.510_133_585_478_852_2e-8,
+    ];
+    // e^−746 < 2^−1076 rounds to 0 below; −inf joins it, NaN stays NaN
+    let x = if x < -746.0 { -746.0 } else { x };
+    let t = x * LOG2E + SHIFT;
+    let k = t - SHIFT;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let mut q = Q[9];
+    for &c in Q[..9].iter().rev() {
+        q = q * r + c;
+    }
+    // 1 + r exactly as s + e (|r| < 1), then one rounding for the whole
+    let s = 1.0 + r;
+    let e = r - (s - 1.0);
+    let p = s + (e + r * (r * q));
+    let scale = f64::from_bits((t.to_bits() & 0x7ff) << 52); // 2^(k + 64)
+    p * scale * TWO_M64
 }
 
 /// ln σ(x) = −softplus(−x), accurate in both tails (≈ x for x → −inf, ≈ −e^−x for x → +inf).
@@ -176,6 +284,52 @@ mod tests {
         let g = logistic_grad(0.5, 0.5, 1e-30);
         assert!((g / 2.5e-31 - 1.0).abs() < 1e-15, "{g:e}");
         assert_eq!(logistic_grad(0.5, 0.5, 0.0), 0.0);
+    }
+
+    /// f64 ulps between a and b (same sign, finite).
+    fn ulps64(a: f64, b: f64) -> u64 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
+    }
+
+    #[test]
+    fn exp_nonpos_matches_libm_and_the_exact_value() {
+        assert_eq!(exp_nonpos(0.0), 1.0);
+        assert_eq!(exp_nonpos(-0.0), 1.0);
+        assert_eq!(exp_nonpos(f64::NEG_INFINITY), 0.0);
+        assert!(exp_nonpos(f64::NAN).is_nan());
+        assert_eq!(exp_nonpos(-746.0), 0.0);
+        assert_eq!(exp_nonpos(-1e300), 0.0);
+        // e^−1 = 0.36787944117144232159552377016146086744581113103176 (python Decimal(-1).exp())
+        assert_eq!(exp_nonpos(-1.0), 0.36787944117144233);
+        // dense sweep and the ends of the reduction intervals against libm (≤ 1 ulp apart in
+        // the normal range, where both are within about ½ ulp of the exact value), subnormal
+        // results within one subnormal quantum
+        let mut worst = 0;
+        let mut check = |x: f64| {
+            let (a, b) = (exp_nonpos(x), libm::exp(x));
+            if b >= f64::MIN_POSITIVE {
+                worst = worst.max(ulps64(a, b));
+            } else {
+                assert!(ulps64(a, b) <= 1, "{x}: {a:e} vs {b:e}");
+            }
+        };
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..400_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+            check(-746.0 * u);
+            check(-u * 1e-3);
+            check(-(2f64).powi(-((s >> 58) as i32 * 16)) * u);
+        }
+        for k in 0..1076 {
+            let edge = -(k as f64 + 0.5) * std::f64::consts::LN_2;
+            for d in [-1e-12, 0.0, 1e-12] {
+                check(edge + d);
+            }
+        }
+        assert!(worst <= 1, "worst {worst} ulps from libm::exp");
     }
 
     #[test]

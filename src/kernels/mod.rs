@@ -3,13 +3,17 @@
 //!
 //! [`evaluate`] is the case-level entry (validation, dispatch by loss id and dtype, tensors in
 //! and out); each family module also has a typed API over slices, e.g.
-//! [`regression::mse`] or [`classification::bce_logits`]. Shared reduction, mask, weight and
+//! [`regression::mse`], [`classification::bce_logits`] or
+//! [`classification::multiclass::CrossEntropyArgs`]. Shared reduction, mask, weight and
 //! cotangent policy lives in [`reduce`], shared logistic functions (softplus, σ) in [`math`].
 //! Kernels compute in f64 and round each output once; they never call the platform libm (the
 //! `libm` crate instead), so results are the same bits everywhere.
 
 pub mod classification;
 pub mod math;
+pub mod preference;
+pub mod probabilistic;
+pub mod ranking;
 pub mod reduce;
 pub mod regression;
 
@@ -18,7 +22,12 @@ use losscheck_core::{catalogue, Case, Checked, Dtype, Element, LossError, Respon
 
 /// Is there a built-in kernel for this loss id?
 pub fn implemented(loss: &str) -> bool {
-    regression::LOSSES.contains(&loss) || classification::LOSSES.contains(&loss)
+    regression::LOSSES.contains(&loss)
+        || classification::LOSSES.contains(&loss)
+        || classification::multiclass::LOSSES.contains(&loss)
+        || ranking::LOSSES.contains(&loss)
+        || preference::LOSSES.contains(&loss)
+        || probabilistic::LOSSES.contains(&loss)
 }
 
 /// Evaluate a case with the built-in kernels.
@@ -60,6 +69,14 @@ fn family<T: Element, O: Element>(case: &Case, checked: &Checked) -> Result<Resp
         regression::evaluate_typed::<T, O>(case, checked)
     } else if classification::LOSSES.contains(&case.loss.as_str()) {
         classification::evaluate_typed::<T, O>(case, checked)
+    } else if classification::multiclass::LOSSES.contains(&case.loss.as_str()) {
+        classification::multiclass::evaluate_typed::<T, O>(case, checked)
+    } else if ranking::LOSSES.contains(&case.loss.as_str()) {
+        ranking::evaluate_typed::<T, O>(case, checked)
+    } else if preference::LOSSES.contains(&case.loss.as_str()) {
+        preference::evaluate_typed::<T, O>(case, checked)
+    } else if probabilistic::LOSSES.contains(&case.loss.as_str()) {
+        probabilistic::evaluate_typed::<T, O>(case, checked)
     } else {
         Err(LossError::unsupported(format!(
             "no built-in kernel yet for {}",

@@ -20,19 +20,11 @@
 //! n·2^-106·Σ|terms| — far below DESIGN.md's conditioning allowance κ·2^-53·|exact|. Each output
 //! is rounded once, from f64, to its dtype.
 
+use super::math::two_sum;
 use losscheck_core::{Element, LossError, Reduction};
 
 /// Independent accumulator lanes (instruction-level parallelism; later a SIMD width).
 const LANES: usize = 4;
-
-/// Knuth's TwoSum: `s + e = a + b` exactly (for finite operands, without overflow).
-#[inline(always)]
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
-    let s = a + b;
-    let bb = s - a;
-    let e = (a - (s - bb)) + (b - bb);
-    (s, e)
-}
 
 /// A compensated sum over a few (4) independent lanes.
 ///
@@ -67,9 +59,16 @@ impl CompensatedSum {
 
     /// The sum, rounded once to f64 (up to the compensation's residual error).
     pub fn total(&self) -> f64 {
+        self.total_pair().0
+    }
+
+    /// The sum as an unevaluated pair hi + lo, hi = [`total`](Self::total) (lo = 0 when the
+    /// sum is not finite): for a final rounding to a narrower type that must see lo
+    /// ([`round_odd`](super::math::round_odd)).
+    pub fn total_pair(&self) -> (f64, f64) {
         let plain: f64 = self.s.iter().sum();
         if !plain.is_finite() {
-            return plain;
+            return (plain, 0.0);
         }
         let mut s = 0.0f64;
         let mut c = 0.0f64;
@@ -78,11 +77,11 @@ impl CompensatedSum {
             s = t;
             c += e + self.c[k];
         }
-        let total = s + c;
+        let (total, e) = two_sum(s, c);
         if total.is_finite() {
-            total
+            (total, e)
         } else {
-            plain
+            (plain, 0.0)
         }
     }
 }

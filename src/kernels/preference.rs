@@ -1,0 +1,335 @@
+//! Preference losses: `dpo` (Direct Preference Optimization, Rafailov et al. 2023; the label
+//! smoothing of the conservative variant).
+//!
+//! Per element, from the sequence log-probabilities of the policy (πc chosen, πr rejected) and
+//! of the reference model (rc, rr), with β > 0 and label smoothing ε ∈ [0, ½]:
+//! h = (πc − rc) − (πr − rr), l = (1 − ε)·softplus(−β·h) + ε·softplus(β·h); gradients for the
+//! two policy inputs, ∂l/∂πc = β·(ε·σ(βh) − (1 − ε)·σ(−βh)) = −∂l/∂πr. The typed API is
+//! generic over the input type `T` (`f32`, [`half::f16`], [`half::bf16`]) and the value type
+//! `O` (`T`, or `f32` for 16-bit inputs); reductions, weights, masks and cotangents are
+//! [`Plan`]'s.
+//!
+//! Numerics (f64, each output rounded once; `libm`, never the platform libm):
+//!
+//! - **h exactly.** Sequence log-probs are large and nearly equal: around −1e4 a bf16 ulp is
+//!   64, and chosen and rejected (policy and reference) are often equal or a few ulps apart.
+//!   h is the *exact* sum of the four inputs (`sum_exact`, an error-free expansion), carried
+//!   as a double-double, so no cancellation is lost; x = β·h is formed from it with an fma.
+//! - **No log of a sigmoid.** l uses [`softplus`](super::math::softplus) on ∓x, never ln σ: a margin of −1e4 gives
+//!   l = 1e4·β·(1 − ε) (+ ε·e^{−1e4β}), finite — `log(sigmoid(βh))` returns −inf there and the
+//!   loss +inf. The term with ε = 0 is absent (exactly 0 even where softplus(x) = inf).
+//! - **The gradient's zero crossing.** ε·σ(x) − (1 − ε)·σ(−x) cancels near
+//!   x* = ln((1 − ε)/ε). Away from it (one term more than twice the other) the plain
+//!   difference loses at most 2 bits. Near it, it is σ(−x)·(ε·e^x − (1 − ε)), with e^x in
+//!   double-double ([`exp_dd`]) times (1 + x_lo) for the low part of x, and 1 − ε exact as a
+//!   double-double: accurate to about 2^−100 relatively to the terms, however close x is to x*.
+//!
+//! Invalid input (lengths, β ≤ 0 or not finite, ε outside [0, ½], and the weight / mask /
+//! cotangent checks of [`Plan::new`]) is an `Err` naming the input or param and the value.
+//! Extended reals: inf − inf in h is NaN; h = ±inf gives σ ∈ {0, 1} and softplus ∈ {0, inf}.
+//! Never panics.
+//!
+//! # Example
+//!
+//! ```
+//! use losscheck::kernels::preference::{dpo, DpoArgs};
+//! use losscheck::Reduction;
+//! use half::bf16;
+//!
+//! // bf16 log-probs around −1e4 (one ulp is 64): h = (−9984 + 10048) − (−10048 + 9984) = 128
+//! let b = |x: f32| bf16::from_f32(x);
+//! let (pc, pr, rc, rr) = ([b(-9984.0)], [b(-10048.0)], [b(-10048.0)], [b(-9984.0)]);
+//! let args = DpoArgs::new(&pc, &pr, &rc, &rr).reduction(Reduction::Sum);
+//! // β = 0.1: l = softplus(−12.8) = 2.7607688e-6 (an f32 value for bf16 inputs)
+//! let out = dpo::<bf16, f32>(&args, 0.1, 0.0).unwrap();
+//! assert!((out.value[0] / 2.760_768_8e-6 - 1.0).abs() < 1e-6);
+//! // a margin of about −1e4 (bf16 −19968 + 9984 = −9984): l = softplus(998.4), finite
+//! // (−log(sigmoid(βh)) computed as written gives inf there)
+//! let (pc, pr, rc, rr) = ([b(-20000.0)], [b(-10000.0)], [b(-10000.0)], [b(-10000.0)]);
+//! let out = dpo::<bf16, f32>(&DpoArgs::new(&pc, &pr, &rc, &rr), 0.1, 0.0).unwrap();
+//! assert_eq!(out.value, vec![998.4]);
+//! assert_eq!(out.grad_policy_chosen, Some(vec![bf16::from_f32(-0.1)]));
+//! ```
+
+use super::math::{exp_dd, logistic_grad, pair_scale, sigmoid, two_prod, two_sum};
+use super::ranking::{
+    bad_param, check_len, extras, output_default, pair_sum, reduction_builders, req_input,
+    response2, run2, softplus_pair, sum_exact, Pair,
+};
+use super::reduce::Plan;
+use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response};
+
+/// The preference losses this module implements.
+pub const LOSSES: &[&str] = &["dpo"];
+
+/// Inputs of `dpo`: the four sequence log-probabilities (all the same length) and the
+/// reduction's inputs. Build with [`DpoArgs::new`] (reduction `mean`, both policy gradients
+/// wanted, no weight, mask or cotangent) and the builder methods.
+#[derive(Clone, Copy, Debug)]
+pub struct DpoArgs<'a, T: Element> {
+    /// log π(chosen), flattened (row-major).
+    pub policy_chosen: &'a [T],
+    /// log π(rejected).
+    pub policy_rejected: &'a [T],
+    /// log π_ref(chosen).
+    pub ref_chosen: &'a [T],
+    /// log π_ref(rejected).
+    pub ref_rejected: &'a [T],
+    /// Per-element weights, finite and ≥ 0.
+    pub weight: Option<&'a [T]>,
+    /// Per-element mask, 0 or 1.
+    pub mask: Option<&'a [i64]>,
+    /// Scales the gradients: one per element for `none`, one value for `sum` / `mean`.
+    pub cotangent: Option<&'a [T]>,
+    /// `none`, `sum` or `mean`.
+    pub reduction: Reduction,
+    /// Compute ∂/∂policy_chosen.
+    pub grad_policy_chosen: bool,
+    /// Compute ∂/∂policy_rejected.
+    pub grad_policy_rejected: bool,
+}
+
+impl<'a, T: Element> DpoArgs<'a, T> {
+    /// The four log-probs; reduction `mean`; both policy gradients; nothing else.
+    pub fn new(
+        policy_chosen: &'a [T],
+        policy_rejected: &'a [T],
+        ref_chosen: &'a [T],
+        ref_rejected: &'a [T],
+    ) -> Self {
+        DpoArgs {
+            policy_chosen,
+            policy_rejected,
+            ref_chosen,
+            ref_rejected,
+            weight: None,
+            mask: None,
+            cotangent: None,
+            reduction: Reduction::Mean,
+            grad_policy_chosen: true,
+            grad_policy_rejected: true,
+        }
+    }
+    reduction_builders!();
+    /// Which gradients to compute.
+    pub fn grads(mut self, policy_chosen: bool, policy_rejected: bool) -> Self {
+        self.grad_policy_chosen = policy_chosen;
+        self.grad_policy_rejected = policy_rejected;
+        self
+    }
+}
+
+/// Value and gradients of `dpo`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output<T, O> {
+    /// One element when reduced (shape `[]`), one per input element for `none` (0 at masked or
+    /// zero-weight positions).
+    pub value: Vec<O>,
+    /// ∂value/∂policy_chosen (times the cotangent), if asked for; 0 at skipped positions.
+    pub grad_policy_chosen: Option<Vec<T>>,
+    /// ∂value/∂policy_rejected (times the cotangent), if asked for.
+    pub grad_policy_rejected: Option<Vec<T>>,
+}
+
+output_default!(grad_policy_chosen, grad_policy_rejected);
+
+/// ε·σ(x) − (1 − ε)·σ(−x) for x = x_hi + x_lo (see the module docs).
+#[inline(always)]
+fn dpo_dx(eps: f64, x_hi: f64, x_lo: f64) -> f64 {
+    let p1 = if eps != 0.0 { eps * sigmoid(x_hi) } else { 0.0 };
+    let p2 = (1.0 - eps) * sigmoid(-x_hi);
+    if p1 > 0.0 && p2 > 0.0 && p1 <= 2.0 * p2 && p2 <= 2.0 * p1 {
+        // ε·e^x/(1 − ε) in [½, 2]: x ∈ [−1.1, 745.2], e^x in range
+        return dpo_crossing(eps, x_hi, x_lo);
+    }
+    // (logistic_grad(ε, ε, −x) = −ε·σ(x) + (1 − ε)·σ(−x), absent terms included)
+    -logistic_grad(eps, eps, -x_hi)
+}
+
+#[cold]
+fn dpo_crossing(eps: f64, x_hi: f64, x_lo: f64) -> f64 {
+    let (b_hi, b_lo) = two_sum(1.0, -eps); // 1 − ε exactly
+    let (k, (e0, e1)) = exp_dd(x_hi); // e^{x_hi} = 2^k·(e0 + e1)
+    let e1 = e1 + e0 * x_lo; // e^{x_lo} = 1 + x_lo to 2^−106 (|x_lo| ≤ 2^−53·|x_hi|)
+                             // ε·2^k ≈ (1 − ε)/e0 ∈ [¼, 3]: exact (a subnormal ε only meets a large k, and k < 0
+                             // only an ε near ½)
+    let eps_k = libm::scalbn(eps, k);
+    let (p, pe) = two_prod(eps_k, e0);
+    // ε·e^x ≈ 1 − ε within a factor 2: p − b_hi is exact (Sterbenz)
+    let d = (p - b_hi) + (pe + eps_k * e1 - b_lo);
+    d * sigmoid(-x_hi)
+}
+
+/// `dpo` at one element: (l, [∂l/∂πc, ∂l/∂πr]), l as a pair.
+#[inline(always)]
+fn dpo_point(pc: f64, pr: f64, rc: f64, rr: f64, beta: f64, eps: f64) -> (Pair, [f64; 2]) {
+    // h = πc − rc − πr + rr exactly, as hi + lo; x = β·h as hi + lo
+    let (h_hi, h_lo) = sum_exact([pc, -rc, -pr, rr]);
+    let (x_hi, x_lo) = pair_scale(beta, (h_hi, h_lo));
+    if x_hi.is_nan() {
+        return ((f64::NAN, 0.0), [f64::NAN, f64::NAN]);
+    }
+    // l = (1 − ε)·softplus(−x) + ε·softplus(x), 1 − ε exact as b_hi + b_lo
+    let (b_hi, b_lo) = two_sum(1.0, -eps);
+    let sn = softplus_pair(-x_hi, -x_lo);
+    let mut l = pair_scale(b_hi, sn);
+    if b_lo != 0.0 && l.0.is_finite() {
+        l.1 += b_lo * sn.0;
+    }
+    if eps != 0.0 {
+        l = pair_sum(l, pair_scale(eps, softplus_pair(x_hi, x_lo)));
+    }
+    let g = beta * dpo_dx(eps, x_hi, x_lo);
+    (l, [g, -g])
+}
+
+fn check_params(beta: f64, eps: f64) -> Result<(), LossError> {
+    if !(beta > 0.0 && beta.is_finite()) {
+        return Err(bad_param("beta", beta, "float > 0"));
+    }
+    if !(0.0..=0.5).contains(&eps) {
+        return Err(bad_param("label_smoothing", eps, "float in [0, 0.5]"));
+    }
+    Ok(())
+}
+
+/// Direct Preference Optimization loss with inverse temperature `beta` > 0 and label smoothing
+/// `label_smoothing` ∈ [0, ½] (see the module docs for the formula and the numerics). Errors
+/// (never panics) on lengths, params outside their domains, and the weight / mask / cotangent
+/// checks.
+pub fn dpo<T: Element, O: Element>(
+    args: &DpoArgs<'_, T>,
+    beta: f64,
+    label_smoothing: f64,
+) -> Result<Output<T, O>, LossError> {
+    let mut out = Output::default();
+    dpo_into(args, beta, label_smoothing, &mut out)?;
+    Ok(out)
+}
+
+/// [`dpo`] into caller-owned buffers (reusing their allocations; on error `out` is unchanged).
+pub fn dpo_into<T: Element, O: Element>(
+    args: &DpoArgs<'_, T>,
+    beta: f64,
+    label_smoothing: f64,
+    out: &mut Output<T, O>,
+) -> Result<(), LossError> {
+    check_params(beta, label_smoothing)?;
+    let n = args.policy_chosen.len();
+    for (name, v) in [
+        ("policy_rejected", args.policy_rejected),
+        ("ref_chosen", args.ref_chosen),
+        ("ref_rejected", args.ref_rejected),
+    ] {
+        check_len(name, v.len(), n, "policy_chosen")?;
+    }
+    let plan = Plan::new(n, args.weight, args.mask, args.cotangent, args.reduction)?;
+    let (pc, pr, rc, rr) = (
+        args.policy_chosen,
+        args.policy_rejected,
+        args.ref_chosen,
+        args.ref_rejected,
+    );
+    run2(
+        &plan,
+        args.cotangent,
+        [args.grad_policy_chosen, args.grad_policy_rejected],
+        &mut out.value,
+        [&mut out.grad_policy_chosen, &mut out.grad_policy_rejected],
+        |j| {
+            dpo_point(
+                pc[j].to_f64(),
+                pr[j].to_f64(),
+                rc[j].to_f64(),
+                rr[j].to_f64(),
+                beta,
+                label_smoothing,
+            )
+        },
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Glue from a validated `Case`.
+
+/// Evaluate a validated preference case with input type `T` and value type `O`.
+pub(crate) fn evaluate_typed<T: Element, O: Element>(
+    case: &Case,
+    checked: &Checked,
+) -> Result<Response, LossError> {
+    if case.loss != "dpo" {
+        return Err(LossError::unsupported(format!(
+            "no preference kernel for {}",
+            case.loss
+        )));
+    }
+    let pc = req_input::<T>(case, "policy_chosen")?;
+    let pr = req_input::<T>(case, "policy_rejected")?;
+    let rc = req_input::<T>(case, "ref_chosen")?;
+    let rr = req_input::<T>(case, "ref_rejected")?;
+    let (weight, mask, cotangent) = extras::<T>(case)?;
+    let wants = |n: &str| case.grad.iter().any(|g| g == n);
+    let args = DpoArgs {
+        weight: weight.as_deref(),
+        mask,
+        cotangent: cotangent.as_deref(),
+        reduction: case.reduction(),
+        grad_policy_chosen: wants("policy_chosen"),
+        grad_policy_rejected: wants("policy_rejected"),
+        ..DpoArgs::new(&pc, &pr, &rc, &rr)
+    };
+    let beta = super::classification::req_param(case, "beta")?;
+    let eps = super::classification::req_param(case, "label_smoothing")?;
+    let out: Output<T, O> = dpo(&args, beta, eps)?;
+    Ok(response2(
+        case,
+        checked,
+        "policy_chosen",
+        out.value,
+        [
+            ("policy_chosen", out.grad_policy_chosen),
+            ("policy_rejected", out.grad_policy_rejected),
+        ],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossing_is_accurate() {
+        // ε = ½, x = 2^-40: ½(σ(x) − σ(−x)) = ½·tanh(x/2) ≈ x/4
+        let x = 2f64.powi(-40);
+        let g = dpo_dx(0.5, x, 0.0);
+        assert!((g / (x / 4.0) - 1.0).abs() < 1e-15, "{g:e}");
+        assert_eq!(dpo_dx(0.5, 0.0, 0.0), 0.0);
+        // the low part of x counts: x = 0 + 2^-60
+        let g = dpo_dx(0.5, 0.0, 2f64.powi(-60));
+        assert!((g / 2f64.powi(-62) - 1.0).abs() < 1e-12, "{g:e}");
+        // ε = 0: −σ(−x), an absent term at x = +inf
+        assert_eq!(dpo_dx(0.0, f64::INFINITY, 0.0), 0.0);
+        assert_eq!(dpo_dx(0.0, f64::NEG_INFINITY, 0.0), -1.0);
+        assert_eq!(dpo_dx(0.25, f64::INFINITY, 0.0), 0.25);
+    }
+
+    #[test]
+    fn huge_negative_margin_is_finite() {
+        let (l, g) = dpo_point(-2e4, -1e4, -1e4, -1e4, 0.1, 0.0);
+        assert_eq!(l.0 + l.1, 1000.0);
+        assert_eq!(g, [-0.1, 0.1]);
+        let (l, _) = dpo_point(-1e4, -1e4, -1e4, -1e4, 0.1, 0.0);
+        assert_eq!(l, (std::f64::consts::LN_2, 0.0));
+        // h = −(511·2^119 − 1): l = 511·2^119 − 1 (just below bf16's overflow threshold)
+        let (l, _) = dpo_point(
+            -(255.0 * 2f64.powi(120)),
+            2f64.powi(119),
+            -1.0,
+            0.0,
+            1.0,
+            0.0,
+        );
+        assert_eq!(l, (511.0 * 2f64.powi(119), -1.0));
+    }
+}

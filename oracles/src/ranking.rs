@@ -324,6 +324,7 @@ pub(crate) fn run2(
         kappa,
         grads,
         kinks,
+        ..Raw::default()
     })
 }
 

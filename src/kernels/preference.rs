@@ -14,10 +14,12 @@
 //! - **h exactly.** Sequence log-probs are large and nearly equal: around −1e4 a bf16 ulp is
 //!   64, and chosen and rejected (policy and reference) are often equal or a few ulps apart.
 //!   h is the *exact* sum of the four inputs (`sum_exact`, an error-free expansion), carried
-//!   as a double-double, so no cancellation is lost; x = β·h is formed from it with an fma.
-//! - **No log of a sigmoid.** l uses [`softplus`](super::math::softplus) on ∓x, never ln σ: a margin of −1e4 gives
-//!   l = 1e4·β·(1 − ε) (+ ε·e^{−1e4β}), finite — `log(sigmoid(βh))` returns −inf there and the
-//!   loss +inf. The term with ε = 0 is absent (exactly 0 even where softplus(x) = inf).
+//!   as a double-double, so no cancellation is lost; x = β·h is a double-double too (an
+//!   error-free product), and so is the value until its one rounding.
+//! - **No log of a sigmoid.** l uses [`softplus`](super::math::softplus) on ∓x, never ln σ:
+//!   a margin of −1e4 gives l = 1e4·β·(1 − ε) (+ ε·e^{−1e4β}), finite — `log(sigmoid(βh))`
+//!   returns −inf there and the loss +inf. The term with ε = 0 is absent (exactly 0 even where
+//!   softplus(x) = inf).
 //! - **The gradient's zero crossing.** ε·σ(x) − (1 − ε)·σ(−x) cancels near
 //!   x* = ln((1 − ε)/ε). Away from it (one term more than twice the other) the plain
 //!   difference loses at most 2 bits. Near it, it is σ(−x)·(ε·e^x − (1 − ε)), with e^x in
@@ -148,11 +150,13 @@ fn dpo_dx(eps: f64, x_hi: f64, x_lo: f64) -> f64 {
 
 #[cold]
 fn dpo_crossing(eps: f64, x_hi: f64, x_lo: f64) -> f64 {
-    let (b_hi, b_lo) = two_sum(1.0, -eps); // 1 − ε exactly
-    let (k, (e0, e1)) = exp_dd(x_hi); // e^{x_hi} = 2^k·(e0 + e1)
-    let e1 = e1 + e0 * x_lo; // e^{x_lo} = 1 + x_lo to 2^−106 (|x_lo| ≤ 2^−53·|x_hi|)
-                             // ε·2^k ≈ (1 − ε)/e0 ∈ [¼, 3]: exact (a subnormal ε only meets a large k, and k < 0
-                             // only an ε near ½)
+    // 1 − ε exactly; e^{x_hi} = 2^k·(e0 + e1); e^{x_lo} = 1 + x_lo to 2^−106
+    // (|x_lo| ≤ 2^−53·|x_hi|)
+    let (b_hi, b_lo) = two_sum(1.0, -eps);
+    let (k, (e0, e1)) = exp_dd(x_hi);
+    let e1 = e1 + e0 * x_lo;
+    // ε·2^k ≈ (1 − ε)/e0 ∈ [¼, 3]: exact (a subnormal ε only meets a large k, and k < 0 only
+    // an ε near ½)
     let eps_k = libm::scalbn(eps, k);
     let (p, pe) = two_prod(eps_k, e0);
     // ε·e^x ≈ 1 − ε within a factor 2: p − b_hi is exact (Sterbenz)

@@ -20,7 +20,9 @@
 //!   they do (the sum below half its positive part) every term is formed in double-double —
 //!   ln v′ by one Newton step on libm's log through [`exp_dd`], r²/v′ from the exact r², ln 2π
 //!   a double-double constant — and added exactly: the result is accurate relatively however
-//!   close to 0 it is. Elsewhere the plain f64 sum loses at most a bit or two.
+//!   close to 0 it is. Elsewhere the terms are added error-free (their own roundings, a bit
+//!   or two, aside), and the value stays a pair until its one rounding (as in
+//!   [`ranking`](super::ranking)).
 //! - Extremes: var = 0 uses v′ = eps (r²/eps may overflow f64 to +inf: then so does the exact
 //!   value in every dtype); var at the dtype max; var = +inf gives l = +inf with gradients 0
 //!   (NaN when r is infinite too: r/v′ has no limit); r = ±inf gives l = +inf, ∂/∂mean = ∓inf,

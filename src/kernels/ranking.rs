@@ -19,9 +19,12 @@
 //! - `pairwise_logistic`: l = softplus(d), d = rejected − chosen (Bradley–Terry), with
 //!   [`math::softplus`](super::math::softplus) (no overflow, full relative accuracy in the
 //!   tail: softplus(−100) = e^−100, not 0); ∂l/∂chosen = −σ(d), ∂l/∂rejected = σ(d), σ from
-//!   the side where e^{∓d} ≤ 1. d is one f64 subtraction: exact unless the scores' exponents
-//!   are far apart, and then its relative error 2^−53 moves softplus(d) by |d|·2^−53
-//!   relatively — below 2^−45 wherever the result is not 0 or d itself.
+//!   the side where e^{∓d} ≤ 1. d is exact as a pair d_hi + d_lo (TwoSum), and softplus of it
+//!   softplus(d_hi) + σ(d_hi)·d_lo.
+//! - Every value is carried as a pair hi + lo through the weighting, the sum and the mean's
+//!   division, and rounded once (to odd in f64, then to the output dtype), so that a sum an
+//!   ulp of f64 below the output's overflow threshold max + ½ulp — where a plain f64 sum would
+//!   land on the tie and round to inf — stays finite (the shared driver `run2`).
 //!
 //! Invalid input (lengths, a label other than ±1 at an unskipped position, a margin that is
 //! not finite, and the weight / mask / cotangent checks of [`Plan::new`]) is an `Err` naming

@@ -149,7 +149,12 @@ pub fn logit_shift_is_invariant(base: &Case, k: i32, negative: bool, side: Side)
         let ok = row.iter().all(|&x| {
             !x.is_finite() || {
                 let y = x + s;
-                y.is_finite() && y.abs() <= dtype.max() && dtype.round(y) == y
+                // exact in f64 (y − s = x and y − x = s) and a value of the dtype
+                y.is_finite()
+                    && y - s == x
+                    && y - x == s
+                    && y.abs() <= dtype.max()
+                    && dtype.round(y) == y
             }
         });
         if ok {
@@ -217,6 +222,9 @@ pub fn append_skipped_rows(base: &Case, tail: &[Vec<f64>]) -> Option<Case> {
     }
     let b = flatten_rows(base);
     let (n, c) = dims(&b);
+    if c == 0 {
+        return None; // C = 0 only with N = 0: no row can be appended
+    }
     let name = data_name(&b);
     let k = tail.len();
     let mut e = b.clone();
@@ -468,6 +476,22 @@ pub fn sequence_mean_is_mean_of_sequences(base: &Case, side: Side) -> Outcome {
         .map(|_| h)
 }
 
+/// LSE of a row of finite values: m + log1p(Σ_{k≠argmax} e^{x_k − m}) (no 1 + tiny rounding).
+fn lse(row: &[f64]) -> f64 {
+    let (k, m) = row
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |b, (j, x)| if x > b.1 { (j, x) } else { b });
+    let rest: f64 = row
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != k)
+        .map(|(_, &x)| libm::exp(x - m))
+        .sum();
+    m + libm::log1p(rest)
+}
+
 /// RN_dtype(log_softmax(z)) of each row of finite logits, in f64 (error far below an ulp of
 /// any dtype here), or `None` if a row holds a non-finite logit.
 fn log_softmax_rows(z: &[f64], n: usize, c: usize, dtype: Dtype) -> Option<Vec<f64>> {
@@ -477,9 +501,7 @@ fn log_softmax_rows(z: &[f64], n: usize, c: usize, dtype: Dtype) -> Option<Vec<f
         if row.iter().any(|x| !x.is_finite()) {
             return None;
         }
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let s: f64 = row.iter().map(|&x| libm::exp(x - m)).sum();
-        let lse = m + libm::log(s);
+        let lse = lse(row);
         for &x in row {
             out.push(dtype.round(x - lse));
         }
@@ -488,8 +510,8 @@ fn log_softmax_rows(z: &[f64], n: usize, c: usize, dtype: Dtype) -> Option<Vec<f
 }
 
 /// **nll on a log_softmax is cross-entropy**: with l = RN(log_softmax(z)) per row, CE(l) =
-/// nll(l) + Σ_i c_i·w_{y_i}·LSE(l_i) / D exactly (c_i the cotangent, D the denominator for
-/// `mean`, 1 for `sum`; per row for `none`); LSE(l_i) is computed in f64 (it is within an ulp of
+/// nll(l) + Σ_i w_{y_i}·LSE(l_i) / D exactly (D the denominator for `mean`, 1 for `sum`; per
+/// row for `none`); LSE(l_i) is computed in f64 (it is within an ulp of
 /// l of 0). Values only; smoothing is set to 0 (nll has none); rows must be finite.
 pub fn nll_on_log_softmax_is_cross_entropy(base: &Case, side: Side) -> Outcome {
     if base.loss != "cross_entropy" || is_soft(base) || base.reduction() == Reduction::SequenceMean {
@@ -521,25 +543,20 @@ pub fn nll_on_log_softmax_is_cross_entropy(base: &Case, side: Side) -> Outcome {
     let t = ce.inputs["target"].i().unwrap();
     let cw = ce.inputs.get("class_weight").and_then(|t| t.f());
     let red = ce.reduction();
-    let cot = ce.inputs.get("cotangent").and_then(|t| t.f());
     let delta_row: Vec<f64> = (0..n)
         .map(|i| {
             if Some(t[i]) == ii {
                 return 0.0;
             }
-            let row = &l[i * c..(i + 1) * c];
-            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let s: f64 = row.iter().map(|&x| libm::exp(x - m)).sum();
-            let lse = m + libm::log(s);
-            cw.map_or(1.0, |w| w[t[i] as usize]) * lse
+            cw.map_or(1.0, |w| w[t[i] as usize]) * lse(&l[i * c..(i + 1) * c])
         })
         .collect();
     let d = super::d_f64(&denominator(&ce));
+    // (the cotangent scales gradients only, never the value)
     let deltas: Vec<f64> = match red {
-        Reduction::None => delta_row.iter().enumerate().map(|(i, &x)| x * cot.map_or(1.0, |c| c[i])).collect(),
+        Reduction::None => delta_row,
         _ => {
             let s: f64 = delta_row.iter().sum();
-            let s = s * cot.map_or(1.0, |c| c[0]);
             vec![if red == Reduction::Mean {
                 if d == 0.0 {
                     0.0

@@ -184,7 +184,13 @@ fn describe(st: &Stats) -> String {
 /// cases per dtype judged against the oracle; panics with the findings (verdicts, replay
 /// commands, a minimal case) unless there are none, no oracle errors and no unsupported cases.
 pub fn assert_kernels_match_oracle(loss: &str) {
-    let cases = campaign::cases_from_env(campaign::DEFAULT_CASES);
+    assert_kernels_match_oracle_with(loss, campaign::DEFAULT_CASES)
+}
+
+/// [`assert_kernels_match_oracle`] with another default case count (`LOSSCHECK_CASES` still
+/// overrides it).
+pub fn assert_kernels_match_oracle_with(loss: &str, default_cases: u64) {
+    let cases = campaign::cases_from_env(default_cases);
     let mut problems = String::new();
     for dtype in Dtype::ALL {
         assert!(

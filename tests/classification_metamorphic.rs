@@ -15,9 +15,9 @@
 //! the seed.
 
 use losscheck::check::gen::values;
-use losscheck::check::suite;
 use losscheck::check::metamorphic::{self as mm, Outcome, Side};
 use losscheck::check::subject::Kernels;
+use losscheck::check::suite;
 use losscheck::{Case, Dtype};
 use proptest::prelude::*;
 

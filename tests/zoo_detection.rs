@@ -41,7 +41,11 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
             let mut first = hit.clone();
             first.verdicts = vec![entry.verdict];
             let small = campaign::shrink_finding(&cfg, &subject, &first, 2_000);
-            assert!(fails(&small), "zoo:{}: the shrunk case must still fail", entry.name);
+            assert!(
+                fails(&small),
+                "zoo:{}: the shrunk case must still fail",
+                entry.name
+            );
             let n = small.inputs.values().map(|t| t.numel()).max().unwrap_or(0);
             let original = hit
                 .case
@@ -50,7 +54,11 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
                 .map(|t| t.numel())
                 .max()
                 .unwrap_or(0);
-            assert!(n <= original, "zoo:{} {dtype}: shrinking grew the case from {original} to {n} elements", entry.name);
+            assert!(
+                n <= original,
+                "zoo:{} {dtype}: shrinking grew the case from {original} to {n} elements",
+                entry.name
+            );
             // The kernels get the shrunk case right: the failure is the zoo entry's, not the judge's.
             let k = campaign::judge_case(small.clone(), &losscheck::check::subject::Kernels, 0);
             assert!(

@@ -897,7 +897,10 @@ pub fn is_empty_mean(case: &Case, rows: usize) -> bool {
     let skip = skipped_rows(case, rows);
     let class_id = matches!(case.loss.as_str(), "cross_entropy" | "nll")
         && case.inputs.get("target").and_then(Tensor::i).is_some();
-    match (class_id, case.inputs.get("class_weight").and_then(Tensor::f)) {
+    match (
+        class_id,
+        case.inputs.get("class_weight").and_then(Tensor::f),
+    ) {
         (true, Some(cw)) => {
             let t = case.inputs["target"].i().unwrap_or(&[]);
             (0..rows).all(|i| {

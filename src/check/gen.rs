@@ -342,7 +342,20 @@ pub fn shrink_tree<T: std::fmt::Debug>(
     (best, calls)
 }
 
-/// Case `index` of a campaign, shrunk toward a minimal case on which `fails` still holds.
+/// The time budget of one shrink: `LOSSCHECK_SHRINK_SECS`, default 60 s. Every shrink step
+/// re-runs the subject (and the oracle) on a candidate, which on a long case (2^17 rows,
+/// C = 32,000) can take longer than the whole campaign; once the budget is spent, candidates
+/// count as passing and the smallest failing case so far is the result.
+pub fn shrink_budget() -> std::time::Duration {
+    let secs = std::env::var("LOSSCHECK_SHRINK_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Case `index` of a campaign, shrunk toward a minimal case on which `fails` still holds
+/// (at most `max_iters` steps and [`shrink_budget`]).
 pub fn shrink(
     loss: &str,
     dtype: Dtype,
@@ -353,11 +366,17 @@ pub fn shrink(
 ) -> Case {
     let (_, mut tree) = generate_tree(loss, dtype, seed, index);
     let original = tree.current();
-    let (c, _) = shrink_tree(tree.as_mut(), fails, max_iters);
+    let deadline = std::time::Instant::now() + shrink_budget();
+    let mut timed = |c: &Case| std::time::Instant::now() < deadline && fails(c);
+    let (c, _) = shrink_tree(tree.as_mut(), &mut timed, max_iters);
     // A simplification may switch a union to an earlier branch whose case is larger: never
     // return a case larger than the one we started from.
     let size = |c: &Case| c.inputs.values().map(|t| t.numel()).max().unwrap_or(0);
-    let mut c = if size(&c) > size(&original) { original } else { c };
+    let mut c = if size(&c) > size(&original) {
+        original
+    } else {
+        c
+    };
     c.id = index;
     c
 }

@@ -981,7 +981,10 @@ pub fn concatenation_combines(a: &Case, b: &Case, side: Side) -> Outcome {
         observe(&ab, side)?,
     );
     let mut h = Held::default();
-    let split = Split { value: na, grad: na };
+    let split = Split {
+        value: na,
+        grad: na,
+    };
     let dens = (denominator(&a1), denominator(&b1));
     let r = combine(&mut h, &ab, split, dens, &oa, &ob, &oab, side);
     with_case(

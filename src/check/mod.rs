@@ -3,9 +3,9 @@
 
 pub mod campaign;
 pub mod compare;
+pub mod exec;
+pub mod fuzz;
 pub mod gen;
 pub mod metamorphic;
 pub mod subject;
 pub mod suite;
-pub mod exec;
-pub mod fuzz;

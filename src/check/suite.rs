@@ -160,7 +160,11 @@ fn describe(st: &Stats) -> String {
             &mut |c| fails_like(c, v),
             2000,
         );
-        let small = minimize(small, &mut |c| fails_like(c, v));
+        // deleting elements one by one: within the same time budget
+        let deadline = std::time::Instant::now() + gen::shrink_budget();
+        let small = minimize(small, &mut |c| {
+            std::time::Instant::now() < deadline && fails_like(c, v)
+        });
         s += &format!(
             "  minimal case for {} (shrunk from case {}):\n{}\n",
             v.map_or("an oracle error", |v| v.name()),

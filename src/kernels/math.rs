@@ -94,8 +94,9 @@ pub(crate) fn two_prod(a: f64, b: f64) -> (f64, f64) {
     (p, libm::fma(a, b, -p))
 }
 
+/// x·y in double-double (relative error about 2^−104 for normal results).
 #[inline(always)]
-fn dd_mul(x: (f64, f64), y: (f64, f64)) -> (f64, f64) {
+pub(crate) fn dd_mul(x: (f64, f64), y: (f64, f64)) -> (f64, f64) {
     let (p, e) = two_prod(x.0, y.0);
     fast_two_sum(p, e + (x.0 * y.1 + x.1 * y.0))
 }
@@ -106,6 +107,14 @@ fn dd_div_small(x: (f64, f64), n: f64) -> (f64, f64) {
     let q = x.0 / n;
     let (p, e) = two_prod(q, n);
     fast_two_sum(q, ((x.0 - p) - e + x.1) / n)
+}
+
+/// x + y in double-double; the error is about 2^−105·(|x| + |y|) (absolute), also when
+/// they cancel.
+#[inline(always)]
+pub(crate) fn dd_add(x: (f64, f64), y: (f64, f64)) -> (f64, f64) {
+    let (s, e) = two_sum(x.0, y.0);
+    fast_two_sum(s, e + (x.1 + y.1))
 }
 
 #[inline(always)]

@@ -144,12 +144,20 @@ fn row_accurate(z: &[f64], a: &[f64]) -> (f64, Vec<f64>) {
         .iter()
         .copied()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |b, (j, x)| if x > b.1 { (j, x) } else { b });
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |b, (j, x)| if x > b.1 { (j, x) } else { b },
+        );
     if m == f64::NEG_INFINITY {
         return nan;
     }
     let e: Vec<f64> = z.iter().map(|&x| libm::exp(x - m)).collect();
-    let s_rest: f64 = e.iter().enumerate().filter(|&(j, _)| j != kmax).map(|(_, &x)| x).sum();
+    let s_rest: f64 = e
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != kmax)
+        .map(|(_, &x)| x)
+        .sum();
     let log_s = libm::log1p(s_rest);
     let s = 1.0 + s_rest;
     let mut l = 0.0;
@@ -159,7 +167,12 @@ fn row_accurate(z: &[f64], a: &[f64]) -> (f64, Vec<f64>) {
         }
     }
     // at the argmax, A·p_k − a_k = Σ_{c≠k} a_c − A·s_rest/s, without the cancellation
-    let rest_a: f64 = a.iter().enumerate().filter(|&(j, _)| j != kmax).map(|(_, &x)| x).sum();
+    let rest_a: f64 = a
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != kmax)
+        .map(|(_, &x)| x)
+        .sum();
     let g = (0..c)
         .map(|j| {
             if j == kmax {
@@ -271,7 +284,8 @@ fn cross_entropy(case: &Case, flaws: CeFlaws) -> Result<Response, LossError> {
                 }
             }
         }
-        let computed = !ignored || flaws.ignore_by_multiply || (flaws.smoothing_on_ignored && eps > 0.0);
+        let computed =
+            !ignored || flaws.ignore_by_multiply || (flaws.smoothing_on_ignored && eps > 0.0);
         if !computed {
             continue;
         }
@@ -279,7 +293,11 @@ fn cross_entropy(case: &Case, flaws: CeFlaws) -> Result<Response, LossError> {
             RowFormula::Accurate => row_accurate(zi, &a),
             f => row_f32(zi, &a, f),
         };
-        let factor = if ignored && flaws.ignore_by_multiply { 0.0 } else { 1.0 };
+        let factor = if ignored && flaws.ignore_by_multiply {
+            0.0
+        } else {
+            1.0
+        };
         terms[i] = factor * l;
         for (o, gj) in grads[i * c..(i + 1) * c].iter_mut().zip(g) {
             *o = factor * gj;

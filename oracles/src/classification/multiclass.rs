@@ -907,7 +907,11 @@ fn cross_entropy(
     } else {
         Vec::new()
     };
-    let mut kap = if want { vec![1.0; rows * nc] } else { Vec::new() };
+    let mut kap = if want {
+        vec![1.0; rows * nc]
+    } else {
+        Vec::new()
+    };
     for i in 0..rows {
         if !red.is_counted(i) {
             continue;

@@ -21,7 +21,7 @@
 //! - `bit_uniform`: every logit uniform over the bit patterns of the finite dtype values.
 //!
 //! Soft targets: one-hot, smoothed one-hot, near 0 and 1 (1e−6, 1 − 1e−6, subnormals, one ulp
-//! from 1), uniform in [0, 1] (row sums are not checked), a simplex, and (with `LOSSCHECK_SELF_SOFT=1`, a known gap) the rounded softmax of
+//! from 1), uniform in [0, 1] (row sums are not checked), a simplex, and the rounded softmax of
 //! the row itself (the gradient A·p − a then nearly cancels). `multi_margin` also gets scores
 //! at its kinks, x_j = x_y − margin exactly, with p = 1 and 2. Ignore plans: none, random, all
 //! ignored, one valid, and ragged sequences ([B,T,C]: each sequence a prefix of valid tokens,
@@ -299,7 +299,11 @@ fn row_values(k: Kind, fr: &Frame, row: &Row, dtype: Dtype, y: usize) -> Vec<f64
                 .collect()
         }
         Style::Confident => {
-            let mut v: Vec<f64> = row.z.iter().map(|&z| dtype.round(z.clamp(-3.0, 3.0))).collect();
+            let mut v: Vec<f64> = row
+                .z
+                .iter()
+                .map(|&z| dtype.round(z.clamp(-3.0, 3.0)))
+                .collect();
             let g = gaps(dtype);
             let gap = g[row.knob.index(g.len())];
             let dom = if row.at_target || c == 0 {
@@ -408,11 +412,6 @@ fn soft_row(fr: &Frame, row: &Row, dtype: Dtype, y: usize, z: &[f64]) -> Vec<f64
     }
 }
 
-/// Is the soft-target style "the row's own rounded softmax" on (`LOSSCHECK_SELF_SOFT=1`)?
-fn self_soft_enabled() -> bool {
-    std::env::var("LOSSCHECK_SELF_SOFT").is_ok_and(|v| v.trim() == "1")
-}
-
 /// Build the case of a frame and its rows.
 pub fn realize(loss: &str, dtype: Dtype, fr: &Frame, rows: Vec<Row>) -> Case {
     let k = kind(loss);
@@ -428,15 +427,22 @@ pub fn realize(loss: &str, dtype: Dtype, fr: &Frame, rows: Vec<Row>) -> Case {
             .insert("ignore_index".into(), ParamValue::Int(fr.ignore_index));
     }
     if k == Kind::Ce {
-        case.params
-            .insert("label_smoothing".into(), ParamValue::Float(fr.label_smoothing));
+        case.params.insert(
+            "label_smoothing".into(),
+            ParamValue::Float(fr.label_smoothing),
+        );
     }
     if k == Kind::Margin {
-        case.params.insert("margin".into(), ParamValue::Float(fr.margin));
+        case.params
+            .insert("margin".into(), ParamValue::Float(fr.margin));
         case.params.insert("p".into(), ParamValue::Int(fr.p));
     }
     let input = data_input(k);
-    case.grad = if fr.grad { vec![input.to_string()] } else { vec![] };
+    case.grad = if fr.grad {
+        vec![input.to_string()]
+    } else {
+        vec![]
+    };
 
     // Which rows are active (not ignored / masked)?
     let mut active: Vec<bool> = match &fr.skip {
@@ -668,7 +674,8 @@ fn ignore_index(c: usize) -> BoxedStrategy<i64> {
 /// Layout and row counts: (layout, rows range, c).
 fn shape(k: Kind, r: Regime) -> BoxedStrategy<(Layout, (usize, usize), usize)> {
     let ce = k == Kind::Ce;
-    let typical_c = prop_oneof![1 => Just(1usize), 2 => 2usize..=4, 4 => 2usize..=12, 1 => 13usize..=64];
+    let typical_c =
+        prop_oneof![1 => Just(1usize), 2 => 2usize..=4, 4 => 2usize..=12, 1 => 13usize..=64];
     let nc = move |rows: (usize, usize)| {
         typical_c
             .clone()
@@ -678,7 +685,11 @@ fn shape(k: Kind, r: Regime) -> BoxedStrategy<(Layout, (usize, usize), usize)> {
     let soft = prop_oneof![1 => Just(1usize), 4 => 2usize..=12]
         .prop_map(|c| (Layout::Soft, (1, 8), c))
         .boxed();
-    let btc = (0usize..=4, 0usize..=6, prop_oneof![1 => Just(1usize), 4 => 2usize..=10])
+    let btc = (
+        0usize..=4,
+        0usize..=6,
+        prop_oneof![1 => Just(1usize), 4 => 2usize..=10],
+    )
         .prop_map(|(b, t, c)| (Layout::Btc { b, t }, (b * t, b * t), c))
         .boxed();
     if r == Regime::Shapes {
@@ -776,7 +787,11 @@ fn frame(k: Kind, dtype: Dtype, r: Regime) -> BoxedStrategy<Frame> {
                     out_f32,
                     ignore_index,
                     label_smoothing: if k == Kind::Ce { ls } else { 0.0 },
-                    margin: if k == Kind::Margin { Dtype::F32.round(margin) } else { 1.0 },
+                    margin: if k == Kind::Margin {
+                        Dtype::F32.round(margin)
+                    } else {
+                        1.0
+                    },
                     p,
                     class_weight,
                     skip,
@@ -785,19 +800,20 @@ fn frame(k: Kind, dtype: Dtype, r: Regime) -> BoxedStrategy<Frame> {
                     poison,
                     nan_at,
                     kinks: k == Kind::Margin && kinks,
-                    // Known gap: soft targets equal to the row's own rounded softmax make the
-                    // gradient A·p − a cancel; the kernels' f64 path is then 2–4× κ·2⁻⁵³ off, over
-                    // DESIGN.md's κ·2⁻⁵³·|exact| allowance (a double-double path is needed). The
-                    // style exists (`LOSSCHECK_SELF_SOFT=1` turns it on) but is not in the default
-                    // campaign.
-                    self_soft: self_soft && self_soft_enabled(),
+                    // soft targets equal to the row's own rounded softmax: the gradient
+                    // A·p − a cancels (the kernels' double-double path)
+                    self_soft,
                 }
             },
         )
         .boxed()
 }
 
-fn from_frame(loss: &'static str, dtype: Dtype, frames: BoxedStrategy<Frame>) -> BoxedStrategy<Case> {
+fn from_frame(
+    loss: &'static str,
+    dtype: Dtype,
+    frames: BoxedStrategy<Frame>,
+) -> BoxedStrategy<Case> {
     frames
         .prop_flat_map(move |fr| {
             let rows = proptest::collection::vec(row_strategy(&fr, dtype), fr.rows.0..=fr.rows.1);
@@ -824,10 +840,18 @@ pub fn strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Case> {
 /// Long rows: N ∈ [1, 2], C from 1,024 to 32,000, typical / confident / offset rows.
 fn long_rows(loss: &'static str, dtype: Dtype) -> BoxedStrategy<Case> {
     let k = kind(loss);
-    (frame(k, dtype, Regime::Typical), 1024usize..=32_000, 1usize..=2)
+    (
+        frame(k, dtype, Regime::Typical),
+        1024usize..=32_000,
+        1usize..=2,
+    )
         .prop_map(move |(mut fr, c, n)| {
             fr.c = c;
-            fr.layout = if fr.layout == Layout::Soft { Layout::Soft } else { Layout::Nc };
+            fr.layout = if fr.layout == Layout::Soft {
+                Layout::Soft
+            } else {
+                Layout::Nc
+            };
             if fr.skip.is_ragged() {
                 fr.skip = Skip::None;
             }
@@ -857,7 +881,11 @@ fn long_batch(loss: &'static str, dtype: Dtype) -> BoxedStrategy<Case> {
     let pattern = (frame(k, dtype, Regime::Typical), 2usize..=3)
         .prop_map(|(mut fr, c)| {
             fr.c = c;
-            fr.layout = if fr.layout == Layout::Soft { Layout::Soft } else { Layout::Nc };
+            fr.layout = if fr.layout == Layout::Soft {
+                Layout::Soft
+            } else {
+                Layout::Nc
+            };
             if fr.skip.is_ragged() {
                 fr.skip = Skip::Random;
             }
@@ -972,7 +1000,10 @@ mod tests {
                             match &t.data {
                                 Data::F(v) => {
                                     for &x in v {
-                                        assert!(d.contains(x), "{loss} {d} {r}: {name} holds {x:e}");
+                                        assert!(
+                                            d.contains(x),
+                                            "{loss} {d} {r}: {name} holds {x:e}"
+                                        );
                                     }
                                 }
                                 Data::I(_) => assert!(name == "target" || name == "mask"),
@@ -1033,7 +1064,9 @@ mod tests {
             if t.iter().any(|&q| q > 0.0 && q <= 1e-5) {
                 f.push("soft near 0");
             }
-            if t.iter().any(|&q| q < 1.0 && q >= 1.0 - 4.0 * c.dtype.epsilon()) {
+            if t.iter()
+                .any(|&q| q < 1.0 && q >= 1.0 - 4.0 * c.dtype.epsilon())
+            {
                 f.push("soft near 1");
             }
         }
@@ -1083,7 +1116,11 @@ mod tests {
                     }
                     if k == Kind::Margin {
                         let m = c.float_param("margin").unwrap();
-                        if row.iter().enumerate().any(|(j, &x)| j != y && m - row[y] + x == 0.0) {
+                        if row
+                            .iter()
+                            .enumerate()
+                            .any(|(j, &x)| j != y && m - row[y] + x == 0.0)
+                        {
                             f.push("margin kink");
                         }
                     }
@@ -1144,7 +1181,10 @@ mod tests {
                     _ => {}
                 }
                 let missing: Vec<_> = want.iter().filter(|w| !seen.contains(*w)).collect();
-                assert!(missing.is_empty(), "{loss} {d}: never generated {missing:?}");
+                assert!(
+                    missing.is_empty(),
+                    "{loss} {d}: never generated {missing:?}"
+                );
             }
         }
     }

@@ -76,8 +76,7 @@ fn rows(case: &Case, lo: usize, hi: usize) -> Case {
     let mut c = case.clone();
     let none = case.reduction() == Reduction::None;
     for (name, t) in c.inputs.iter_mut() {
-        if name == "class_weight" || (name == "cotangent" && !none) || t.shape.first() != Some(&n)
-        {
+        if name == "class_weight" || (name == "cotangent" && !none) || t.shape.first() != Some(&n) {
             continue;
         }
         let per = if t.shape.len() == 2 { k } else { 1 };
@@ -199,15 +198,20 @@ pub fn plain_is_smoothing0_unit_weights(base: &Case, side: Side) -> Outcome {
     }
     let (_, c) = dims(base);
     let mut unit = plain.clone();
-    unit.inputs
-        .insert("class_weight".into(), Tensor::float(base.dtype, vec![c], vec![1.0; c]));
+    unit.inputs.insert(
+        "class_weight".into(),
+        Tensor::float(base.dtype, vec![c], vec![1.0; c]),
+    );
     let op = observe(&plain, side)?;
     let ou = observe(&unit, side)?;
     let mut h = Held::default();
     let r = check_all_scaled(&mut h, &plain, &ou, &op, &|i| i, &|_| 1.0);
     with_case(
         r,
-        &format!("{}: smoothing 0 with unit class weights differs from plain", side.name()),
+        &format!(
+            "{}: smoothing 0 with unit class weights differs from plain",
+            side.name()
+        ),
         &[("plain", &plain), ("smoothing 0, unit weights", &unit)],
     )
     .map(|_| h)
@@ -279,7 +283,8 @@ pub fn skipped_rows_are_inert(base: &Case, tail: &[Vec<f64>], side: Side) -> Out
     let mut b = flatten_rows(base);
     if b.loss == "multi_margin" && !b.inputs.contains_key("mask") {
         let (n, _) = dims(&b);
-        b.inputs.insert("mask".into(), Tensor::int(vec![n], vec![1; n]));
+        b.inputs
+            .insert("mask".into(), Tensor::int(vec![n], vec![1; n]));
     }
     let (n, c) = dims(&b);
     let ob = observe(&b, side)?;
@@ -305,7 +310,11 @@ pub fn skipped_rows_are_inert(base: &Case, tail: &[Vec<f64>], side: Side) -> Out
             h.compared += 1;
             if i < keep {
                 if !same_bits(x.x, bc[i].x) {
-                    r = Err(format!("{name}[{i}]: {} became {}", show(bc[i].x), show(x.x)));
+                    r = Err(format!(
+                        "{name}[{i}]: {} became {}",
+                        show(bc[i].x),
+                        show(x.x)
+                    ));
                     break 'outer;
                 }
             } else if x.x != 0.0 {
@@ -399,7 +408,10 @@ pub fn sequence_mean_is_mean_of_sequences(base: &Case, side: Side) -> Outcome {
     if kk == 0 {
         h.compared += 1;
         if v.x != 0.0 {
-            r = Err(format!("no sequence has a non-zero denominator, yet sequence_mean = {}", show(v.x)));
+            r = Err(format!(
+                "no sequence has a non-zero denominator, yet sequence_mean = {}",
+                show(v.x)
+            ));
         }
     } else if oracle {
         let prec = v.exact.enclosure.prec();
@@ -422,9 +434,16 @@ pub fn sequence_mean_is_mean_of_sequences(base: &Case, side: Side) -> Outcome {
         if parts.iter().any(|p| p.x.is_nan()) {
             h.compared += 1;
             if !v.x.is_nan() {
-                r = Err(format!("a sequence mean is NaN but sequence_mean is {}", show(v.x)));
+                r = Err(format!(
+                    "a sequence mean is NaN but sequence_mean is {}",
+                    show(v.x)
+                ));
             }
-        } else if parts.iter().chain([&v]).all(|p| p.x.is_finite() && p.exact.rounded.is_finite()) {
+        } else if parts
+            .iter()
+            .chain([&v])
+            .all(|p| p.x.is_finite() && p.exact.rounded.is_finite())
+        {
             let w = 1.0 / kk as f64;
             let comb: f64 = parts.iter().map(|p| p.x).sum::<f64>() * w;
             let bound = v.err_bound(dt)
@@ -472,8 +491,12 @@ pub fn sequence_mean_is_mean_of_sequences(base: &Case, side: Side) -> Outcome {
     for (_, s) in &seqs {
         cases.push(("a sequence", s));
     }
-    with_case(r, &format!("{}: sequence_mean vs the sequences' means", side.name()), &cases)
-        .map(|_| h)
+    with_case(
+        r,
+        &format!("{}: sequence_mean vs the sequences' means", side.name()),
+        &cases,
+    )
+    .map(|_| h)
 }
 
 /// LSE of a row of finite values: m + log1p(Σ_{k≠argmax} e^{x_k − m}) (no 1 + tiny rounding).
@@ -482,7 +505,10 @@ fn lse(row: &[f64]) -> f64 {
         .iter()
         .copied()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |b, (j, x)| if x > b.1 { (j, x) } else { b });
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |b, (j, x)| if x > b.1 { (j, x) } else { b },
+        );
     let rest: f64 = row
         .iter()
         .enumerate()
@@ -514,7 +540,8 @@ fn log_softmax_rows(z: &[f64], n: usize, c: usize, dtype: Dtype) -> Option<Vec<f
 /// row for `none`); LSE(l_i) is computed in f64 (it is within an ulp of
 /// l of 0). Values only; smoothing is set to 0 (nll has none); rows must be finite.
 pub fn nll_on_log_softmax_is_cross_entropy(base: &Case, side: Side) -> Outcome {
-    if base.loss != "cross_entropy" || is_soft(base) || base.reduction() == Reduction::SequenceMean {
+    if base.loss != "cross_entropy" || is_soft(base) || base.reduction() == Reduction::SequenceMean
+    {
         return Ok(Held::default());
     }
     let ce0 = flatten_rows(base);
@@ -524,13 +551,15 @@ pub fn nll_on_log_softmax_is_cross_entropy(base: &Case, side: Side) -> Outcome {
         return Ok(Held::default());
     };
     let mut ce = ce0.clone();
-    ce.params.insert("label_smoothing".into(), ParamValue::Float(0.0));
+    ce.params
+        .insert("label_smoothing".into(), ParamValue::Float(0.0));
     ce.inputs
         .insert("logits".into(), Tensor::float(dtype, vec![n, c], l.clone()));
     ce.grad.clear();
     let mut nll = Case::new("nll", dtype).expect("nll is in the catalogue");
     nll.out_dtype = ce.out_dtype;
-    nll.params.insert("reduction".into(), ce.params["reduction"].clone());
+    nll.params
+        .insert("reduction".into(), ce.params["reduction"].clone());
     nll.params
         .insert("ignore_index".into(), ce.params["ignore_index"].clone());
     nll.grad.clear();
@@ -574,12 +603,19 @@ pub fn nll_on_log_softmax_is_cross_entropy(base: &Case, side: Side) -> Outcome {
     let dt = ce.out_dtype;
     let mut r = Ok(());
     for (i, (a, b)) in oce.value.iter().zip(&onl.value).enumerate() {
-        if !(a.x.is_finite() && b.x.is_finite() && a.exact.rounded.is_finite() && b.exact.rounded.is_finite()) {
+        if !(a.x.is_finite()
+            && b.x.is_finite()
+            && a.exact.rounded.is_finite()
+            && b.exact.rounded.is_finite())
+        {
             h.skipped += 1;
             continue;
         }
         let want = b.x + deltas[i];
-        let bound = a.err_bound(dt) + b.err_bound(dt) + deltas[i].abs() * pow2(-40) + want.abs() * pow2(-48);
+        let bound = a.err_bound(dt)
+            + b.err_bound(dt)
+            + deltas[i].abs() * pow2(-40)
+            + want.abs() * pow2(-48);
         h.compared += 1;
         if (a.x - want).abs() > bound {
             r = Err(format!(

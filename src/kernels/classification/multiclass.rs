@@ -94,7 +94,10 @@
 
 pub use super::Output;
 use super::{float_input, int_input, response, to_typed};
-use crate::kernels::math::{exp_nonpos, pair_add, pair_div, pair_scale, round_odd, two_sum};
+use crate::kernels::math::{
+    dd_add, dd_mul, exp_dd, exp_nonpos, pair_add, pair_div, pair_scale, round_odd, two_prod,
+    two_sum,
+};
 use crate::kernels::reduce::{grad_term, sum_f64, CompensatedSum, Plan};
 use losscheck_core::{
     catalogue, Case, Checked, Element, LossError, ParamValue, Reduction, Response,
@@ -291,6 +294,7 @@ impl<'a, T: Element> CrossEntropyArgs<'a, T> {
                             y: yi,
                             h: (1.0 - eps) * w(yi),
                             e,
+                            eps,
                             w: cw,
                             any: w_any,
                         }
@@ -321,6 +325,7 @@ impl<'a, T: Element> CrossEntropyArgs<'a, T> {
                         q: &q[i * c..(i + 1) * c],
                         one_m: 1.0 - eps,
                         e,
+                        eps,
                         w: cw,
                         eps_pos: eps > 0.0,
                     };
@@ -935,6 +940,8 @@ enum Coef<'a, T> {
         y: usize,
         h: f64,
         e: f64,
+        /// ε itself (the double-double path rebuilds e and h from it).
+        eps: f64,
         w: Option<&'a [T]>,
         any: bool,
     },
@@ -943,6 +950,8 @@ enum Coef<'a, T> {
         q: &'a [T],
         one_m: f64,
         e: f64,
+        /// ε itself (the double-double path rebuilds 1 − ε and e from it).
+        eps: f64,
         w: Option<&'a [T]>,
         eps_pos: bool,
     },
@@ -1058,6 +1067,100 @@ impl<T: Element> Coef<'_, T> {
         }
         g[k] = T::from_f64(sc.apply(at_k));
     }
+
+    /// Does some component A·p_j − a_j cancel in f64 by more than 20 bits? Then the f64
+    /// formulas (a few roundings of the terms) are no longer within the conditioning bound
+    /// κ·2⁻⁵³·|g| of DESIGN.md, and the row is redone in double-double. A hard target cannot
+    /// cancel (p_y ≤ 1/2 off the argmax, and the argmax's component is −r·s′); smoothing and
+    /// soft targets can (near-uniform logits, a target equal to the row's own softmax).
+    /// `mags_k` is the size of the argmax's terms, A′ + r·s′.
+    fn cancels(&self, e: &[f64], r: f64, k: usize, at_k: f64, mags_k: f64) -> bool {
+        const LIMIT: f64 = 1.0 / 1_048_576.0; // 2^−20
+        if matches!(self, Coef::Hard { .. }) {
+            return false;
+        }
+        if at_k.abs() < mags_k * LIMIT {
+            return true;
+        }
+        e.iter().enumerate().any(|(j, &ej)| {
+            let x = r * ej;
+            let a = self.a(j);
+            j != k && a != 0.0 && (x - a).abs() < (x + a) * LIMIT
+        })
+    }
+
+    /// The gradient of a finite row (max m) in double-double. With e_j = e^{z_j − m} and
+    /// Z = Σ e_j (to about 2^−100), the numerator A·e_j − a_j·Z is taken in groups that
+    /// cancel on their own: a_c = α·w_c·q_c + β·w_c + h·[c = y] (α = 1 − ε, β = ε/C, h the
+    /// hard target's weight) gives
+    ///   A·e_j − a_j·Z = α·(P·e_j − w_j·q_j·Z) + β·(W·e_j − w_j·Z) + h·(e_j − [j = y]·Z),
+    /// P = Σ w_c·q_c, W = Σ w_c — each bracket is exactly 0 where the structure makes it so
+    /// (equal logits and weights, a uniform target), and otherwise has an absolute error of
+    /// about 2^−100 of its terms. Then one division by Z and the scaling. The cold path taken
+    /// when [`Coef::cancels`].
+    #[cold]
+    fn write_grad_dd(&self, z: &[T], m: f64, g: &mut [T], sc: &Scale) {
+        let c = z.len();
+        let e: Vec<(f64, f64)> = z.iter().map(|v| exp_shift_dd(v.to_f64(), m)).collect();
+        let zs = e.iter().fold((0.0, 0.0), |s, &x| dd_add(s, x));
+        let neg_z = (-zs.0, -zs.1);
+        let (w, eps, q, h) = match *self {
+            Coef::Hard { y, wy } => (None, 0.0, None, Some((y, (wy, 0.0)))),
+            Coef::Smooth { y, eps, w, .. } => {
+                let h = pair_scale(weight_at(w, y), two_sum(1.0, -eps));
+                (w, eps, None, Some((y, h)))
+            }
+            Coef::Soft { q, eps, w, .. } => (w, eps, Some(q), None),
+        };
+        let beta = (eps > 0.0).then(|| pair_div((eps, 0.0), c as f64));
+        let w_sum = (0..c).fold((0.0, 0.0), |s, j| dd_add(s, (weight_at(w, j), 0.0)));
+        // α = 1 − ε and the products w_c·q_c (0 where w_c = 0, whatever q_c holds)
+        let alpha = q.filter(|_| eps < 1.0).map(|q| {
+            let wq: Vec<(f64, f64)> = (0..c)
+                .map(|j| match weight_at(w, j) {
+                    0.0 => (0.0, 0.0),
+                    wj => two_prod(wj, q[j].to_f64()),
+                })
+                .collect();
+            let p = wq.iter().fold((0.0, 0.0), |s, &x| dd_add(s, x));
+            (two_sum(1.0, -eps), p, wq)
+        });
+        for (j, o) in g.iter_mut().enumerate() {
+            let ej = e[j];
+            let mut num = (0.0, 0.0);
+            if let Some((one_m, p, wq)) = &alpha {
+                let d = dd_add(dd_mul(*p, ej), dd_mul(wq[j], neg_z));
+                num = dd_add(num, dd_mul(*one_m, d));
+            }
+            if let Some(b) = beta {
+                let d = dd_add(dd_mul(w_sum, ej), pair_scale(weight_at(w, j), neg_z));
+                num = dd_add(num, dd_mul(b, d));
+            }
+            if let Some((y, hy)) = h {
+                let d = if j == y { dd_add(ej, neg_z) } else { ej };
+                num = dd_add(num, dd_mul(hy, d));
+            }
+            let r = pair_div(num, zs.0);
+            *o = T::from_f64(sc.apply(r.0 + (r.1 - r.0 * (zs.1 / zs.0))));
+        }
+    }
+}
+
+/// e^{x − m} (x ≤ m, m finite; x = −inf gives 0) in double-double, to about 2^−100
+/// relatively: x − m split exactly into d + dl, e^d by [`exp_dd`], the low part as the factor
+/// 1 + dl (its square is below 2^−106). Below e^−1000 it is 0: no gradient component of a row
+/// with Z ≥ 1 can see it.
+fn exp_shift_dd(x: f64, m: f64) -> (f64, f64) {
+    if x == f64::NEG_INFINITY {
+        return (0.0, 0.0);
+    }
+    let (d, dl) = two_sum(x, -m);
+    if d < -1000.0 {
+        return (0.0, 0.0);
+    }
+    let (k, (h, l)) = exp_dd(d);
+    let (h, l) = two_sum(h, l + h * dl);
+    (libm::scalbn(h, k), libm::scalbn(l, k))
 }
 
 /// Max, its first index, and whether the row holds a non-finite value.
@@ -1120,7 +1223,12 @@ fn ce_row_finite<T: Element>(
     };
     if let Some((g, sc)) = grad {
         let r = big_a / (1.0 + sp);
-        a.write_grad(g, &sc, &scratch[..c], r, k, rest - r * sp);
+        let at_k = rest - r * sp;
+        if a.cancels(&scratch[..c], r, k, at_k, rest + r * sp) {
+            a.write_grad_dd(z, m, g, &sc);
+        } else {
+            a.write_grad(g, &sc, &scratch[..c], r, k, at_k);
+        }
     }
     l
 }

@@ -274,10 +274,11 @@ pub fn judge(
 
     // ---- gradients
     let rowwise = case.spec().structure == Structure::Rowwise;
-    let mut kink_of: BTreeMap<(&str, usize), usize> = BTreeMap::new();
+    // (input, index) → (kink group, member)
+    let mut kink_of: BTreeMap<(&str, usize), (usize, usize)> = BTreeMap::new();
     for (g, kg) in oracle.kinks.iter().enumerate() {
-        for m in &kg.members {
-            kink_of.insert((m.input.as_str(), m.index), g);
+        for (mi, m) in kg.members.iter().enumerate() {
+            kink_of.insert((m.input.as_str(), m.index), (g, mi));
         }
     }
     for name in &case.grad {
@@ -303,9 +304,13 @@ pub fn judge(
         // Components at a kink: replace the reference by the selection nearest the subject's
         // answer (θ shared across the group), and record the selection as a fact.
         let mut expected: Vec<Exact> = exact.clone();
+        let mut theta_of: BTreeMap<usize, f64> = BTreeMap::new();
         for (k, e) in expected.iter_mut().enumerate() {
-            if let Some(&g) = kink_of.get(&(name.as_str(), k)) {
-                let (sel, theta) = kink_selection(case, &oracle.kinks[g], resp, name, k);
+            if let Some(&(g, mi)) = kink_of.get(&(name.as_str(), k)) {
+                let theta = *theta_of
+                    .entry(g)
+                    .or_insert_with(|| kink_theta(case.dtype, &oracle.kinks[g], resp));
+                let sel = kink_point(case.dtype, &oracle.kinks[g].members[mi], resp, theta);
                 if sel.rounded != e.rounded {
                     let f = Fact {
                         name: "kink_selection",
@@ -350,79 +355,100 @@ fn is_empty_mean(case: &Case, oracle: &OracleOutput) -> bool {
     losscheck_core::catalogue::is_empty_mean(case, oracle.checked.rows)
 }
 
-/// At a kink, the reference for member `(name, k)`: the point of the Clarke segment (θ shared
-/// by the group) that best explains the subject's answers for the whole group.
-fn kink_selection(
-    case: &Case,
-    g: &losscheck_oracles::KinkGroup,
-    resp: &Response,
-    name: &str,
-    k: usize,
-) -> (Exact, f64) {
-    let dtype = case.dtype;
-    let answer = |input: &str, idx: usize| {
-        resp.grad
-            .get(input)
-            .filter(|t| idx < t.len())
-            .map(|t| t.get_f64(idx))
-    };
-    // The segment's ends as f64 (the enclosures' midpoints: f64's range holds every product of
-    // dtype values here, where the dtype-rounded ends may have overflowed to ±inf).
-    let ends =
-        |m: &losscheck_oracles::KinkMember| (m.lo.enclosure.mid_f64(), m.hi.enclosure.mid_f64());
-    // The point of member m's segment at θ, as the reference for the answer a. f64 cannot
-    // hold lo + θ(hi − lo) exactly (θ itself is rounded), so the reference is the point of
-    // [x − slack, x + slack] ∩ segment nearest a, with slack = 2⁻⁵⁰·max(|lo|, |hi|): the
-    // coupling between members is checked to that relative precision, and an answer on the
-    // segment at its own θ is matched exactly.
-    let point = |m: &losscheck_oracles::KinkMember, theta: f64, a: Option<f64>| -> f64 {
-        let (lo, hi) = ends(m);
-        let x = lo + theta * (hi - lo);
-        let slack = lo.abs().max(hi.abs()) * losscheck_core::dtype::pow2(-50);
-        let (smin, smax) = (lo.min(hi), lo.max(hi));
-        let (el, eh) = ((x - slack).max(smin), (x + slack).min(smax));
-        match a {
-            Some(a) if a.is_finite() && el <= eh => dtype.round(a.clamp(el, eh)),
-            _ => dtype.round(x),
-        }
-    };
-    // candidate θ from every member's answer
-    let mut candidates = vec![0.0, 0.5, 1.0];
+/// A subject's gradient answer for `input[idx]`, if it sent one.
+fn kink_answer(resp: &Response, input: &str, idx: usize) -> Option<f64> {
+    resp.grad
+        .get(input)
+        .filter(|t| idx < t.len())
+        .map(|t| t.get_f64(idx))
+}
+
+/// A member's Clarke segment ends as f64 (the enclosures' midpoints: f64's range holds every
+/// product of dtype values here, where the dtype-rounded ends may have overflowed to ±inf).
+fn kink_ends(m: &losscheck_oracles::KinkMember) -> (f64, f64) {
+    (m.lo.enclosure.mid_f64(), m.hi.enclosure.mid_f64())
+}
+
+/// The point of member m's segment at θ, as the reference for the answer a. f64 cannot hold
+/// lo + θ(hi − lo) exactly (θ itself is rounded), so the reference is the point of
+/// [x − slack, x + slack] ∩ segment nearest a, with slack = 2⁻⁵⁰·max(|lo|, |hi|): the coupling
+/// between members is checked to that relative precision, and an answer on the segment at its
+/// own θ is matched exactly.
+fn kink_member_point(
+    dtype: Dtype,
+    m: &losscheck_oracles::KinkMember,
+    theta: f64,
+    a: Option<f64>,
+) -> f64 {
+    let (lo, hi) = kink_ends(m);
+    let x = lo + theta * (hi - lo);
+    let slack = lo.abs().max(hi.abs()) * losscheck_core::dtype::pow2(-50);
+    let (smin, smax) = (lo.min(hi), lo.max(hi));
+    let (el, eh) = ((x - slack).max(smin), (x + slack).min(smax));
+    match a {
+        Some(a) if a.is_finite() && el <= eh => dtype.round(a.clamp(el, eh)),
+        _ => dtype.round(x),
+    }
+}
+
+/// Most candidate θ a kink group tries (besides 0, ½ and 1): a group of m members costs
+/// O(m) per candidate, and a row of C = 32,000 tied scores is one group.
+const MAX_THETA_CANDIDATES: usize = 64;
+
+/// At a kink group, the θ (shared by the group) whose points of the Clarke segments best
+/// explain the subject's answers for the whole group: the smallest worst-member error in
+/// ulps, over θ ∈ {0, ½, 1} and the θ each member's answer implies (distinct values; beyond
+/// [`MAX_THETA_CANDIDATES`] of them, evenly spaced ones — answers that disagree on θ that
+/// much are wrong for most of any shared θ anyway).
+fn kink_theta(dtype: Dtype, g: &losscheck_oracles::KinkGroup, resp: &Response) -> f64 {
+    let mut implied: Vec<f64> = Vec::new();
     for m in &g.members {
-        if let Some(a) = answer(&m.input, m.index) {
-            let (lo, hi) = ends(m);
+        if let Some(a) = kink_answer(resp, &m.input, m.index) {
+            let (lo, hi) = kink_ends(m);
             if hi != lo && a.is_finite() && lo.is_finite() && hi.is_finite() {
-                candidates.push(((a - lo) / (hi - lo)).clamp(0.0, 1.0));
+                implied.push(((a - lo) / (hi - lo)).clamp(0.0, 1.0));
             }
         }
+    }
+    implied.sort_by(f64::total_cmp);
+    implied.dedup();
+    if implied.len() > MAX_THETA_CANDIDATES {
+        let n = implied.len();
+        implied = (0..MAX_THETA_CANDIDATES)
+            .map(|i| implied[i * (n - 1) / (MAX_THETA_CANDIDATES - 1)])
+            .collect();
     }
     let cost = |theta: f64| -> f64 {
         g.members
             .iter()
-            .map(|m| match answer(&m.input, m.index) {
-                Some(a) => dtype.ulps(a, point(m, theta, Some(a))),
+            .map(|m| match kink_answer(resp, &m.input, m.index) {
+                Some(a) => dtype.ulps(a, kink_member_point(dtype, m, theta, Some(a))),
                 None => 0.0,
             })
             .fold(0.0, f64::max)
     };
     let mut best = (f64::INFINITY, 0.5);
-    for &t in &candidates {
+    for t in [0.0, 0.5, 1.0].into_iter().chain(implied) {
         let c = cost(t);
         if c < best.0 {
             best = (c, t);
         }
     }
-    let me = g
-        .members
-        .iter()
-        .find(|m| m.input == name && m.index == k)
-        .expect("kink member");
-    let theta = best.1;
-    let r = point(me, theta, answer(name, k));
+    best.1
+}
+
+/// The reference for member `me` of a kink group at the group's θ.
+fn kink_point(
+    dtype: Dtype,
+    me: &losscheck_oracles::KinkMember,
+    resp: &Response,
+    theta: f64,
+) -> Exact {
+    let r = kink_member_point(dtype, me, theta, kink_answer(resp, &me.input, me.index));
     let mut e = me.lo.clone();
     e.rounded = r;
     e.hard = None;
-    (e, theta)
+    e
 }
 
 /// Per-component judgement: worst component decides.

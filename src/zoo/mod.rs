@@ -8,6 +8,7 @@
 //! everywhere.
 
 pub mod classification;
+pub mod preference;
 pub mod regression;
 
 use crate::check::compare::Verdict;
@@ -34,6 +35,7 @@ pub fn entries() -> Vec<&'static ZooEntry> {
     regression::ENTRIES
         .iter()
         .chain(classification::ENTRIES)
+        .chain(preference::ENTRIES)
         .collect()
 }
 
@@ -97,17 +99,45 @@ pub(crate) type Term = fn(f32, f32, usize, &Case) -> (f32, f32);
 /// then the reduction with `flaws`. A `target` gradient, when asked (regression), is −dloss/dx
 /// (every regression loss depends on x − t).
 pub(crate) fn naive(case: &Case, f: Term, flaws: Flaws) -> Result<Response, LossError> {
-    let checked = catalogue::validate(case)?;
-    let x = case.spec().grads[0];
-    let xs = case
-        .inputs
-        .get(x)
-        .and_then(Tensor::f)
-        .ok_or_else(|| LossError::invalid(format!("missing input {x}")))?;
+    let spec = case.spec();
+    let x = spec.grads[0];
+    let xs = float_input(case, x)?;
     let t = case
         .inputs
         .get("target")
         .ok_or_else(|| LossError::invalid("missing input target"))?;
+    let sign: Vec<f32> = spec
+        .grads
+        .iter()
+        .map(|g| if *g == "target" { -1.0 } else { 1.0 })
+        .collect();
+    naive_terms(case, flaws, &|i| {
+        let (l, d) = f(xs[i] as f32, t.get_f64(i) as f32, i, case);
+        (
+            l,
+            [sign[0] * d, sign.get(1).map_or(0.0, |s| s * d), 0.0, 0.0],
+        )
+    })
+}
+
+/// A float input's data, or an error naming it.
+pub(crate) fn float_input<'a>(case: &'a Case, name: &str) -> Result<&'a [f64], LossError> {
+    case.inputs
+        .get(name)
+        .and_then(Tensor::f)
+        .ok_or_else(|| LossError::invalid(format!("missing input {name}")))
+}
+
+/// The per-element term of an elementwise loss of several inputs: element i's loss and its
+/// derivatives by the catalogue's differentiable inputs (`spec.grads`, in order; up to four).
+pub(crate) type TermAt<'a> = dyn Fn(usize) -> (f32, [f32; 4]) + 'a;
+
+/// [`naive`] for any elementwise loss: `term(i)` for every element (skipped where the mask or
+/// weight is 0, unless `flaws` multiplies), then the reduction with `flaws`.
+pub(crate) fn naive_terms(case: &Case, flaws: Flaws, term: &TermAt) -> Result<Response, LossError> {
+    let checked = catalogue::validate(case)?;
+    let spec = case.spec();
+    let xs = float_input(case, spec.grads[0])?;
     let n = xs.len();
     let w = |i: usize| {
         case.inputs
@@ -130,16 +160,16 @@ pub(crate) fn naive(case: &Case, f: Term, flaws: Flaws) -> Result<Response, Loss
         }
     };
     let mut terms = vec![0f32; n];
-    let mut dterms = vec![0f32; n];
+    let mut dterms = vec![[0f32; 4]; n];
     let (mut num, mut den) = (0f32, 0f32);
     for i in 0..n {
         let (mi, wi) = (m(i), w(i));
         if !flaws.mask_by_multiply && (mi == 0.0 || wi == 0.0) {
             continue;
         }
-        let (l, d) = f(xs[i] as f32, t.get_f64(i) as f32, i, case);
+        let (l, d) = term(i);
         terms[i] = mi * wi * l;
-        dterms[i] = mi * wi * d;
+        dterms[i] = d.map(|d| mi * wi * d);
         num = acc_round(num + terms[i]);
         den = acc_round(den + mi * wi);
     }
@@ -161,7 +191,9 @@ pub(crate) fn naive(case: &Case, f: Term, flaws: Flaws) -> Result<Response, Loss
     );
     let mut grad = std::collections::BTreeMap::new();
     for name in &case.grad {
-        let sign = if name == "target" { -1.0 } else { 1.0 };
+        let Some(gi) = spec.grads.iter().position(|g| g == name) else {
+            continue;
+        };
         let g: Vec<f64> = (0..n)
             .map(|i| {
                 let c = match (reduction, cot) {
@@ -169,7 +201,7 @@ pub(crate) fn naive(case: &Case, f: Term, flaws: Flaws) -> Result<Response, Loss
                     (_, Some(c)) => c[0] as f32,
                     _ => 1.0,
                 };
-                dt.round((sign * dterms[i] * scale * c) as f64)
+                dt.round((dterms[i][gi] * scale * c) as f64)
             })
             .collect();
         grad.insert(

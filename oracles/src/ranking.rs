@@ -225,7 +225,7 @@ impl Local {
 }
 
 /// κ = Σ|t| / |Σ t| of one element's terms, bounded above (1 when nothing cancels).
-fn kappa_of(terms: &[Ival], prec: u32) -> f64 {
+pub(crate) fn kappa_of(terms: &[Ival], prec: u32) -> f64 {
     if terms.iter().any(|t| t.is_nan() || !t.is_finite()) {
         return 1.0;
     }

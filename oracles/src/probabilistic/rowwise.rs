@@ -506,6 +506,9 @@ fn distill_row(
         };
         let ga = signed_sum(prec, &[(&t[*ka], false), (&t[r], true)]).div(tau);
         let gb = signed_sum(prec, &[(&s[*kb], false), (&s[r], true)]).div(tau);
+        if *ka == r && !(gb.hi > 1) {
+            close_terms(t, s, r, &dvec, tau, tau2, reverse, prec, &mut terms);
+        } else {
         let (la, lb) = (lam(t, *ka), lam(s, *kb));
         let w = if reverse { &q } else { &p };
         for j in 0..c {
@@ -520,6 +523,7 @@ fn distill_row(
             if !x.is_zero() {
                 terms.push(if neg { x.neg() } else { x }.mul(tau2));
             }
+        }
         }
     } else {
         // special rows (a one-hot side): Σ over the first distribution's support
@@ -628,5 +632,116 @@ fn distill_row(
         terms,
         d: vec![d],
         kappa: vec![kap],
+    }
+}
+
+/// The value's pieces of a general row whose student is close to the teacher at the teacher's
+/// maximum r (both shifted there, (s_kb − s_r)/T ≤ 1): with v_c = −D_c and
+/// m = Σ_c (e^{y_c} − e^{x_c})/(1 + S_a) (so 1 + m = (1 + S_b)/(1 + S_a)),
+/// KL(P‖Q) = Σ_c P_c·φ(v_c) − ψ(m) + m₀ and
+/// KL(Q‖P) = (Σ_c P_c·χ(v_c) + m₁)/(1 + m) − ω(m), with φ(v) = expm1(v) − v,
+/// ψ(m) = m − log1p(m), χ(v) = (v − 1)·e^v + 1, ω(m) = log1p(m) − m/(1 + m) (all ≥ 0 and of
+/// second order), m₀ the student mass where the teacher has none, m₁ the teacher mass where
+/// the student has none: no first-order cancellation (student ≈ teacher, huge T).
+#[allow(clippy::too_many_arguments)]
+fn close_terms(
+    t: &[Ival],
+    s: &[Ival],
+    r: usize,
+    dvec: &[Option<Ival>],
+    tau: &Ival,
+    tau2: &Ival,
+    reverse: bool,
+    prec: u32,
+    terms: &mut Vec<Ival>,
+) {
+    let c = t.len();
+    let one = Ival::one(prec);
+    let e_at = |z: &[Ival], j: usize| -> Option<Ival> {
+        (!is_inf(&z[j], false))
+            .then(|| signed_sum(prec, &[(&z[j], false), (&z[r], true)]).div(tau).exp())
+    };
+    let ex: Vec<Option<Ival>> = (0..c).map(|j| e_at(t, j)).collect();
+    let ey: Vec<Option<Ival>> = (0..c).map(|j| e_at(s, j)).collect();
+    let mut sa = Ival::zero(prec);
+    for (j, e) in ex.iter().enumerate() {
+        if let (Some(e), true) = (e, j != r) {
+            sa.add_assign(e);
+        }
+    }
+    let one_a = one.add(&sa);
+    let mut m = Ival::zero(prec);
+    let mut m01 = Ival::zero(prec);
+    let mut second = Vec::new();
+    for j in 0..c {
+        match (&ex[j], &ey[j], &dvec[j]) {
+            (Some(exj), Some(eyj), Some(d)) => {
+                if d.is_zero() {
+                    continue;
+                }
+                let v = d.neg();
+                let small = !(d.lo < -1 || d.hi > 1);
+                let pj = exj.div(&one_a);
+                let (mj, wj) = if small {
+                    let u = v.expm1();
+                    let w = if reverse {
+                        // χ(v) = (v − 1)·e^v + 1
+                        v.sub(&one).mul(&v.exp()).add(&one)
+                    } else {
+                        u.sub(&v)
+                    };
+                    (pj.mul(&u), pj.mul(&w))
+                } else {
+                    let mj = eyj.sub(exj).div(&one_a);
+                    let w = if reverse {
+                        v.sub(&one).mul(eyj).add(exj).div(&one_a)
+                    } else {
+                        mj.add(&pj.mul(d))
+                    };
+                    (mj, w)
+                };
+                m.add_assign(&mj);
+                second.push(wj);
+            }
+            (None, Some(eyj), _) => {
+                let x = eyj.div(&one_a);
+                m.add_assign(&x);
+                if !reverse {
+                    m01.add_assign(&x);
+                }
+            }
+            (Some(exj), None, _) => {
+                let x = exj.div(&one_a);
+                m = m.sub(&x);
+                if reverse {
+                    m01.add_assign(&x);
+                }
+            }
+            _ => {}
+        }
+    }
+    let one_m = one.add(&m);
+    if reverse {
+        for w in second {
+            terms.push(w.div(&one_m).mul(tau2));
+        }
+        if !m01.is_zero() {
+            terms.push(m01.div(&one_m).mul(tau2));
+        }
+        if !m.is_zero() {
+            let omega = m.log1p().sub(&m.div(&one_m));
+            terms.push(omega.neg().mul(tau2));
+        }
+    } else {
+        for w in second {
+            terms.push(w.mul(tau2));
+        }
+        if !m01.is_zero() {
+            terms.push(m01.mul(tau2));
+        }
+        if !m.is_zero() {
+            let psi = m.sub(&m.log1p());
+            terms.push(psi.neg().mul(tau2));
+        }
     }
 }

@@ -674,6 +674,8 @@ fn distill_row<T: Element>(
         let (wv, one_w) = if reverse { (&w.eb, one_b) } else { (&w.ea, one_a) };
         let value = if infinite {
             (f64::INFINITY, 0.0)
+        } else if close {
+            close_value(t, s, &w.ea, &w.eb, &w.d, one_a, delta, reverse, tau2)
         } else {
             let mut acc = CompensatedSum::new();
             for j in 0..c {
@@ -766,6 +768,121 @@ fn distill_row<T: Element>(
         g.fill(0.0);
     }
     value
+}
+
+/// Σ_{n≥2} a_n·x^n by Horner from a_2.
+#[inline(always)]
+fn series(x: f64, a: impl Fn(usize) -> f64, top: usize) -> f64 {
+    let mut s = 0.0;
+    for n in (2..=top).rev() {
+        s = s * x + a(n);
+    }
+    s * x * x
+}
+
+/// 1/n! for n ≤ 24.
+fn inv_fact(n: usize) -> f64 {
+    let mut f = 1.0;
+    for k in 2..=n {
+        f *= k as f64;
+    }
+    1.0 / f
+}
+
+/// ψ(m) = m − log1p(m) ≥ 0 (m > −1), the series Σ (−1)^n m^n/n for |m| ≤ ¼.
+fn psi(m: f64) -> f64 {
+    if m.abs() <= 0.25 {
+        series(m, |n| if n % 2 == 0 { 1.0 / n as f64 } else { -1.0 / n as f64 }, 30)
+    } else {
+        m - libm::log1p(m)
+    }
+}
+
+/// ω(m) = log1p(m) − m/(1 + m) ≥ 0, the series Σ (−1)^n (n − 1)/n·m^n for |m| ≤ ¼.
+fn omega(m: f64) -> f64 {
+    if m.abs() <= 0.25 {
+        series(
+            m,
+            |n| {
+                let a = (n - 1) as f64 / n as f64;
+                if n % 2 == 0 {
+                    a
+                } else {
+                    -a
+                }
+            },
+            32,
+        )
+    } else {
+        libm::log1p(m) - m / (1.0 + m)
+    }
+}
+
+/// χ(v) = (v − 1)·e^v + 1 ≥ 0, the series Σ (n − 1)/n!·v^n for |v| ≤ ½.
+fn chi(v: f64) -> f64 {
+    if v.abs() <= 0.5 {
+        series(v, |n| (n - 1) as f64 * inv_fact(n), 22)
+    } else {
+        (v - 1.0) * libm::exp(v) + 1.0
+    }
+}
+
+/// The value of a close general row (the oracle's `close_terms`): T²·(Σ P_c·φ(v_c) − ψ(m) + m₀)
+/// forward, T²·((Σ P_c·χ(v_c) + m₁)/(1 + m) − ω(m)) reverse, v = −D, m = ΔS/(1 + S_a).
+#[allow(clippy::too_many_arguments)]
+fn close_value(
+    t: &[f64],
+    s: &[f64],
+    ea: &[f64],
+    eb: &[f64],
+    d: &[Pair],
+    one_a: f64,
+    delta: f64,
+    reverse: bool,
+    tau2: f64,
+) -> Pair {
+    let m = delta / one_a;
+    let mut acc = CompensatedSum::new();
+    let mut m01 = CompensatedSum::new();
+    for j in 0..t.len() {
+        let (tf, sf) = (t[j] > f64::NEG_INFINITY, s[j] > f64::NEG_INFINITY);
+        if tf && sf {
+            let (dh, dl) = d[j];
+            if dh == 0.0 {
+                continue;
+            }
+            let (vh, vl) = (-dh, -dl);
+            let pj = ea[j] / one_a;
+            let w = if dh.abs() <= 1.0 {
+                if reverse {
+                    // χ(v) + χ′(v)·v_lo, χ′(v) = v·e^v
+                    pj * (chi(vh) + vh * libm::exp(vh) * vl)
+                } else {
+                    // φ(v) + φ′(v)·v_lo, φ′(v) = expm1(v)
+                    pj * (expm1_minus_x(vh) + libm::expm1(vh) * vl)
+                }
+            } else if reverse {
+                ((vh - 1.0) * eb[j] + ea[j]) / one_a
+            } else {
+                (eb[j] - ea[j]) / one_a + pj * dh
+            };
+            acc.add_lane(j, w);
+        } else if sf && !reverse {
+            m01.add_lane(j, eb[j] / one_a);
+        } else if tf && reverse {
+            m01.add_lane(j, ea[j] / one_a);
+        }
+    }
+    let v = if reverse {
+        let (a, b) = (acc.total(), m01.total());
+        let (h, l) = pair_add((a + b) / (1.0 + m), -omega(m));
+        (h, l)
+    } else {
+        let (h, l) = acc.total_pair();
+        let (h2, l2) = pair_add(h, m01.total() - psi(m));
+        (h2, l2 + l)
+    };
+    pair_scale(tau2, v)
 }
 
 /// e^{−(hi + lo)} − 1 for |hi| ≤ 1: expm1(−hi) − lo·e^{−hi}.

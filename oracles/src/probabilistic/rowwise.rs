@@ -44,7 +44,9 @@
 //! — `kl_div`'s `batchmean`); each row's additive terms enter it separately so κ counts them.
 
 use crate::ival::Ival;
-use crate::ranking::{exact_mul, input, kappa_of, logistic, param, signed_sum, wants};
+use crate::ranking::{exact_mul, input, kappa_of, lift, logistic, param, signed_sum, wants};
+use crate::round::{round_enclosure, Decided};
+use crate::MAX_PREC;
 use crate::reduce::Reducer;
 use crate::{Inputs, Raw};
 use losscheck_core::{Case, Checked, LossError, ParamValue, Reduction};
@@ -66,7 +68,7 @@ fn run_rows(
     rows: usize,
     prec: u32,
     names: &[(&str, usize)],
-    mut row: impl FnMut(usize, &[bool]) -> RowLocal,
+    mut row: impl FnMut(usize, &[bool], u32) -> RowLocal,
 ) -> Result<Raw, LossError> {
     let want: Vec<bool> = names.iter().map(|(n, _)| wants(case, n)).collect();
     let mut red = Reducer::new(case, inputs, rows, prec)?;
@@ -82,11 +84,46 @@ fn run_rows(
         .map(|(&(_, w), &on)| if on { vec![1.0; rows * w] } else { Vec::new() })
         .collect();
     let mut kappa_none = if none { vec![1.0; rows] } else { Vec::new() };
+    // exact inputs only (a finite-difference check's perturbed reals never round to one value)
+    let exact = inputs
+        .values()
+        .all(|v| v.iter().all(|x| x.is_point() || x.is_nan()));
     for i in 0..rows {
         if !red.is_active(i) {
             continue;
         }
-        let RowLocal { terms, d, kappa } = row(i, &want);
+        // adaptive precision per row: a row whose outputs do not round to one dtype value at
+        // `prec` is recomputed alone at doubled precision (up to the cap), so one hard row does
+        // not send a whole long batch to 2048 bits
+        let mut p = prec;
+        let (RowLocal { terms, d, kappa }, scaled) = loop {
+            let local = row(i, &want, p);
+            let scaled: Vec<Vec<Ival>> = local
+                .d
+                .iter()
+                .enumerate()
+                .map(|(k, dk)| {
+                    if want[k] {
+                        dk.iter().map(|x| red.grad(i, x.clone())).collect()
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect();
+            let decided = |iv: &Ival, dt| matches!(round_enclosure(iv, dt), Decided::One(_));
+            let mut ok = scaled.iter().flatten().all(|g| decided(g, case.dtype));
+            if ok && none {
+                let mut s = Ival::zero(p);
+                for t in &local.terms {
+                    s.add_assign(t);
+                }
+                ok = decided(&s, case.out_dtype);
+            }
+            if ok || !exact || p >= MAX_PREC {
+                break (local, scaled);
+            }
+            p *= 2;
+        };
         if none {
             kappa_none[i] = kappa_of(&terms, prec);
             let mut s = Ival::zero(prec);
@@ -101,13 +138,14 @@ fn run_rows(
                 red.add_value(i, t);
             }
         }
-        for (k, dk) in d.into_iter().enumerate() {
+        let _ = d;
+        for (k, dk) in scaled.into_iter().enumerate() {
             if !want[k] {
                 continue;
             }
             let w = names[k].1;
             for (j, x) in dk.into_iter().enumerate() {
-                g[k][i * w + j] = red.grad(i, x);
+                g[k][i * w + j] = x;
             }
             if let Some(kk) = kappa.get(k) {
                 for (j, &x) in kk.iter().enumerate() {
@@ -137,6 +175,11 @@ fn run_rows(
     })
 }
 
+/// A row's enclosures at precision at least `prec`.
+fn lift_row(x: &[Ival], prec: u32) -> Vec<Ival> {
+    x.iter().map(|v| lift(v, prec)).collect()
+}
+
 fn flag(case: &Case, name: &str) -> bool {
     matches!(case.params.get(name), Some(ParamValue::Bool(true)))
 }
@@ -164,7 +207,9 @@ pub(super) fn kl_div(
     let lq = input(case, inputs, "input", n * c)?;
     let tg = input(case, inputs, "target", n * c)?;
     let log_target = flag(case, "log_target");
-    run_rows(case, inputs, n, prec, &[("input", c)], |i, want| {
+    run_rows(case, inputs, n, prec, &[("input", c)], |i, want, prec| {
+        let lq = lift_row(&lq[i * c..(i + 1) * c], prec);
+        let tg = lift_row(&tg[i * c..(i + 1) * c], prec);
         let mut terms = Vec::with_capacity(c);
         let mut d = if want[0] {
             vec![Ival::zero(prec); c]
@@ -172,7 +217,7 @@ pub(super) fn kl_div(
             Vec::new()
         };
         for j in 0..c {
-            let (t, q) = (&tg[i * c + j], &lq[i * c + j]);
+            let (t, q) = (&tg[j], &lq[j]);
             let absent = if log_target {
                 t.is_point() && t.lo.is_infinite() && t.lo.is_sign_negative()
             } else {
@@ -226,12 +271,13 @@ pub(super) fn brier(
     if y.len() != n {
         return Err(LossError::internal("brier: target length"));
     }
-    let one = Ival::one(prec);
-    run_rows(case, inputs, n, prec, &[("prob", c)], |i, want| {
+    run_rows(case, inputs, n, prec, &[("prob", c)], |i, want, prec| {
+        let one = Ival::one(prec);
+        let p = lift_row(&p[i * c..(i + 1) * c], prec);
         let mut terms = Vec::with_capacity(c);
         let mut d = Vec::new();
         for j in 0..c {
-            let pj = &p[i * c + j];
+            let pj = &p[j];
             let r = if y[i] == j as i64 {
                 signed_sum(prec, &[(pj, false), (&one, true)])
             } else {
@@ -264,15 +310,18 @@ pub(super) fn neg_elbo(
     let z = input(case, inputs, "recon_logits", n * dd)?;
     let mu = input(case, inputs, "mu", n * kk)?;
     let lv = input(case, inputs, "logvar", n * kk)?;
-    let beta = Ival::point(prec, param(case, "beta")?);
-    let half_beta = beta.mul_2si(-1);
-    let one = Ival::one(prec);
+    let beta_f = param(case, "beta")?;
     let names = [("recon_logits", dd), ("mu", kk), ("logvar", kk)];
-    run_rows(case, inputs, n, prec, &names, |i, want| {
+    run_rows(case, inputs, n, prec, &names, |i, want, prec| {
+        let beta = Ival::point(prec, beta_f);
+        let half_beta = beta.mul_2si(-1);
+        let one = Ival::one(prec);
+        let (x, z) = (lift_row(&x[i * dd..(i + 1) * dd], prec), lift_row(&z[i * dd..(i + 1) * dd], prec));
+        let (mu, lv) = (lift_row(&mu[i * kk..(i + 1) * kk], prec), lift_row(&lv[i * kk..(i + 1) * kk], prec));
         let mut terms = Vec::with_capacity(2 * dd + 2 * kk);
         let mut dz = Vec::new();
         for j in 0..dd {
-            let (xj, zj) = (&x[i * dd + j], &z[i * dd + j]);
+            let (xj, zj) = (&x[j], &z[j]);
             if xj.is_nan() || zj.is_nan() {
                 terms.push(Ival::nan(prec));
                 if want[0] {
@@ -295,7 +344,7 @@ pub(super) fn neg_elbo(
         }
         let (mut dm, mut dl) = (Vec::new(), Vec::new());
         for j in 0..kk {
-            let (m, v) = (&mu[i * kk + j], &lv[i * kk + j]);
+            let (m, v) = (&mu[j], &lv[j]);
             if beta.is_zero() {
                 if want[1] {
                     dm.push(Ival::zero(prec));
@@ -414,13 +463,14 @@ pub(super) fn distill_kl(
     let c = checked.dim("C");
     let st = input(case, inputs, "student", n * c)?;
     let te = input(case, inputs, "teacher", n * c)?;
-    let tau = Ival::point(prec, param(case, "temperature")?);
-    let tau2 = exact_mul(prec, &tau, &tau);
+    let tau_f = param(case, "temperature")?;
     let reverse = matches!(case.params.get("direction"), Some(ParamValue::Str(s)) if s == "reverse");
-    run_rows(case, inputs, n, prec, &[("student", c)], |i, want| {
-        let s = &st[i * c..(i + 1) * c];
-        let t = &te[i * c..(i + 1) * c];
-        distill_row(t, s, &tau, &tau2, reverse, want[0], prec)
+    run_rows(case, inputs, n, prec, &[("student", c)], |i, want, prec| {
+        let tau = Ival::point(prec, tau_f);
+        let tau2 = exact_mul(prec, &tau, &tau);
+        let s = lift_row(&st[i * c..(i + 1) * c], prec);
+        let t = lift_row(&te[i * c..(i + 1) * c], prec);
+        distill_row(&t, &s, &tau, &tau2, reverse, want[0], prec)
     })
 }
 

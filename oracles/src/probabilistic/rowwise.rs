@@ -486,7 +486,28 @@ fn nan_row(c: usize, want: bool, prec: u32) -> RowLocal {
     }
 }
 
+/// One row. The reverse value is the forward one with the roles swapped (so its reference class
+/// is the student's largest logit); the reverse gradient's D is referenced there too.
 fn distill_row(
+    t: &[Ival],
+    s: &[Ival],
+    tau: &Ival,
+    tau2: &Ival,
+    reverse: bool,
+    want: bool,
+    prec: u32,
+) -> RowLocal {
+    if !reverse {
+        return distill_dir(t, s, tau, tau2, false, want, prec);
+    }
+    let terms = distill_dir(s, t, tau, tau2, false, false, prec).terms;
+    RowLocal {
+        terms,
+        ..distill_dir(t, s, tau, tau2, true, want, prec)
+    }
+}
+
+fn distill_dir(
     t: &[Ival],
     s: &[Ival],
     tau: &Ival,
@@ -511,10 +532,12 @@ fn distill_row(
     let (first, second) = if reverse { (&lq, &lp) } else { (&lp, &lq) };
     let infinite = (0..c).any(|j| first[j].is_some() && second[j].is_none());
     // the reference class r: the largest teacher logit among classes where both are finite
+    // (the student's for the reverse gradient)
     let both_finite = |j: usize| t[j].is_finite() && s[j].is_finite();
+    let lead = if reverse { s } else { t };
     let mut r: Option<usize> = None;
     for j in (0..c).filter(|&j| both_finite(j)) {
-        if r.is_none_or(|rr| t[j].lo > t[rr].lo) {
+        if r.is_none_or(|rr| lead[j].lo > lead[rr].lo) {
             r = Some(j);
         }
     }
@@ -538,7 +561,9 @@ fn distill_row(
     let same = general
         && (0..c).all(|j| lp[j].is_some() == lq[j].is_some())
         && dvec.iter().all(|x| x.as_ref().is_none_or(Ival::is_zero));
-    if infinite {
+    if reverse {
+        // (the value comes from the swapped forward computation)
+    } else if infinite {
         terms.push(inf.clone());
     } else if same {
         terms.push(zero.clone());
@@ -557,7 +582,7 @@ fn distill_row(
         let ga = signed_sum(prec, &[(&t[*ka], false), (&t[r], true)]).div(tau);
         let gb = signed_sum(prec, &[(&s[*kb], false), (&s[r], true)]).div(tau);
         if *ka == r && !(gb.hi > 1) {
-            close_terms(t, s, r, &dvec, tau, tau2, reverse, prec, &mut terms);
+            close_terms(t, s, r, &dvec, tau, tau2, prec, &mut terms);
         } else {
         let (la, lb) = (lam(t, *ka), lam(s, *kb));
         let w = if reverse { &q } else { &p };
@@ -688,11 +713,10 @@ fn distill_row(
 /// The value's pieces of a general row whose student is close to the teacher at the teacher's
 /// maximum r (both shifted there, (s_kb − s_r)/T ≤ 1): with v_c = −D_c and
 /// m = Σ_c (e^{y_c} − e^{x_c})/(1 + S_a) (so 1 + m = (1 + S_b)/(1 + S_a)),
-/// KL(P‖Q) = Σ_c P_c·φ(v_c) − ψ(m) + m₀ and
-/// KL(Q‖P) = (Σ_c P_c·χ(v_c) + m₁)/(1 + m) − ω(m), with φ(v) = expm1(v) − v,
-/// ψ(m) = m − log1p(m), χ(v) = (v − 1)·e^v + 1, ω(m) = log1p(m) − m/(1 + m) (all ≥ 0 and of
-/// second order), m₀ the student mass where the teacher has none, m₁ the teacher mass where
-/// the student has none: no first-order cancellation (student ≈ teacher, huge T).
+/// KL(P‖Q) = Σ_c P_c·φ(v_c) − ψ(m) + m₀ with φ(v) = expm1(v) − v and ψ(m) = m − log1p(m)
+/// (both ≥ 0 and of second order), m₀ the student mass where the teacher has none: no
+/// first-order cancellation (student ≈ teacher, huge T). The reverse direction is this with
+/// the roles swapped.
 #[allow(clippy::too_many_arguments)]
 fn close_terms(
     t: &[Ival],
@@ -701,7 +725,6 @@ fn close_terms(
     dvec: &[Option<Ival>],
     tau: &Ival,
     tau2: &Ival,
-    reverse: bool,
     prec: u32,
     terms: &mut Vec<Ival>,
 ) {
@@ -734,20 +757,11 @@ fn close_terms(
                 let pj = exj.div(&one_a);
                 let (mj, wj) = if small {
                     let u = v.expm1();
-                    let w = if reverse {
-                        // χ(v) = (v − 1)·e^v + 1
-                        v.sub(&one).mul(&v.exp()).add(&one)
-                    } else {
-                        u.sub(&v)
-                    };
+                    let w = u.sub(&v);
                     (pj.mul(&u), pj.mul(&w))
                 } else {
                     let mj = eyj.sub(exj).div(&one_a);
-                    let w = if reverse {
-                        v.sub(&one).mul(eyj).add(exj).div(&one_a)
-                    } else {
-                        mj.add(&pj.mul(d))
-                    };
+                    let w = mj.add(&pj.mul(d));
                     (mj, w)
                 };
                 m.add_assign(&mj);
@@ -756,42 +770,22 @@ fn close_terms(
             (None, Some(eyj), _) => {
                 let x = eyj.div(&one_a);
                 m.add_assign(&x);
-                if !reverse {
-                    m01.add_assign(&x);
-                }
+                m01.add_assign(&x);
             }
             (Some(exj), None, _) => {
-                let x = exj.div(&one_a);
-                m = m.sub(&x);
-                if reverse {
-                    m01.add_assign(&x);
-                }
+                m = m.sub(&exj.div(&one_a));
             }
             _ => {}
         }
     }
-    let one_m = one.add(&m);
-    if reverse {
-        for w in second {
-            terms.push(w.div(&one_m).mul(tau2));
-        }
-        if !m01.is_zero() {
-            terms.push(m01.div(&one_m).mul(tau2));
-        }
-        if !m.is_zero() {
-            let omega = m.log1p().sub(&m.div(&one_m));
-            terms.push(omega.neg().mul(tau2));
-        }
-    } else {
-        for w in second {
-            terms.push(w.mul(tau2));
-        }
-        if !m01.is_zero() {
-            terms.push(m01.mul(tau2));
-        }
-        if !m.is_zero() {
-            let psi = m.sub(&m.log1p());
-            terms.push(psi.neg().mul(tau2));
-        }
+    for w in second {
+        terms.push(w.mul(tau2));
+    }
+    if !m01.is_zero() {
+        terms.push(m01.mul(tau2));
+    }
+    if !m.is_zero() {
+        let psi = m.sub(&m.log1p());
+        terms.push(psi.neg().mul(tau2));
     }
 }

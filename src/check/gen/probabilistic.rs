@@ -34,17 +34,19 @@ use proptest::sample::select;
 /// The losses with generators here.
 pub const LOSSES: [&str; 4] = ["kl_div", "distill_kl", "neg_elbo", "brier"];
 
-/// The regimes and their weights (per mille). Long batches are rare: the oracle works per
-/// element in MPFR.
+/// The regimes and their weights (per ten thousand). Long batches are rare — 4 in 10,000, about
+/// four per default campaign — because the oracle works per element in MPFR and one batch of
+/// up to 2^17 rows costs as much as thousands of ordinary cases (measured: at 1 per mille they
+/// were most of the suite's time).
 pub const REGIMES: &[(Regime, u32)] = &[
-    (Regime::Typical, 240),
-    (Regime::BitUniform, 100),
-    (Regime::Extreme, 260),
-    (Regime::Masked, 90),
-    (Regime::Weighted, 90),
-    (Regime::Shapes, 60),
-    (Regime::Kinks, 159),
-    (Regime::LongBatch, 1),
+    (Regime::Typical, 2400),
+    (Regime::BitUniform, 1000),
+    (Regime::Extreme, 2600),
+    (Regime::Masked, 900),
+    (Regime::Weighted, 900),
+    (Regime::Shapes, 600),
+    (Regime::Kinks, 1596),
+    (Regime::LongBatch, 4),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,7 +215,7 @@ fn frame(k: Kind, d: Dtype, r: Regime) -> BoxedStrategy<Frame> {
             (1usize..=3, 1usize..=3, Just(0usize)),
         ]
         .boxed(),
-        Regime::LongBatch => (Just(0usize), 1usize..=3, 1usize..=2).boxed(),
+        Regime::LongBatch => (Just(0usize), 1usize..=2, 1usize..=2).boxed(),
         _ => (1usize..=6, 1usize..=8, 1usize..=4).boxed(),
     };
     let n_rows = 6;

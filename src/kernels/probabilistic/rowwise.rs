@@ -554,102 +554,89 @@ struct DistillScratch {
     d: Vec<Pair>,
 }
 
-/// One distill_kl row: T²·KL and the unscaled gradient ∂/∂student into `g`.
-fn distill_row<T: Element>(
-    te: &[T],
-    st: &[T],
-    tau: f64,
-    reverse: bool,
-    w: &mut DistillScratch,
-    g: &mut [f64],
-) -> Pair {
-    let c = te.len();
-    let nan = (f64::NAN, 0.0);
-    for j in 0..c {
-        w.t[j] = te[j].to_f64();
-        w.s[j] = st[j].to_f64();
-    }
-    let (t, s) = (&w.t[..c], &w.s[..c]);
-    if t.iter().chain(s).any(|x| x.is_nan()) {
-        g.fill(f64::NAN);
-        return nan;
-    }
-    let (sa, sb) = (side(t), side(s));
-    if sa == Side::Nan || sb == Side::Nan {
-        g.fill(f64::NAN);
-        return nan;
-    }
+/// What the value pass of a row leaves for the gradient.
+struct KlPass {
+    value: Pair,
+    /// Both sides finite-max with a reference class r (the D-form).
+    general: bool,
+    /// First = second + a constant (same support): exactly 0.
+    same: bool,
+    /// Mass of the first distribution where the second has none.
+    infinite: bool,
+    /// The student shifted at r too (see the module docs), ΔS = S_b − S_a then.
+    close: bool,
+    delta: f64,
+    one_a: f64,
+    one_b: f64,
+}
+
+/// T²·KL(softmax(a/T) ‖ softmax(b/T)) of one row (a, b without NaN; sides `sa`, `sb` not NaN):
+/// the D-form with r the first argmax of a among the classes where both are finite. Leaves in
+/// `w`: ea = e^{(a − a_ka)/T} (P's numerators), eb = Q's numerators (shifted at r when
+/// `close`, else at kb), d = D.
+fn kl_pass(a: &[f64], b: &[f64], sa: Side, sb: Side, tau: f64, w: &mut DistillScratch) -> KlPass {
+    let c = a.len();
     let tau2 = tau * tau;
-    let ln_p = |j: usize, sd: Side, z: &[f64], lam: f64| -> Option<f64> {
-        match sd {
-            Side::OneHot(k) => (j == k).then_some(0.0),
-            Side::Finite(k) => {
-                (z[j] > f64::NEG_INFINITY).then(|| scaled_diff(z[j], z[k], tau).0 - lam)
-            }
-            Side::Nan => None,
-        }
-    };
-    let pres_t = |j: usize| match sa {
+    let pres = |z: &[f64], sd: Side, j: usize| match sd {
         Side::OneHot(k) => j == k,
-        _ => t[j] > f64::NEG_INFINITY,
+        _ => z[j] > f64::NEG_INFINITY,
     };
-    let pres_s = |j: usize| match sb {
-        Side::OneHot(k) => j == k,
-        _ => s[j] > f64::NEG_INFINITY,
-    };
-    let infinite = (0..c).any(|j| {
-        if reverse {
-            pres_s(j) && !pres_t(j)
-        } else {
-            pres_t(j) && !pres_s(j)
-        }
-    });
-    // the reference class r (largest teacher logit where both are finite)
+    let infinite = (0..c).any(|j| pres(a, sa, j) && !pres(b, sb, j));
     let mut r: Option<usize> = None;
     for j in 0..c {
-        if t[j].is_finite() && s[j].is_finite() && r.is_none_or(|rr| t[j] > t[rr]) {
+        if a[j].is_finite() && b[j].is_finite() && r.is_none_or(|rr| a[j] > a[rr]) {
             r = Some(j);
         }
     }
-    let general = matches!((sa, sb), (Side::Finite(_), Side::Finite(_))) && r.is_some();
-    if general {
-        let (Side::Finite(ka), Side::Finite(kb), Some(r)) = (sa, sb, r) else {
-            unreachable!()
-        };
+    let mut out = KlPass {
+        value: (f64::INFINITY, 0.0),
+        general: false,
+        same: false,
+        infinite,
+        close: false,
+        delta: f64::NAN,
+        one_a: 1.0,
+        one_b: 1.0,
+    };
+    if let (Side::Finite(ka), Side::Finite(kb), Some(r)) = (sa, sb, r) {
+        out.general = true;
         let mut all_zero = true;
         let mut same_support = true;
         for j in 0..c {
-            w.d[j] = if t[j].is_finite() && s[j].is_finite() {
-                pair_div(sum_exact([t[j], -t[r], -s[j], s[r]]), tau)
+            w.d[j] = if a[j].is_finite() && b[j].is_finite() {
+                pair_div(sum_exact([a[j], -a[r], -b[j], b[r]]), tau)
             } else {
                 (0.0, 0.0)
             };
             all_zero &= w.d[j].0 == 0.0;
-            same_support &= pres_t(j) == pres_s(j);
+            same_support &= pres(a, sa, j) == pres(b, sb, j);
         }
+        let s_a = probs(a, sa, tau, &mut w.ea);
+        out.one_a = 1.0 + s_a;
         if all_zero && same_support {
-            g.fill(0.0);
-            return (0.0, 0.0);
+            out.same = true;
+            out.value = (0.0, 0.0);
+            probs(b, sb, tau, &mut w.eb);
+            out.one_b = out.one_a;
+            return out;
         }
-        let gb = scaled_diff(s[kb], s[r], tau);
-        let close = ka == r && gb.0 <= 1.0;
-        let s_a = probs(t, sa, tau, &mut w.ea);
-        let one_a = 1.0 + s_a;
-        let (s_b, delta) = if close {
-            // the student shifted at r too: e^{y_c} = e^{x_c}·e^{−D_c}
+        let gb = scaled_diff(b[kb], b[r], tau);
+        out.close = ka == r && gb.0 <= 1.0;
+        if out.close {
+            // the second side shifted at r too: e^{y_c} = e^{x_c}·e^{−D_c}
             let mut sb_ = CompensatedSum::new();
             let mut ds = CompensatedSum::new();
             for j in (0..c).filter(|&j| j != r) {
-                let ey = if s[j] == f64::NEG_INFINITY {
+                let ey = if b[j] == f64::NEG_INFINITY {
                     0.0
                 } else {
-                    exp_pair(scaled_diff(s[j], s[r], tau))
+                    exp_pair(scaled_diff(b[j], b[r], tau))
                 };
                 w.eb[j] = ey;
                 sb_.add_lane(j, ey);
-                let dj = if t[j] == f64::NEG_INFINITY {
+                let dj = if a[j] == f64::NEG_INFINITY {
                     ey
-                } else if s[j] == f64::NEG_INFINITY {
+                } else if b[j] == f64::NEG_INFINITY {
                     -w.ea[j]
                 } else if w.d[j].0.abs() <= 1.0 {
                     w.ea[j] * expm1_neg(w.d[j])
@@ -659,56 +646,131 @@ fn distill_row<T: Element>(
                 ds.add_lane(j, dj);
             }
             w.eb[r] = 1.0;
-            (sb_.total(), ds.total())
+            out.one_b = 1.0 + sb_.total();
+            out.delta = ds.total();
         } else {
-            (probs(s, sb, tau, &mut w.eb), f64::NAN)
+            out.one_b = 1.0 + probs(b, sb, tau, &mut w.eb);
+        }
+        if !infinite {
+            out.value = if out.close {
+                close_value(a, b, &w.ea, &w.eb, &w.d, out.one_a, out.delta, tau2)
+            } else {
+                let ga = scaled_diff(a[ka], a[r], tau);
+                let l = sum_exact([
+                    gb.0,
+                    gb.1,
+                    libm::log1p(out.one_b - 1.0),
+                    -ga.0,
+                    -ga.1,
+                    -libm::log1p(s_a),
+                ]);
+                let mut acc = CompensatedSum::new();
+                for j in 0..c {
+                    if pres(a, sa, j) && w.d[j].0 != 0.0 {
+                        let x = pair_scale(w.ea[j] / out.one_a, w.d[j]);
+                        acc.add_lane(j, x.0);
+                        acc.add_lane(j, x.1);
+                    }
+                }
+                acc.add_lane(0, l.0);
+                acc.add_lane(1, l.1);
+                pair_scale(tau2, acc.total_pair())
+            };
+        }
+        return out;
+    }
+    // special rows: a one-hot side, or no class where both are finite
+    let s_a = probs(a, sa, tau, &mut w.ea);
+    let s_b = probs(b, sb, tau, &mut w.eb);
+    out.one_a = 1.0 + s_a;
+    out.one_b = 1.0 + s_b;
+    if !infinite {
+        let (la, lb) = (libm::log1p(s_a), libm::log1p(s_b));
+        let ln_p = |j: usize, sd: Side, z: &[f64], lam: f64| -> Option<f64> {
+            match sd {
+                Side::OneHot(k) => (j == k).then_some(0.0),
+                Side::Finite(k) => {
+                    (z[j] > f64::NEG_INFINITY).then(|| scaled_diff(z[j], z[k], tau).0 - lam)
+                }
+                Side::Nan => None,
+            }
         };
-        let one_b = 1.0 + s_b;
-        // L = ln P_c − ln Q_c − D_c, as (L_hi, L_lo)
-        let big_l = if close {
-            (libm::log1p(delta / one_a), 0.0)
-        } else {
-            let ga = scaled_diff(t[ka], t[r], tau);
-            sum_exact([gb.0, gb.1, libm::log1p(s_b), -ga.0, -ga.1, -libm::log1p(s_a)])
-        };
-        let (wv, one_w) = if reverse { (&w.eb, one_b) } else { (&w.ea, one_a) };
-        let value = if infinite {
-            (f64::INFINITY, 0.0)
-        } else if close {
-            close_value(t, s, &w.ea, &w.eb, &w.d, one_a, delta, reverse, tau2)
-        } else {
-            let mut acc = CompensatedSum::new();
-            for j in 0..c {
-                let pres = if reverse { pres_s(j) } else { pres_t(j) };
-                if pres && w.d[j].0 != 0.0 {
-                    let x = pair_scale(wv[j] / one_w, w.d[j]);
-                    acc.add_lane(j, x.0);
-                    acc.add_lane(j, x.1);
+        let mut acc = CompensatedSum::new();
+        for j in 0..c {
+            if let (Some(x), Some(y)) = (ln_p(j, sa, a, la), ln_p(j, sb, b, lb)) {
+                if x != y {
+                    acc.add_lane(j, w.ea[j] / out.one_a * (x - y));
                 }
             }
-            acc.add_lane(0, big_l.0);
-            acc.add_lane(1, big_l.1);
-            let v = acc.total_pair();
-            let v = if reverse { (-v.0, -v.1) } else { v };
-            pair_scale(tau2, v)
-        };
-        if !reverse {
-            let den = one_a * one_b;
-            for j in 0..c {
-                g[j] = if close && t[j].is_finite() && s[j].is_finite() && w.d[j].0.abs() <= 1.0 {
-                    let num = sum_exact_prod(w.ea[j], expm1_neg(w.d[j]), one_a, delta);
-                    tau * (num / den)
-                } else {
-                    tau * (w.eb[j] / one_b - w.ea[j] / one_a)
-                };
-            }
-        } else if infinite {
+        }
+        out.value = pair_scale(tau2, acc.total_pair());
+    }
+    out
+}
+
+/// One distill_kl row: T²·KL and the unscaled gradient ∂/∂student into `g`. The reverse value
+/// is the forward one with the roles swapped (so its reference class is the student's).
+fn distill_row<T: Element>(
+    te: &[T],
+    st: &[T],
+    tau: f64,
+    reverse: bool,
+    w: &mut DistillScratch,
+    g: &mut [f64],
+) -> Pair {
+    let c = te.len();
+    let mut t = std::mem::take(&mut w.t);
+    let mut s = std::mem::take(&mut w.s);
+    for j in 0..c {
+        t[j] = te[j].to_f64();
+        s[j] = st[j].to_f64();
+    }
+    let out = distill_inner(&t[..c], &s[..c], tau, reverse, w, g);
+    w.t = t;
+    w.s = s;
+    out
+}
+
+fn distill_inner(
+    t: &[f64],
+    s: &[f64],
+    tau: f64,
+    reverse: bool,
+    w: &mut DistillScratch,
+    g: &mut [f64],
+) -> Pair {
+    let c = t.len();
+    let nan = (f64::NAN, 0.0);
+    if t.iter().chain(s).any(|x| x.is_nan()) {
+        g.fill(f64::NAN);
+        return nan;
+    }
+    let (sa, sb) = (side(t), side(s));
+    if sa == Side::Nan || sb == Side::Nan {
+        g.fill(f64::NAN);
+        return nan;
+    }
+    let pres_t = |j: usize| match sa {
+        Side::OneHot(k) => j == k,
+        _ => t[j] > f64::NEG_INFINITY,
+    };
+    let pres_s = |j: usize| match sb {
+        Side::OneHot(k) => j == k,
+        _ => s[j] > f64::NEG_INFINITY,
+    };
+    if reverse {
+        // KL(Q‖P): first = student
+        let kp = kl_pass(s, t, sb, sa, tau, w);
+        if kp.infinite {
             reverse_infinite(c, &pres_t, &pres_s, g);
+        } else if kp.same || !kp.general {
+            g.fill(0.0);
         } else {
+            // T·Q_j·(Σ_c Q_c·D_c − D_j) with D = −D^sw (D^sw referenced at the student's r)
             let mut sq = CompensatedSum::new();
             for j in 0..c {
                 if pres_s(j) {
-                    let x = pair_scale(w.eb[j] / one_b, w.d[j]);
+                    let x = pair_scale(w.ea[j] / kp.one_a, w.d[j]);
                     sq.add_lane(j, x.0);
                     sq.add_lane(j, x.1);
                 }
@@ -716,40 +778,30 @@ fn distill_row<T: Element>(
             let sqd = sq.total_pair();
             for j in 0..c {
                 g[j] = if pres_s(j) {
-                    let (h, l) = pair_add(sqd.0, -w.d[j].0);
-                    tau * (w.eb[j] / one_b) * (h + (l + sqd.1 - w.d[j].1))
+                    let (h, l) = pair_add(w.d[j].0, -sqd.0);
+                    tau * (w.ea[j] / kp.one_a) * (h + (l + w.d[j].1 - sqd.1))
                 } else {
                     0.0
                 };
             }
         }
-        return value;
+        return kp.value;
     }
-    // special rows: a one-hot side, or disjoint supports
-    let s_a = probs(t, sa, tau, &mut w.ea);
-    let s_b = probs(s, sb, tau, &mut w.eb);
-    let (la, lb) = (libm::log1p(s_a), libm::log1p(s_b));
-    let (one_a, one_b) = (1.0 + s_a, 1.0 + s_b);
-    let value = if infinite {
-        (f64::INFINITY, 0.0)
-    } else {
-        let mut acc = CompensatedSum::new();
+    let kp = kl_pass(t, s, sa, sb, tau, w);
+    let (one_a, one_b) = (kp.one_a, kp.one_b);
+    if kp.same {
+        g.fill(0.0);
+    } else if kp.general {
+        let den = one_a * one_b;
         for j in 0..c {
-            let (a, b) = (ln_p(j, sa, t, la), ln_p(j, sb, s, lb));
-            let (first, second, wj) = if reverse {
-                (b, a, w.eb[j] / one_b)
+            g[j] = if kp.close && t[j].is_finite() && s[j].is_finite() && w.d[j].0.abs() <= 1.0 {
+                let num = sum_exact_prod(w.ea[j], expm1_neg(w.d[j]), one_a, kp.delta);
+                tau * (num / den)
             } else {
-                (a, b, w.ea[j] / one_a)
+                tau * (w.eb[j] / one_b - w.ea[j] / one_a)
             };
-            if let (Some(x), Some(y)) = (first, second) {
-                if x != y {
-                    acc.add_lane(j, wj * (x - y));
-                }
-            }
         }
-        pair_scale(tau2, acc.total_pair())
-    };
-    if !reverse {
+    } else {
         for j in 0..c {
             g[j] = tau
                 * match (sa, sb) {
@@ -762,12 +814,8 @@ fn distill_row<T: Element>(
                     _ => w.eb[j] / one_b - w.ea[j] / one_a,
                 };
         }
-    } else if infinite {
-        reverse_infinite(c, &pres_t, &pres_s, g);
-    } else {
-        g.fill(0.0);
     }
-    value
+    kp.value
 }
 
 /// Σ_{n≥2} a_n·x^n by Horner from a_2.
@@ -780,14 +828,6 @@ fn series(x: f64, a: impl Fn(usize) -> f64, top: usize) -> f64 {
     s * x * x
 }
 
-/// 1/n! for n ≤ 24.
-fn inv_fact(n: usize) -> f64 {
-    let mut f = 1.0;
-    for k in 2..=n {
-        f *= k as f64;
-    }
-    1.0 / f
-}
 
 /// ψ(m) = m − log1p(m) ≥ 0 (m > −1), the series Σ (−1)^n m^n/n for |m| ≤ ¼.
 fn psi(m: f64) -> f64 {
@@ -798,37 +838,8 @@ fn psi(m: f64) -> f64 {
     }
 }
 
-/// ω(m) = log1p(m) − m/(1 + m) ≥ 0, the series Σ (−1)^n (n − 1)/n·m^n for |m| ≤ ¼.
-fn omega(m: f64) -> f64 {
-    if m.abs() <= 0.25 {
-        series(
-            m,
-            |n| {
-                let a = (n - 1) as f64 / n as f64;
-                if n % 2 == 0 {
-                    a
-                } else {
-                    -a
-                }
-            },
-            32,
-        )
-    } else {
-        libm::log1p(m) - m / (1.0 + m)
-    }
-}
-
-/// χ(v) = (v − 1)·e^v + 1 ≥ 0, the series Σ (n − 1)/n!·v^n for |v| ≤ ½.
-fn chi(v: f64) -> f64 {
-    if v.abs() <= 0.5 {
-        series(v, |n| (n - 1) as f64 * inv_fact(n), 22)
-    } else {
-        (v - 1.0) * libm::exp(v) + 1.0
-    }
-}
-
-/// The value of a close general row (the oracle's `close_terms`): T²·(Σ P_c·φ(v_c) − ψ(m) + m₀)
-/// forward, T²·((Σ P_c·χ(v_c) + m₁)/(1 + m) − ω(m)) reverse, v = −D, m = ΔS/(1 + S_a).
+/// The value of a close general row (the oracle's `close_terms`):
+/// T²·(Σ P_c·φ(v_c) − ψ(m) + m₀), v = −D, m = ΔS/(1 + S_a).
 #[allow(clippy::too_many_arguments)]
 fn close_value(
     t: &[f64],
@@ -838,12 +849,11 @@ fn close_value(
     d: &[Pair],
     one_a: f64,
     delta: f64,
-    reverse: bool,
     tau2: f64,
 ) -> Pair {
     let m = delta / one_a;
     let mut acc = CompensatedSum::new();
-    let mut m01 = CompensatedSum::new();
+    let mut m0 = CompensatedSum::new();
     for j in 0..t.len() {
         let (tf, sf) = (t[j] > f64::NEG_INFINITY, s[j] > f64::NEG_INFINITY);
         if tf && sf {
@@ -854,35 +864,19 @@ fn close_value(
             let (vh, vl) = (-dh, -dl);
             let pj = ea[j] / one_a;
             let w = if dh.abs() <= 1.0 {
-                if reverse {
-                    // χ(v) + χ′(v)·v_lo, χ′(v) = v·e^v
-                    pj * (chi(vh) + vh * libm::exp(vh) * vl)
-                } else {
-                    // φ(v) + φ′(v)·v_lo, φ′(v) = expm1(v)
-                    pj * (expm1_minus_x(vh) + libm::expm1(vh) * vl)
-                }
-            } else if reverse {
-                ((vh - 1.0) * eb[j] + ea[j]) / one_a
+                // φ(v) + φ′(v)·v_lo, φ′(v) = expm1(v)
+                pj * (expm1_minus_x(vh) + libm::expm1(vh) * vl)
             } else {
                 (eb[j] - ea[j]) / one_a + pj * dh
             };
             acc.add_lane(j, w);
-        } else if sf && !reverse {
-            m01.add_lane(j, eb[j] / one_a);
-        } else if tf && reverse {
-            m01.add_lane(j, ea[j] / one_a);
+        } else if sf {
+            m0.add_lane(j, eb[j] / one_a);
         }
     }
-    let v = if reverse {
-        let (a, b) = (acc.total(), m01.total());
-        let (h, l) = pair_add((a + b) / (1.0 + m), -omega(m));
-        (h, l)
-    } else {
-        let (h, l) = acc.total_pair();
-        let (h2, l2) = pair_add(h, m01.total() - psi(m));
-        (h2, l2 + l)
-    };
-    pair_scale(tau2, v)
+    let (h, l) = acc.total_pair();
+    let (h2, l2) = pair_add(h, m0.total() - psi(m));
+    pair_scale(tau2, (h2, l2 + l))
 }
 
 /// e^{−(hi + lo)} − 1 for |hi| ≤ 1: expm1(−hi) − lo·e^{−hi}.

@@ -7,7 +7,8 @@
 use half::{bf16, f16};
 use losscheck::kernels::probabilistic::rowwise::{brier, distill_kl, kl_div, neg_elbo, RowExtras};
 use losscheck::kernels::{self};
-use losscheck::{Case, Dtype, ParamValue, Reduction, Tensor};
+use losscheck::core::ParamValue;
+use losscheck::{Case, Dtype, Reduction, Tensor};
 
 const INF: f32 = f32::INFINITY;
 

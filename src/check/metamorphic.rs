@@ -33,6 +33,7 @@
 //!   weights applied).
 
 pub mod multiclass;
+pub mod probabilistic;
 
 use crate::check::compare;
 use crate::check::subject::Subject;

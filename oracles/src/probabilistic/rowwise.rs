@@ -44,7 +44,7 @@
 //! — `kl_div`'s `batchmean`); each row's additive terms enter it separately so κ counts them.
 
 use crate::ival::Ival;
-use crate::ranking::{exact_mul, input, kappa_of, lift, logistic, param, signed_sum, wants};
+use crate::ranking::{exact_mul, input, lift, logistic, param, record_terms, signed_sum, wants};
 use crate::round::{round_enclosure, Decided};
 use crate::MAX_PREC;
 use crate::reduce::Reducer;
@@ -124,19 +124,8 @@ fn run_rows(
             }
             p *= 2;
         };
-        if none {
-            kappa_none[i] = kappa_of(&terms, prec);
-            let mut s = Ival::zero(prec);
-            for t in &terms {
-                s.add_assign(t);
-            }
-            red.add_value(i, s);
-        } else if terms.is_empty() {
-            red.add_value(i, Ival::zero(prec));
-        } else {
-            for t in terms {
-                red.add_value(i, t);
-            }
+        if let Some(k) = record_terms(&mut red, i, terms, none, prec) {
+            kappa_none[i] = k;
         }
         let _ = d;
         for (k, dk) in scaled.into_iter().enumerate() {
@@ -581,7 +570,7 @@ fn distill_dir(
         };
         let ga = signed_sum(prec, &[(&t[*ka], false), (&t[r], true)]).div(tau);
         let gb = signed_sum(prec, &[(&s[*kb], false), (&s[r], true)]).div(tau);
-        if *ka == r && !(gb.hi > 1) {
+        if !(ga.hi > 1) && !(gb.hi > 1) {
             close_terms(t, s, r, &dvec, tau, tau2, prec, &mut terms);
         } else {
         let (la, lb) = (lam(t, *ka), lam(s, *kb));
@@ -710,8 +699,8 @@ fn distill_dir(
     }
 }
 
-/// The value's pieces of a general row whose student is close to the teacher at the teacher's
-/// maximum r (both shifted there, (s_kb − s_r)/T ≤ 1): with v_c = −D_c and
+/// The value's pieces of a general row whose two sides are within T of their logits at r
+/// ((t_ka − t_r)/T ≤ 1 and (s_kb − s_r)/T ≤ 1; both shifted at r): with v_c = −D_c and
 /// m = Σ_c (e^{y_c} − e^{x_c})/(1 + S_a) (so 1 + m = (1 + S_b)/(1 + S_a)),
 /// KL(P‖Q) = Σ_c P_c·φ(v_c) − ψ(m) + m₀ with φ(v) = expm1(v) − v and ψ(m) = m − log1p(m)
 /// (both ≥ 0 and of second order), m₀ the student mass where the teacher has none: no

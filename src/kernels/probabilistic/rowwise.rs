@@ -68,7 +68,7 @@ use super::super::math::{
     exp_dd, exp_nonpos, logistic_grad, pair_add, pair_div, pair_scale, round_odd, softplus,
     two_prod, two_sum,
 };
-use super::super::ranking::{extras, req_input, sum_exact, Pair};
+use super::super::ranking::{extras, reduced_value, req_input, sum_exact, Pair};
 use super::super::reduce::{grad_term, CompensatedSum, Plan};
 use super::ln_dd;
 use losscheck_core::{Case, Checked, Element, LossError, ParamValue, Reduction, Response, Tensor};
@@ -191,13 +191,7 @@ fn run_rows<T: Element, O: Element>(
         }
     }
     if !none {
-        let t = acc.total_pair();
-        let (hi, lo) = if plan.reduction() == Reduction::Mean {
-            pair_div(t, den)
-        } else {
-            t
-        };
-        value.push(O::from_f64(round_odd(hi, lo)));
+        value.push(reduced_value(plan, &acc));
     }
     finish(grads, value)
 }
@@ -611,7 +605,11 @@ fn kl_pass(a: &[f64], b: &[f64], sa: Side, sb: Side, tau: f64, w: &mut DistillSc
             all_zero &= w.d[j].0 == 0.0;
             same_support &= pres(a, sa, j) == pres(b, sb, j);
         }
-        let s_a = probs(a, sa, tau, &mut w.ea);
+        let ga = scaled_diff(a[ka], a[r], tau);
+        let gb = scaled_diff(b[kb], b[r], tau);
+        // both sides within T of their value at r: shift both there
+        out.close = ga.0 <= 1.0 && gb.0 <= 1.0;
+        let s_a = probs(a, if out.close { Side::Finite(r) } else { sa }, tau, &mut w.ea);
         out.one_a = 1.0 + s_a;
         if all_zero && same_support {
             out.same = true;
@@ -620,8 +618,6 @@ fn kl_pass(a: &[f64], b: &[f64], sa: Side, sb: Side, tau: f64, w: &mut DistillSc
             out.one_b = out.one_a;
             return out;
         }
-        let gb = scaled_diff(b[kb], b[r], tau);
-        out.close = ka == r && gb.0 <= 1.0;
         if out.close {
             // the second side shifted at r too: e^{y_c} = e^{x_c}·e^{−D_c}
             let mut sb_ = CompensatedSum::new();
@@ -655,7 +651,6 @@ fn kl_pass(a: &[f64], b: &[f64], sa: Side, sb: Side, tau: f64, w: &mut DistillSc
             out.value = if out.close {
                 close_value(a, b, &w.ea, &w.eb, &w.d, out.one_a, out.delta, tau2)
             } else {
-                let ga = scaled_diff(a[ka], a[r], tau);
                 let l = sum_exact([
                     gb.0,
                     gb.1,

@@ -5,9 +5,9 @@
 //! (N = 0, C = 0 with N = 0, D = 0, K = 0) that must never panic.
 
 use half::{bf16, f16};
+use losscheck::core::ParamValue;
 use losscheck::kernels::probabilistic::rowwise::{brier, distill_kl, kl_div, neg_elbo, RowExtras};
 use losscheck::kernels::{self};
-use losscheck::core::ParamValue;
 use losscheck::{Case, Dtype, Reduction, Tensor};
 
 const INF: f32 = f32::INFINITY;
@@ -53,23 +53,31 @@ fn distill_kl_exact_zero_and_extremes() {
         }
     }
     // teacher one-hot (+inf), student [0, 0], T = 1: KL = ln 2, ∂ = Q − P = [−½, ½]
-    let out = distill_kl::<f32, f32>(&[0.0, 0.0], &[INF, 0.0], 1, 2, 1.0, false, &sum(), true).unwrap();
+    let out =
+        distill_kl::<f32, f32>(&[0.0, 0.0], &[INF, 0.0], 1, 2, 1.0, false, &sum(), true).unwrap();
     assert_eq!(out.value, vec![std::f32::consts::LN_2]);
     assert_eq!(out.grads[0], Some(vec![-0.5, 0.5]));
     // the student has no mass where the teacher has: +inf (forward)
-    let out = distill_kl::<f32, f32>(&[-INF, 0.0], &[0.0, 0.0], 1, 2, 1.0, false, &sum(), true).unwrap();
+    let out =
+        distill_kl::<f32, f32>(&[-INF, 0.0], &[0.0, 0.0], 1, 2, 1.0, false, &sum(), true).unwrap();
     assert_eq!(out.value, vec![INF]);
     assert_eq!(out.grads[0], Some(vec![-0.5, 0.5]));
     // a confident row at T = 1e-4: finite and ≥ 0
-    let out = distill_kl::<f32, f32>(&[3.0, 0.0], &[3.0, 2.9], 1, 2, 1e-4, false, &sum(), true).unwrap();
-    assert!(out.value[0].is_finite() && out.value[0] >= 0.0, "{:?}", out.value);
+    let out =
+        distill_kl::<f32, f32>(&[3.0, 0.0], &[3.0, 2.9], 1, 2, 1e-4, false, &sum(), true).unwrap();
+    assert!(
+        out.value[0].is_finite() && out.value[0] >= 0.0,
+        "{:?}",
+        out.value
+    );
 }
 
 #[test]
 fn neg_elbo_tiny_and_huge_logvar_without_16bit_exp() {
     // no data dims: ½(expm1(lv) − lv) for lv = 1e−20 is lv²/4 = 2.5e−41 (f32 subnormal), not 0
     let lv = [1e-20f32];
-    let out = neg_elbo::<f32, f32>(&[], &[], &[0.0], &lv, 1, (0, 1), 1.0, &sum(), [true; 3]).unwrap();
+    let out =
+        neg_elbo::<f32, f32>(&[], &[], &[0.0], &lv, 1, (0, 1), 1.0, &sum(), [true; 3]).unwrap();
     assert_eq!(out.value, vec![(1e-20f64 * 1e-20 / 4.0) as f32]);
     // f16 with f32 output: lv = 11.5 > ln(f16 max), e^lv overflows f16 but the loss does not
     let (x, z, mu) = ([f16::ONE], [f16::ZERO], [f16::ZERO]);
@@ -82,8 +90,18 @@ fn neg_elbo_tiny_and_huge_logvar_without_16bit_exp() {
     let g = out.grads[2].as_ref().unwrap()[0].to_f64();
     assert_eq!(g, Dtype::F16.round(0.5 * (11.5f64).exp_m1()));
     // β = 0 removes the KL term: +inf logvar does not matter
-    let out = neg_elbo::<f32, f32>(&[1.0], &[INF], &[INF], &[INF], 1, (1, 1), 0.0, &sum(), [true; 3])
-        .unwrap();
+    let out = neg_elbo::<f32, f32>(
+        &[1.0],
+        &[INF],
+        &[INF],
+        &[INF],
+        1,
+        (1, 1),
+        0.0,
+        &sum(),
+        [true; 3],
+    )
+    .unwrap();
     assert_eq!(out.value, vec![0.0]);
     assert_eq!(out.grads[1], Some(vec![0.0]));
     assert_eq!(out.grads[2], Some(vec![0.0]));
@@ -115,7 +133,8 @@ fn invalid_input_names_input_index_and_value() {
     assert!(e.message.contains("target[1]=1.5"), "{}", e.message);
     let e = distill_kl::<f32, f32>(&[0.0], &[0.0], 1, 1, 0.0, false, &sum(), true).unwrap_err();
     assert!(e.message.contains("temperature"), "{}", e.message);
-    let e = distill_kl::<f32, f32>(&[0.0, 1.0], &[0.0], 1, 2, 1.0, false, &sum(), true).unwrap_err();
+    let e =
+        distill_kl::<f32, f32>(&[0.0, 1.0], &[0.0], 1, 2, 1.0, false, &sum(), true).unwrap_err();
     assert!(e.message.contains("teacher"), "{}", e.message);
     let e = neg_elbo::<f32, f32>(&[0.5], &[0.0], &[], &[], 1, (1, 0), -1.0, &sum(), [true; 3])
         .unwrap_err();
@@ -147,8 +166,22 @@ fn degenerate_shapes_never_panic() {
     for d in Dtype::ALL {
         for red in ["none", "sum", "mean"] {
             let mut cs = vec![
-                case("kl_div", d, &[("input", vec![0, 0], vec![]), ("target", vec![0, 0], vec![])]),
-                case("distill_kl", d, &[("student", vec![0, 3], vec![]), ("teacher", vec![0, 3], vec![])]),
+                case(
+                    "kl_div",
+                    d,
+                    &[
+                        ("input", vec![0, 0], vec![]),
+                        ("target", vec![0, 0], vec![]),
+                    ],
+                ),
+                case(
+                    "distill_kl",
+                    d,
+                    &[
+                        ("student", vec![0, 3], vec![]),
+                        ("teacher", vec![0, 3], vec![]),
+                    ],
+                ),
                 case(
                     "neg_elbo",
                     d,
@@ -191,6 +224,13 @@ fn degenerate_shapes_never_panic() {
         }
     }
     // C = 0 with N > 0 is invalid, not a panic
-    let c = case("kl_div", Dtype::F32, &[("input", vec![2, 0], vec![]), ("target", vec![2, 0], vec![])]);
+    let c = case(
+        "kl_div",
+        Dtype::F32,
+        &[
+            ("input", vec![2, 0], vec![]),
+            ("target", vec![2, 0], vec![]),
+        ],
+    );
     assert!(kernels::evaluate(&c).is_err());
 }

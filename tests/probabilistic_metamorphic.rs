@@ -86,10 +86,7 @@ fn proper() -> BoxedStrategy<Proper> {
             (
                 Just((d, out_f32, c, total)),
                 proptest::collection::vec(0u32..=total, c - 1),
-                proptest::collection::vec(
-                    proptest::collection::vec(0.0f64..=1.0, c..=c),
-                    1..=3,
-                ),
+                proptest::collection::vec(proptest::collection::vec(0.0f64..=1.0, c..=c), 1..=3),
                 proptest::collection::vec(-2i64..=2, c..=c),
             )
         })

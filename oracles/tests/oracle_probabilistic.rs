@@ -27,7 +27,12 @@ fn put(c: &mut Case, name: &str, shape: &[usize], v: Vec<f64>) {
 }
 
 fn value(c: &Case) -> Vec<f64> {
-    evaluate(c).unwrap().value.iter().map(|e| e.rounded).collect()
+    evaluate(c)
+        .unwrap()
+        .value
+        .iter()
+        .map(|e| e.rounded)
+        .collect()
 }
 
 fn grad(c: &Case, name: &str) -> Vec<f64> {
@@ -58,7 +63,12 @@ fn kl_div_hand_facts() {
     put(&mut c, "input", &[1, 3], vec![0.0, f64::NAN, -INF]);
     assert!(value(&c)[0].is_nan());
     // log_target: target = input gives exactly 0; −inf targets are absent
-    let mut c = case("kl_div", Dtype::Bf16, "none", &[("log_target", ParamValue::Bool(true))]);
+    let mut c = case(
+        "kl_div",
+        Dtype::Bf16,
+        "none",
+        &[("log_target", ParamValue::Bool(true))],
+    );
     put(&mut c, "input", &[2, 2], vec![-0.5, -3.0, -INF, -1.0]);
     put(&mut c, "target", &[2, 2], vec![-0.5, -3.0, -INF, -1.0]);
     assert_eq!(value(&c), vec![0.0, 0.0]);
@@ -79,8 +89,18 @@ fn distill_kl_hand_facts() {
         ];
         // student = teacher (+ a constant): exactly 0, value and gradient
         let mut c = case("distill_kl", Dtype::F32, "none", &p);
-        put(&mut c, "student", &[2, 3], vec![1.0, -2.0, 0.5, 11.0, 8.0, 10.5]);
-        put(&mut c, "teacher", &[2, 3], vec![1.0, -2.0, 0.5, 1.0, -2.0, 0.5]);
+        put(
+            &mut c,
+            "student",
+            &[2, 3],
+            vec![1.0, -2.0, 0.5, 11.0, 8.0, 10.5],
+        );
+        put(
+            &mut c,
+            "teacher",
+            &[2, 3],
+            vec![1.0, -2.0, 0.5, 1.0, -2.0, 0.5],
+        );
         assert_eq!(value(&c), vec![0.0, 0.0], "{dir}");
         assert_eq!(grad(&c, "student"), vec![0.0; 6], "{dir}");
         // a −inf entry in both at the same class: still 0
@@ -104,7 +124,12 @@ fn distill_kl_hand_facts() {
         assert!(value(&c)[0].is_nan());
     }
     // T = 1, C = 2, teacher [0, 0] (P = ½, ½), student [0, ln 3 ≈ f32]: forward gradient Q − P
-    let mut c = case("distill_kl", Dtype::F32, "sum", &[("temperature", ParamValue::Float(1.0))]);
+    let mut c = case(
+        "distill_kl",
+        Dtype::F32,
+        "sum",
+        &[("temperature", ParamValue::Float(1.0))],
+    );
     put(&mut c, "student", &[1, 2], vec![0.0, 0.0]);
     put(&mut c, "teacher", &[1, 2], vec![INF, 0.0]);
     // P one-hot at 0: KL = −ln Q_0 = ln 2; ∂ = Q − P = [−½, ½]
@@ -116,11 +141,17 @@ fn distill_kl_hand_facts() {
 fn brier_and_neg_elbo_hand_facts() {
     let mut c = case("brier", Dtype::F16, "sum", &[]);
     put(&mut c, "prob", &[1, 2], vec![0.25, 0.75]);
-    c.inputs.insert("target".into(), Tensor::int(vec![1], vec![1]));
+    c.inputs
+        .insert("target".into(), Tensor::int(vec![1], vec![1]));
     assert_eq!(value(&c), vec![0.125]);
     assert_eq!(grad(&c, "prob"), vec![0.5, -0.5]);
 
-    let mut c = case("neg_elbo", Dtype::F32, "sum", &[("beta", ParamValue::Float(1.0))]);
+    let mut c = case(
+        "neg_elbo",
+        Dtype::F32,
+        "sum",
+        &[("beta", ParamValue::Float(1.0))],
+    );
     put(&mut c, "x", &[1, 1], vec![1.0]);
     put(&mut c, "recon_logits", &[1, 1], vec![0.0]);
     put(&mut c, "mu", &[1, 1], vec![0.0]);
@@ -180,9 +211,11 @@ fn random_case(r: &mut SplitMix64, loss: &str) -> Case {
         }
         "distill_kl" => {
             let tau = pick(r, &[1.0, 0.5, 2.0, 0.07f32 as f64, 10.0]);
-            x.params.insert("temperature".into(), ParamValue::Float(tau));
+            x.params
+                .insert("temperature".into(), ParamValue::Float(tau));
             let dir = pick(r, &["forward", "reverse"]);
-            x.params.insert("direction".into(), ParamValue::Str(dir.into()));
+            x.params
+                .insert("direction".into(), ParamValue::Str(dir.into()));
             let t: Vec<f64> = (0..n * c).map(|_| normal(r, 3.0)).collect();
             let s = (0..n * c).map(|_| normal(r, 3.0)).collect();
             put(&mut x, "student", &[n, c], s);
@@ -190,8 +223,10 @@ fn random_case(r: &mut SplitMix64, loss: &str) -> Case {
         }
         "neg_elbo" => {
             let k = r.below(3) as usize;
-            x.params
-                .insert("beta".into(), ParamValue::Float(pick(r, &[0.0, 1.0, 0.5, 4.0])));
+            x.params.insert(
+                "beta".into(),
+                ParamValue::Float(pick(r, &[0.0, 1.0, 0.5, 4.0])),
+            );
             let xs = (0..n * c).map(|_| d.round(r.next_f64())).collect();
             let zs = (0..n * c).map(|_| normal(r, 5.0)).collect();
             let mu = (0..n * k).map(|_| normal(r, 2.0)).collect();
@@ -263,7 +298,11 @@ fn naive_rows(c: &Case) -> Vec<Float> {
                 .map(|(q, t)| {
                     let mut s = Float::new(P);
                     for (&q, &t) in q.iter().zip(t) {
-                        let (p, lp) = if lt { (f(t).exp(), f(t)) } else { (f(t), f(t).ln()) };
+                        let (p, lp) = if lt {
+                            (f(t).exp(), f(t))
+                        } else {
+                            (f(t), f(t).ln())
+                        };
                         if p != 0 {
                             s += p * (lp - f(q));
                         }
@@ -276,7 +315,8 @@ fn naive_rows(c: &Case) -> Vec<Float> {
             let (s, t) = (g("student"), g("teacher"));
             let w = shape("student")[1];
             let tau = c.float_param("temperature").unwrap();
-            let rev = matches!(c.params.get("direction"), Some(ParamValue::Str(d)) if d == "reverse");
+            let rev =
+                matches!(c.params.get("direction"), Some(ParamValue::Str(d)) if d == "reverse");
             s.chunks(w)
                 .zip(t.chunks(w))
                 .map(|(s, t)| {
@@ -298,7 +338,8 @@ fn naive_rows(c: &Case) -> Vec<Float> {
                 .map(|i| {
                     let mut s = Float::new(P);
                     for j in 0..d {
-                        let sg = Float::with_val(P, 1) / (Float::with_val(P, 1) + (-f(z[i * d + j])).exp());
+                        let sg = Float::with_val(P, 1)
+                            / (Float::with_val(P, 1) + (-f(z[i * d + j])).exp());
                         let (xv, one) = (f(x[i * d + j]), Float::with_val(P, 1));
                         // −x·ln σ − (1 − x)·ln(1 − σ)
                         s -= Float::with_val(P, &xv * Float::with_val(P, sg.ln_ref()));
@@ -345,8 +386,10 @@ fn values_agree_with_the_naive_formula_at_2000_bits() {
             for (i, (e, nv)) in out.value.iter().zip(naive_rows(&c)).enumerate() {
                 // the naive value lies in the oracle's enclosure (up to the naive formula's own
                 // 2000-bit rounding, far below it)
-                let slack = Float::with_val(P, nv.clone().abs() * Float::with_val(P, Float::i_exp(1, -1900)))
-                    + Float::with_val(P, Float::i_exp(1, -1900));
+                let slack = Float::with_val(
+                    P,
+                    nv.clone().abs() * Float::with_val(P, Float::i_exp(1, -1900)),
+                ) + Float::with_val(P, Float::i_exp(1, -1900));
                 let lo = Float::with_val(P, &e.enclosure.lo) - &slack;
                 let hi = Float::with_val(P, &e.enclosure.hi) + &slack;
                 assert!(

@@ -35,7 +35,11 @@ fn reduce_rows(case: &Case, row: &RowFn<'_>) -> Result<Response, LossError> {
     let reduction = case.reduction();
     let den: f64 = (0..n).filter(|&i| !skip[i]).map(w).sum();
     let empty = reduction == Reduction::Mean && den == 0.0;
-    let scale = if reduction == Reduction::Mean { den } else { 1.0 };
+    let scale = if reduction == Reduction::Mean {
+        den
+    } else {
+        1.0
+    };
     let cot = case.inputs.get("cotangent").and_then(Tensor::f);
     let names = case.spec().grads;
     let mut grads: Vec<Vec<f64>> = names
@@ -150,7 +154,11 @@ fn neg_elbo_exp_in_dtype(case: &Case) -> Result<Response, LossError> {
 /// `gaussian_nll` as ½·(log var + r²/var) with no floor: var = 0 gives −inf + inf (or 0/0) =
 /// NaN where the exact value uses max(var, eps).
 fn gaussian_nll_no_floor(case: &Case) -> Result<Response, LossError> {
-    let (m, t, var) = (data(case, "mean")?, data(case, "target")?, data(case, "var")?);
+    let (m, t, var) = (
+        data(case, "mean")?,
+        data(case, "target")?,
+        data(case, "var")?,
+    );
     let full = matches!(case.params.get("full"), Some(ParamValue::Bool(true)));
     reduce_rows(case, &|i| {
         let (r, v) = ((t[i] - m[i]) as f32, var[i] as f32);

@@ -45,9 +45,9 @@
 
 use crate::ival::Ival;
 use crate::ranking::{exact_mul, input, lift, logistic, param, record_terms, signed_sum, wants};
+use crate::reduce::Reducer;
 use crate::round::{round_enclosure, Decided};
 use crate::MAX_PREC;
-use crate::reduce::Reducer;
 use crate::{Inputs, Raw};
 use losscheck_core::{Case, Checked, LossError, ParamValue, Reduction};
 use std::collections::BTreeMap;
@@ -305,8 +305,14 @@ pub(super) fn neg_elbo(
         let beta = Ival::point(prec, beta_f);
         let half_beta = beta.mul_2si(-1);
         let one = Ival::one(prec);
-        let (x, z) = (lift_row(&x[i * dd..(i + 1) * dd], prec), lift_row(&z[i * dd..(i + 1) * dd], prec));
-        let (mu, lv) = (lift_row(&mu[i * kk..(i + 1) * kk], prec), lift_row(&lv[i * kk..(i + 1) * kk], prec));
+        let (x, z) = (
+            lift_row(&x[i * dd..(i + 1) * dd], prec),
+            lift_row(&z[i * dd..(i + 1) * dd], prec),
+        );
+        let (mu, lv) = (
+            lift_row(&mu[i * kk..(i + 1) * kk], prec),
+            lift_row(&lv[i * kk..(i + 1) * kk], prec),
+        );
         let mut terms = Vec::with_capacity(2 * dd + 2 * kk);
         let mut dz = Vec::new();
         for j in 0..dd {
@@ -453,7 +459,8 @@ pub(super) fn distill_kl(
     let st = input(case, inputs, "student", n * c)?;
     let te = input(case, inputs, "teacher", n * c)?;
     let tau_f = param(case, "temperature")?;
-    let reverse = matches!(case.params.get("direction"), Some(ParamValue::Str(s)) if s == "reverse");
+    let reverse =
+        matches!(case.params.get("direction"), Some(ParamValue::Str(s)) if s == "reverse");
     run_rows(case, inputs, n, prec, &[("student", c)], |i, want, prec| {
         let tau = Ival::point(prec, tau_f);
         let tau2 = exact_mul(prec, &tau, &tau);
@@ -539,8 +546,11 @@ fn distill_dir(
         Some(r) if general => (0..c)
             .map(|j| {
                 both_finite(j).then(|| {
-                    signed_sum(prec, &[(&t[j], false), (&t[r], true), (&s[j], true), (&s[r], false)])
-                        .div(tau)
+                    signed_sum(
+                        prec,
+                        &[(&t[j], false), (&t[r], true), (&s[j], true), (&s[r], false)],
+                    )
+                    .div(tau)
                 })
             })
             .collect(),
@@ -564,7 +574,11 @@ fn distill_dir(
         let lam = |z: &[Ival], k: usize| {
             let mut sum = Ival::zero(prec);
             for j in (0..z.len()).filter(|&j| j != k && !is_inf(&z[j], false)) {
-                sum.add_assign(&signed_sum(prec, &[(&z[j], false), (&z[k], true)]).div(tau).exp());
+                sum.add_assign(
+                    &signed_sum(prec, &[(&z[j], false), (&z[k], true)])
+                        .div(tau)
+                        .exp(),
+                );
             }
             sum.log1p()
         };
@@ -573,21 +587,21 @@ fn distill_dir(
         if !(ga.hi > 1) && !(gb.hi > 1) {
             close_terms(t, s, r, &dvec, tau, tau2, prec, &mut terms);
         } else {
-        let (la, lb) = (lam(t, *ka), lam(s, *kb));
-        let w = if reverse { &q } else { &p };
-        for j in 0..c {
-            if let Some(dj) = &dvec[j] {
-                if !dj.is_zero() && !w[j].is_zero() {
-                    let x = w[j].mul(dj);
-                    terms.push(if reverse { x.neg() } else { x }.mul(tau2));
+            let (la, lb) = (lam(t, *ka), lam(s, *kb));
+            let w = if reverse { &q } else { &p };
+            for j in 0..c {
+                if let Some(dj) = &dvec[j] {
+                    if !dj.is_zero() && !w[j].is_zero() {
+                        let x = w[j].mul(dj);
+                        terms.push(if reverse { x.neg() } else { x }.mul(tau2));
+                    }
                 }
             }
-        }
-        for (x, neg) in [(gb, reverse), (lb, reverse), (ga, !reverse), (la, !reverse)] {
-            if !x.is_zero() {
-                terms.push(if neg { x.neg() } else { x }.mul(tau2));
+            for (x, neg) in [(gb, reverse), (lb, reverse), (ga, !reverse), (la, !reverse)] {
+                if !x.is_zero() {
+                    terms.push(if neg { x.neg() } else { x }.mul(tau2));
+                }
             }
-        }
         }
     } else {
         // special rows (a one-hot side): Σ over the first distribution's support
@@ -676,7 +690,11 @@ fn distill_dir(
         for j in 0..c {
             let g = match &dvec[j] {
                 Some(dj) if !q[j].is_zero() => {
-                    let diff = if dj.is_zero() { sqd.clone() } else { sqd.sub(dj) };
+                    let diff = if dj.is_zero() {
+                        sqd.clone()
+                    } else {
+                        sqd.sub(dj)
+                    };
                     kap[j] = kappa_diff(mags + dj.mid_f64().abs(), &diff);
                     if diff.is_zero() {
                         zero.clone()
@@ -720,8 +738,11 @@ fn close_terms(
     let c = t.len();
     let one = Ival::one(prec);
     let e_at = |z: &[Ival], j: usize| -> Option<Ival> {
-        (!is_inf(&z[j], false))
-            .then(|| signed_sum(prec, &[(&z[j], false), (&z[r], true)]).div(tau).exp())
+        (!is_inf(&z[j], false)).then(|| {
+            signed_sum(prec, &[(&z[j], false), (&z[r], true)])
+                .div(tau)
+                .exp()
+        })
     };
     let ex: Vec<Option<Ival>> = (0..c).map(|j| e_at(t, j)).collect();
     let ey: Vec<Option<Ival>> = (0..c).map(|j| e_at(s, j)).collect();

@@ -115,7 +115,12 @@ pub struct Frame {
 
 /// A value of the dtype from a palette, sometimes a few ulps off.
 fn from_palette(d: Dtype, v: Vec<f64>, signed: bool) -> BoxedStrategy<f64> {
-    (select(v), any::<bool>(), -2i64..=2, prop::bool::weighted(0.3))
+    (
+        select(v),
+        any::<bool>(),
+        -2i64..=2,
+        prop::bool::weighted(0.3),
+    )
         .prop_map(move |(x, neg, j, off)| {
             let x = if off { nudge(d, x, j) } else { x };
             if signed && neg {
@@ -255,7 +260,18 @@ fn frame(k: Kind, d: Dtype, r: Regime) -> BoxedStrategy<Frame> {
         any::<u64>(),
     )
         .prop_map(
-            move |((n, c, kk), reduction, grad, out_f32, cot, params, weight, mask, cot_rows, seed)| {
+            move |(
+                (n, c, kk),
+                reduction,
+                grad,
+                out_f32,
+                cot,
+                params,
+                weight,
+                mask,
+                cot_rows,
+                seed,
+            )| {
                 let n = if r == Regime::Shapes || r == Regime::LongBatch {
                     n
                 } else {
@@ -263,7 +279,11 @@ fn frame(k: Kind, d: Dtype, r: Regime) -> BoxedStrategy<Frame> {
                 };
                 Frame {
                     n,
-                    c: if k == Kind::Elbo { c } else { c.max(usize::from(n > 0)) },
+                    c: if k == Kind::Elbo {
+                        c
+                    } else {
+                        c.max(usize::from(n > 0))
+                    },
                     k: kk,
                     reduction,
                     grad,
@@ -365,7 +385,8 @@ fn shape_row(k: Kind, d: Dtype, r: Regime, fr: &Frame, data: &mut [Vec<f64>], i:
                     }
                     for j in 0..c {
                         p[j] = d.round(p[j] / s);
-                        lq[j] = d.round(libm::log(d.round(p[j] * (0.5 + unit(pick(j as u64 + 7))))));
+                        lq[j] =
+                            d.round(libm::log(d.round(p[j] * (0.5 + unit(pick(j as u64 + 7))))));
                     }
                 }
                 4 => {
@@ -400,7 +421,11 @@ fn shape_row(k: Kind, d: Dtype, r: Regime, fr: &Frame, data: &mut [Vec<f64>], i:
                     // a dominant logit (confident teacher, student at or away from it)
                     let gap = select_f64(&[12.0, 16.0, 30.0, 100.0, 1e4], pick(2));
                     let at = (pick(3) % c as u64) as usize;
-                    let sat = if style == 3 { at } else { (pick(4) % c as u64) as usize };
+                    let sat = if style == 3 {
+                        at
+                    } else {
+                        (pick(4) % c as u64) as usize
+                    };
                     t[at] = d.round(t[at] + gap);
                     s[sat] = d.round(s[sat] + gap);
                 }
@@ -425,7 +450,11 @@ fn shape_row(k: Kind, d: Dtype, r: Regime, fr: &Frame, data: &mut [Vec<f64>], i:
                 for j in 0..c {
                     x[j] = if pick(j as u64) % 2 == 0 { 0.0 } else { 1.0 };
                     if pick(j as u64 + 9) % 2 == 0 {
-                        z[j] = if x[j] == 1.0 { f64::INFINITY } else { f64::NEG_INFINITY };
+                        z[j] = if x[j] == 1.0 {
+                            f64::INFINITY
+                        } else {
+                            f64::NEG_INFINITY
+                        };
                     }
                 }
             }
@@ -433,7 +462,11 @@ fn shape_row(k: Kind, d: Dtype, r: Regime, fr: &Frame, data: &mut [Vec<f64>], i:
                 // logvar tiny, μ = 0: the KL term is ~lv²/4
                 let kk = fr.k;
                 for j in i * kk..(i + 1) * kk {
-                    data[3][j] = if pick(j as u64) % 2 == 0 { d.round(1e-20) } else { -d.round(1e-20) };
+                    data[3][j] = if pick(j as u64) % 2 == 0 {
+                        d.round(1e-20)
+                    } else {
+                        -d.round(1e-20)
+                    };
                     data[2][j] = 0.0;
                 }
             }
@@ -441,7 +474,6 @@ fn shape_row(k: Kind, d: Dtype, r: Regime, fr: &Frame, data: &mut [Vec<f64>], i:
         Kind::Brier => {}
     }
 }
-
 
 /// `kl_div` with `log_target`: the target row as log p ≤ 0 (−inf where p = 0, −tiny in some
 /// rows), and in the cancelling styles log q at, or one ulp from, log p.
@@ -454,10 +486,17 @@ fn log_targets(d: Dtype, fr: &Frame, data: &mut [Vec<f64>], i: usize) {
     let pick = |j: u64| splitmix64(h ^ j);
     let c = fr.c;
     let (inp, tg) = data.split_at_mut(1);
-    let (lq, p) = (&mut inp[0][i * c..(i + 1) * c], &mut tg[0][i * c..(i + 1) * c]);
+    let (lq, p) = (
+        &mut inp[0][i * c..(i + 1) * c],
+        &mut tg[0][i * c..(i + 1) * c],
+    );
     for j in 0..c {
         p[j] = if p[j] == 0.0 || p[j].is_nan() {
-            if p[j].is_nan() { p[j] } else { f64::NEG_INFINITY }
+            if p[j].is_nan() {
+                p[j]
+            } else {
+                f64::NEG_INFINITY
+            }
         } else if style == 5 {
             -values_tiny(d, pick(j as u64 + 3))
         } else {
@@ -487,7 +526,16 @@ fn values_tiny(d: Dtype, h: u64) -> f64 {
 }
 
 /// Assemble the case.
-fn realize(loss: &'static str, k: Kind, d: Dtype, r: Regime, fr: Frame, mut data: Vec<Vec<f64>>, targets: Vec<i64>, poison: Vec<f64>) -> Case {
+fn realize(
+    loss: &'static str,
+    k: Kind,
+    d: Dtype,
+    r: Regime,
+    fr: Frame,
+    mut data: Vec<Vec<f64>>,
+    targets: Vec<i64>,
+    poison: Vec<f64>,
+) -> Case {
     let (n, c, kk) = (fr.n, fr.c, fr.k);
     for i in 0..n {
         shape_row(k, d, r, &fr, &mut data, i);
@@ -499,12 +547,21 @@ fn realize(loss: &'static str, k: Kind, d: Dtype, r: Regime, fr: Frame, mut data
     if fr.out_f32 {
         case.out_dtype = Dtype::F32;
     }
-    case.params.insert("reduction".to_string(), ParamValue::Str(fr.reduction.name().to_string()));
+    case.params.insert(
+        "reduction".to_string(),
+        ParamValue::Str(fr.reduction.name().to_string()),
+    );
     for (name, v) in &fr.params {
         case.params.insert(name.clone(), v.clone());
     }
-    let weight: Option<Vec<f64>> = fr.weight.as_ref().map(|w| (0..n).map(|i| w[i % w.len()]).collect());
-    let mask: Option<Vec<i64>> = fr.mask.as_ref().map(|m| (0..n).map(|i| m[i % m.len()]).collect());
+    let weight: Option<Vec<f64>> = fr
+        .weight
+        .as_ref()
+        .map(|w| (0..n).map(|i| w[i % w.len()]).collect());
+    let mask: Option<Vec<i64>> = fr
+        .mask
+        .as_ref()
+        .map(|m| (0..n).map(|i| m[i % m.len()]).collect());
     let skipped = |i: usize| {
         mask.as_ref().is_some_and(|m| m[i] == 0) || weight.as_ref().is_some_and(|w| w[i] == 0.0)
     };
@@ -521,18 +578,27 @@ fn realize(loss: &'static str, k: Kind, d: Dtype, r: Regime, fr: Frame, mut data
     for (col, (name, kwide)) in float_inputs(k).iter().enumerate() {
         let w = if *kwide { kk } else { c };
         let v: Vec<f64> = data[col][..n * w].to_vec();
-        case.inputs.insert(name.to_string(), Tensor::float(d, vec![n, w], v));
+        case.inputs
+            .insert(name.to_string(), Tensor::float(d, vec![n, w], v));
     }
     if k == Kind::Brier {
         let t: Vec<i64> = (0..n)
-            .map(|i| if skipped(i) { -7 } else { targets[i] % c.max(1) as i64 })
+            .map(|i| {
+                if skipped(i) {
+                    -7
+                } else {
+                    targets[i] % c.max(1) as i64
+                }
+            })
             .collect();
-        case.inputs.insert("target".to_string(), Tensor::int(vec![n], t));
+        case.inputs
+            .insert("target".to_string(), Tensor::int(vec![n], t));
         // one-hot rows at and away from the target
         if matches!(r, Regime::Kinks | Regime::Extreme) {
             let p = case.inputs.get_mut("prob").unwrap();
             if let losscheck_core::Data::F(v) = &mut p.data {
-                for i in (0..n).filter(|&i| !skipped(i) && splitmix64(fr.seed ^ i as u64) % 3 == 0) {
+                for i in (0..n).filter(|&i| !skipped(i) && splitmix64(fr.seed ^ i as u64) % 3 == 0)
+                {
                     let at = (splitmix64(fr.seed ^ (i as u64 + 77)) % c as u64) as usize;
                     for j in 0..c {
                         v[i * c + j] = if j == at { 1.0 } else { 0.0 };
@@ -542,21 +608,25 @@ fn realize(loss: &'static str, k: Kind, d: Dtype, r: Regime, fr: Frame, mut data
         }
     }
     if let Some(w) = weight {
-        case.inputs.insert("weight".to_string(), Tensor::float(d, vec![n], w));
+        case.inputs
+            .insert("weight".to_string(), Tensor::float(d, vec![n], w));
     }
     if let Some(m) = mask {
-        case.inputs.insert("mask".to_string(), Tensor::int(vec![n], m));
+        case.inputs
+            .insert("mask".to_string(), Tensor::int(vec![n], m));
     }
     match fr.reduction {
         Reduction::None => {
             if fr.cot.is_some() {
                 let v = (0..n).map(|i| fr.cot_rows[i % fr.cot_rows.len()]).collect();
-                case.inputs.insert("cotangent".to_string(), Tensor::float(d, vec![n], v));
+                case.inputs
+                    .insert("cotangent".to_string(), Tensor::float(d, vec![n], v));
             }
         }
         _ => {
             if let Some(cv) = fr.cot {
-                case.inputs.insert("cotangent".to_string(), Tensor::float(d, vec![], vec![cv]));
+                case.inputs
+                    .insert("cotangent".to_string(), Tensor::float(d, vec![], vec![cv]));
             }
         }
     }
@@ -571,7 +641,9 @@ fn realize(loss: &'static str, k: Kind, d: Dtype, r: Regime, fr: Frame, mut data
 
 /// The strategy of one regime.
 pub fn strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Case> {
-    let loss: &'static str = losscheck_core::catalogue::spec(loss).expect("a catalogue loss").id;
+    let loss: &'static str = losscheck_core::catalogue::spec(loss)
+        .expect("a catalogue loss")
+        .id;
     let k = kind(loss);
     let d = dtype;
     frame(k, d, r)
@@ -581,7 +653,11 @@ pub fn strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Case> {
                 .iter()
                 .map(|(name, kwide)| {
                     let w = if *kwide { fr.k } else { fr.c };
-                    let len = if r == Regime::LongBatch { 64 * w } else { n * w };
+                    let len = if r == Regime::LongBatch {
+                        64 * w
+                    } else {
+                        n * w
+                    };
                     proptest::collection::vec(raw(k, name, d, r), len..=len).boxed()
                 })
                 .collect();
@@ -608,7 +684,11 @@ pub fn strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Case> {
                             let h = splitmix64(fr.seed ^ splitmix64(i as u64));
                             let x = pat[(h % 64) as usize * w + j];
                             let y = nudge(d, x, ((h >> 32) % 5) as i64 - 2);
-                            if in_unit && !(0.0..=1.0).contains(&y) { x } else { y }
+                            if in_unit && !(0.0..=1.0).contains(&y) {
+                                x
+                            } else {
+                                y
+                            }
                         })
                         .collect();
                 }

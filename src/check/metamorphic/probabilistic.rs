@@ -21,7 +21,10 @@ use super::{check_scaled, observe, with_case, Comp, Held, Outcome, Side};
 use losscheck_core::{Case, Dtype, ParamValue, Reduction, Tensor};
 
 fn f(case: &Case, name: &str) -> Vec<f64> {
-    case.inputs[name].f().map(<[f64]>::to_vec).unwrap_or_default()
+    case.inputs[name]
+        .f()
+        .map(<[f64]>::to_vec)
+        .unwrap_or_default()
 }
 
 fn set(case: &mut Case, name: &str, shape: Vec<usize>, v: Vec<f64>) {
@@ -35,7 +38,13 @@ fn reduce(case: &mut Case, r: Reduction) {
 }
 
 /// Compare every value and gradient component of `a` with that of `b` (same shapes), a = b.
-fn same_outputs(h: &mut Held, a: &Case, b: &Case, grads: &[(&str, &str)], side: Side) -> Result<(), String> {
+fn same_outputs(
+    h: &mut Held,
+    a: &Case,
+    b: &Case,
+    grads: &[(&str, &str)],
+    side: Side,
+) -> Result<(), String> {
     let (oa, ob) = (observe(a, side)?, observe(b, side)?);
     for (k, (x, y)) in oa.value.iter().zip(&ob.value).enumerate() {
         check_scaled(h, a.out_dtype, &format!("value[{k}]"), x, y, 1.0)?;
@@ -54,7 +63,8 @@ fn same_outputs(h: &mut Held, a: &Case, b: &Case, grads: &[(&str, &str)], side: 
 /// base target (p ≥ ½ → 1).
 pub fn kl_log_target_is_kl_on_probabilities(base: &Case, side: Side) -> Outcome {
     let mut p = base.clone();
-    p.params.insert("log_target".into(), ParamValue::Bool(false));
+    p.params
+        .insert("log_target".into(), ParamValue::Bool(false));
     let t: Vec<f64> = f(base, "target")
         .iter()
         .map(|&x| if x >= 0.5 { 1.0 } else { 0.0 })
@@ -70,7 +80,12 @@ pub fn kl_log_target_is_kl_on_probabilities(base: &Case, side: Side) -> Outcome 
     set(&mut l, "target", shape, lt);
     let mut h = Held::default();
     let r = same_outputs(&mut h, &l, &p, &[("input", "input")], side);
-    with_case(r, "kl_div log_target vs probabilities", &[("log", &l), ("prob", &p)]).map(|_| h)
+    with_case(
+        r,
+        "kl_div log_target vs probabilities",
+        &[("log", &l), ("prob", &p)],
+    )
+    .map(|_| h)
 }
 
 /// `distill_kl` base case → (T = 1 forward case, `kl_div` case), rows made exact as in the
@@ -114,7 +129,11 @@ pub fn distill_t1_is_kl_of_softmaxes(base: &Case, side: Side) -> Outcome {
             while 2 * w <= c {
                 w *= 2;
             }
-            let v = if t0[i * c].is_finite() { t0[i * c] } else { 0.0 };
+            let v = if t0[i * c].is_finite() {
+                t0[i * c]
+            } else {
+                0.0
+            };
             for j in 0..c {
                 t[i * c + j] = if j < w { v } else { f64::NEG_INFINITY };
                 p[i * c + j] = if j < w { 1.0 / w as f64 } else { 0.0 };
@@ -122,7 +141,8 @@ pub fn distill_t1_is_kl_of_softmaxes(base: &Case, side: Side) -> Outcome {
         }
     }
     let mut a = base.clone();
-    a.params.insert("temperature".into(), ParamValue::Float(1.0));
+    a.params
+        .insert("temperature".into(), ParamValue::Float(1.0));
     a.params
         .insert("direction".into(), ParamValue::Str("forward".into()));
     set(&mut a, "student", shape.clone(), s);
@@ -133,7 +153,8 @@ pub fn distill_t1_is_kl_of_softmaxes(base: &Case, side: Side) -> Outcome {
     b.params = [("reduction".to_string(), base.params["reduction"].clone())]
         .into_iter()
         .collect();
-    b.params.insert("log_target".into(), ParamValue::Bool(false));
+    b.params
+        .insert("log_target".into(), ParamValue::Bool(false));
     for k in ["weight", "mask", "cotangent"] {
         if let Some(x) = base.inputs.get(k) {
             b.inputs.insert(k.into(), x.clone());
@@ -143,7 +164,12 @@ pub fn distill_t1_is_kl_of_softmaxes(base: &Case, side: Side) -> Outcome {
     set(&mut b, "target", shape, p);
     let mut h = Held::default();
     let r = same_outputs(&mut h, &a, &b, &[], side);
-    with_case(r, "distill_kl at T = 1 vs kl_div of the softmaxes", &[("distill", &a), ("kl_div", &b)]).map(|_| h)
+    with_case(
+        r,
+        "distill_kl at T = 1 vs kl_div of the softmaxes",
+        &[("distill", &a), ("kl_div", &b)],
+    )
+    .map(|_| h)
 }
 
 /// The expectation case: C rows of prob `p`, targets 0..C, weights π, reduction `sum`.
@@ -155,13 +181,21 @@ fn expectation_case(dtype: Dtype, out: Dtype, pi: &[f64], p: &[f64]) -> Case {
     let rows: Vec<f64> = (0..c).flat_map(|_| p.iter().copied()).collect();
     set(&mut e, "prob", vec![c, c], rows);
     set(&mut e, "weight", vec![c], pi.to_vec());
-    e.inputs
-        .insert("target".into(), Tensor::int(vec![c], (0..c as i64).collect()));
+    e.inputs.insert(
+        "target".into(),
+        Tensor::int(vec![c], (0..c as i64).collect()),
+    );
     e
 }
 
 /// `pi`: dtype values ≥ 0 with Σ = 1 exactly; `others`: candidate points (in [0, 1]^C).
-pub fn brier_is_proper(dtype: Dtype, out: Dtype, pi: &[f64], others: &[Vec<f64>], side: Side) -> Outcome {
+pub fn brier_is_proper(
+    dtype: Dtype,
+    out: Dtype,
+    pi: &[f64],
+    others: &[Vec<f64>],
+    side: Side,
+) -> Outcome {
     let mut h = Held::default();
     let best_case = expectation_case(dtype, out, pi, pi);
     let ob = observe(&best_case, side)?;
@@ -225,10 +259,16 @@ pub fn neg_elbo_zero_latent_is_bce(base: &Case, side: Side) -> Outcome {
     let mut b = Case::new("bce_logits", base.dtype).map_err(|e| e.message)?;
     b.out_dtype = base.out_dtype;
     reduce(&mut b, Reduction::Sum);
-    b.inputs.insert("logit".into(), a.inputs["recon_logits"].clone());
+    b.inputs
+        .insert("logit".into(), a.inputs["recon_logits"].clone());
     b.inputs.insert("target".into(), a.inputs["x"].clone());
     b.grad = vec!["logit".into()];
     let mut h = Held::default();
     let r = same_outputs(&mut h, &a, &b, &[("recon_logits", "logit")], side);
-    with_case(r, "neg_elbo(x, z, 0, 0) vs Σ bce_logits(z, x)", &[("neg_elbo", &a), ("bce_logits", &b)]).map(|_| h)
+    with_case(
+        r,
+        "neg_elbo(x, z, 0, 0) vs Σ bce_logits(z, x)",
+        &[("neg_elbo", &a), ("bce_logits", &b)],
+    )
+    .map(|_| h)
 }

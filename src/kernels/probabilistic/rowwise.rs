@@ -135,7 +135,13 @@ fn run_rows<T: Element, O: Element>(
     let mut grads: Vec<Vec<T>> = widths
         .iter()
         .zip(want)
-        .map(|(&w, &on)| if on { Vec::with_capacity(n * w) } else { Vec::new() })
+        .map(|(&w, &on)| {
+            if on {
+                Vec::with_capacity(n * w)
+            } else {
+                Vec::new()
+            }
+        })
         .collect();
     let mut value: Vec<O> = Vec::with_capacity(plan.value_len());
     let finish = |grads: Vec<Vec<T>>, value| RowOutput {
@@ -186,7 +192,11 @@ fn run_rows<T: Element, O: Element>(
         };
         for (k, g) in grads.iter_mut().enumerate() {
             if want[k] {
-                g.extend(scratch[k].iter().map(|&d| T::from_f64(grad_term(c, d, cot, den))));
+                g.extend(
+                    scratch[k]
+                        .iter()
+                        .map(|&d| T::from_f64(grad_term(c, d, cot, den))),
+                );
             }
         }
     }
@@ -230,7 +240,9 @@ fn check_range<T: Element>(
     for (k, v) in x.iter().enumerate() {
         let v = v.to_f64();
         if !v.is_nan() && bad(v) && plan.coef(k / w.max(1)) != 0.0 {
-            return Err(LossError::invalid(format!("input {name}[{k}]={v:?} is {what}")));
+            return Err(LossError::invalid(format!(
+                "input {name}[{k}]={v:?} is {what}"
+            )));
         }
     }
     Ok(())
@@ -311,9 +323,18 @@ pub fn kl_div<T: Element, O: Element>(
     check_matrix("target", target.len(), rows, c, "C", true)?;
     let plan = plan_of(rows, ex)?;
     if log_target {
-        check_range("target", target, c, &plan, "> 0 with log_target (a log-probability must be <= 0)", |x| x > 0.0)?;
+        check_range(
+            "target",
+            target,
+            c,
+            &plan,
+            "> 0 with log_target (a log-probability must be <= 0)",
+            |x| x > 0.0,
+        )?;
     } else {
-        check_range("target", target, c, &plan, "outside [0, 1]", |x| !(0.0..=1.0).contains(&x))?;
+        check_range("target", target, c, &plan, "outside [0, 1]", |x| {
+            !(0.0..=1.0).contains(&x)
+        })?;
     }
     Ok(run_rows(&plan, ex.cotangent, &[c], &[grad], |i, s| {
         let r = i * c..(i + 1) * c;
@@ -342,7 +363,9 @@ pub fn brier<T: Element, O: Element>(
         )));
     }
     let plan = plan_of(rows, ex)?;
-    check_range("prob", prob, c, &plan, "outside [0, 1]", |x| !(0.0..=1.0).contains(&x))?;
+    check_range("prob", prob, c, &plan, "outside [0, 1]", |x| {
+        !(0.0..=1.0).contains(&x)
+    })?;
     for (k, &y) in target.iter().enumerate() {
         if !(usize::try_from(y).is_ok_and(|y| y < c)) && plan.coef(k) != 0.0 {
             return Err(LossError::invalid(format!(
@@ -416,7 +439,9 @@ pub fn neg_elbo<T: Element, O: Element>(
     check_matrix("mu", mu.len(), rows, k, "K", false)?;
     check_matrix("logvar", logvar.len(), rows, k, "K", false)?;
     let plan = plan_of(rows, ex)?;
-    check_range("x", x, d, &plan, "outside [0, 1]", |v| !(0.0..=1.0).contains(&v))?;
+    check_range("x", x, d, &plan, "outside [0, 1]", |v| {
+        !(0.0..=1.0).contains(&v)
+    })?;
     let hb = 0.5 * beta;
     Ok(run_rows(&plan, ex.cotangent, &[d, k, k], &grads, |i, s| {
         let mut acc = CompensatedSum::new();
@@ -609,7 +634,12 @@ fn kl_pass(a: &[f64], b: &[f64], sa: Side, sb: Side, tau: f64, w: &mut DistillSc
         let gb = scaled_diff(b[kb], b[r], tau);
         // both sides within T of their value at r: shift both there
         out.close = ga.0 <= 1.0 && gb.0 <= 1.0;
-        let s_a = probs(a, if out.close { Side::Finite(r) } else { sa }, tau, &mut w.ea);
+        let s_a = probs(
+            a,
+            if out.close { Side::Finite(r) } else { sa },
+            tau,
+            &mut w.ea,
+        );
         out.one_a = 1.0 + s_a;
         if all_zero && same_support {
             out.same = true;
@@ -800,12 +830,14 @@ fn distill_inner(
         for j in 0..c {
             g[j] = tau
                 * match (sa, sb) {
-                    (Side::OneHot(k), _) if k == j => {
-                        -(0..c).filter(|&i| i != j).map(|i| w.eb[i] / one_b).sum::<f64>()
-                    }
-                    (_, Side::OneHot(k)) if k == j => {
-                        (0..c).filter(|&i| i != j).map(|i| w.ea[i] / one_a).sum::<f64>()
-                    }
+                    (Side::OneHot(k), _) if k == j => -(0..c)
+                        .filter(|&i| i != j)
+                        .map(|i| w.eb[i] / one_b)
+                        .sum::<f64>(),
+                    (_, Side::OneHot(k)) if k == j => (0..c)
+                        .filter(|&i| i != j)
+                        .map(|i| w.ea[i] / one_a)
+                        .sum::<f64>(),
                     _ => w.eb[j] / one_b - w.ea[j] / one_a,
                 };
         }
@@ -823,11 +855,20 @@ fn series(x: f64, a: impl Fn(usize) -> f64, top: usize) -> f64 {
     s * x * x
 }
 
-
 /// ψ(m) = m − log1p(m) ≥ 0 (m > −1), the series Σ (−1)^n m^n/n for |m| ≤ ¼.
 fn psi(m: f64) -> f64 {
     if m.abs() <= 0.25 {
-        series(m, |n| if n % 2 == 0 { 1.0 / n as f64 } else { -1.0 / n as f64 }, 30)
+        series(
+            m,
+            |n| {
+                if n % 2 == 0 {
+                    1.0 / n as f64
+                } else {
+                    -1.0 / n as f64
+                }
+            },
+            30,
+        )
     } else {
         m - libm::log1p(m)
     }
@@ -952,7 +993,14 @@ pub fn distill_kl<T: Element, O: Element>(
     };
     Ok(run_rows(&plan, ex.cotangent, &[c], &[grad], |i, g| {
         let r = i * c..(i + 1) * c;
-        distill_row(&teacher[r.clone()], &student[r], temperature, reverse, &mut w, &mut g[0])
+        distill_row(
+            &teacher[r.clone()],
+            &student[r],
+            temperature,
+            reverse,
+            &mut w,
+            &mut g[0],
+        )
     }))
 }
 
@@ -977,11 +1025,20 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
     let flag = |name: &str| matches!(case.params.get(name), Some(ParamValue::Bool(true)));
     let (names, out): (&[&str], RowOutput<T, O>) = match case.loss.as_str() {
         "kl_div" => {
-            let (x, t) = (req_input::<T>(case, "input")?, req_input::<T>(case, "target")?);
-            (&["input"], kl_div(&x, &t, n, c, flag("log_target"), &ex, wants("input"))?)
+            let (x, t) = (
+                req_input::<T>(case, "input")?,
+                req_input::<T>(case, "target")?,
+            );
+            (
+                &["input"],
+                kl_div(&x, &t, n, c, flag("log_target"), &ex, wants("input"))?,
+            )
         }
         "distill_kl" => {
-            let (s, t) = (req_input::<T>(case, "student")?, req_input::<T>(case, "teacher")?);
+            let (s, t) = (
+                req_input::<T>(case, "student")?,
+                req_input::<T>(case, "teacher")?,
+            );
             let reverse = match case.params.get("direction") {
                 None => false,
                 Some(ParamValue::Str(d)) if d == "forward" || d == "reverse" => d == "reverse",
@@ -992,7 +1049,10 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
                 }
             };
             let tau = req_param(case, "temperature")?;
-            (&["student"], distill_kl(&s, &t, n, c, tau, reverse, &ex, wants("student"))?)
+            (
+                &["student"],
+                distill_kl(&s, &t, n, c, tau, reverse, &ex, wants("student"))?,
+            )
         }
         "brier" => {
             let p = req_input::<T>(case, "prob")?;
@@ -1027,7 +1087,10 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
     let mut grad = BTreeMap::new();
     for (name, g) in names.iter().zip(out.grads) {
         if let Some(g) = g {
-            let shape = case.input(name).map(|t| t.shape.clone()).unwrap_or_default();
+            let shape = case
+                .input(name)
+                .map(|t| t.shape.clone())
+                .unwrap_or_default();
             grad.insert(
                 name.to_string(),
                 Tensor::float(T::DTYPE, shape, g.iter().map(|v| v.to_f64()).collect()),

@@ -1,5 +1,5 @@
-//! Oracles of the probabilistic family. For now `gaussian_nll`; `kl_div`, `distill_kl`,
-//! `neg_elbo` and `brier` answer `unsupported` until their oracles land here.
+//! Oracles of the probabilistic family: `gaussian_nll` (elementwise, here) and the row-wise
+//! `kl_div`, `distill_kl`, `neg_elbo` and `brier` ([`rowwise`]).
 //!
 //! `gaussian_nll`, per element, with r = target − mean and v′ = max(var, eps) (var ≥ 0,
 //! eps > 0):
@@ -27,6 +27,8 @@
 //!
 //! Params are binary64 values, used exactly.
 
+pub mod rowwise;
+
 use crate::ival::Ival;
 use crate::ranking::{exact_mul, input, param, run2, signed_sum, Deriv, Local};
 use crate::{Inputs, Raw};
@@ -41,6 +43,10 @@ pub const VAR_CLAMP_KINK: &str = "max(var, eps) at var = eps";
 pub fn eval(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Result<Raw, LossError> {
     match case.loss.as_str() {
         "gaussian_nll" => gaussian_nll(case, checked, inputs, prec),
+        "kl_div" => rowwise::kl_div(case, checked, inputs, prec),
+        "distill_kl" => rowwise::distill_kl(case, checked, inputs, prec),
+        "neg_elbo" => rowwise::neg_elbo(case, checked, inputs, prec),
+        "brier" => rowwise::brier(case, checked, inputs, prec),
         other => Err(LossError::unsupported(format!(
             "no probabilistic oracle yet for {other:?}"
         ))),

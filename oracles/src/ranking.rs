@@ -250,6 +250,33 @@ fn kappa_of(terms: &[Ival], prec: u32) -> f64 {
         .max(1.0)
 }
 
+/// Record the additive terms of active row `i` in the reducer: for `none` their sum (returning
+/// its κ), else each term on its own (so the reduced κ counts them).
+pub(crate) fn record_terms(
+    red: &mut Reducer,
+    i: usize,
+    terms: Vec<Ival>,
+    none: bool,
+    prec: u32,
+) -> Option<f64> {
+    if none {
+        let k = kappa_of(&terms, prec);
+        let mut s = Ival::zero(prec);
+        for t in &terms {
+            s.add_assign(t);
+        }
+        red.add_value(i, s);
+        return Some(k);
+    }
+    if terms.is_empty() {
+        red.add_value(i, Ival::zero(prec));
+    }
+    for t in terms {
+        red.add_value(i, t);
+    }
+    None
+}
+
 /// The common loop of an elementwise loss with two differentiable inputs `names`: every active
 /// element through `term(i, want)`, then the reduction. A kink group (primitive `primitive`)
 /// with the requested members is reported for every element whose [`Local::kink`] is set. κ
@@ -276,17 +303,8 @@ pub(crate) fn run2(
             continue;
         }
         let Local { terms, d, kink } = term(i, want);
-        if none {
-            kappa_none[i] = kappa_of(&terms, prec);
-            let mut s = Ival::zero(prec);
-            for t in &terms {
-                s.add_assign(t);
-            }
-            red.add_value(i, s);
-        } else {
-            for t in terms {
-                red.add_value(i, t);
-            }
+        if let Some(k) = record_terms(&mut red, i, terms, none, prec) {
+            kappa_none[i] = k;
         }
         let scaled = |dk: Deriv| match dk {
             Deriv::Plain(x) => red.grad(i, x),

@@ -165,6 +165,7 @@ pub fn regimes(loss: &str) -> &'static [(Regime, u32)] {
             MULTICLASS_REGIMES
         }
         Some((_, id)) if pairwise::LOSSES.contains(&id) => pairwise::REGIMES,
+        Some((_, id)) if probabilistic::LOSSES.contains(&id) => probabilistic::REGIMES,
         _ => &[],
     }
 }
@@ -194,6 +195,7 @@ pub fn regime_strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Cas
         }
         Family::Classification => classification::strategy(loss, dtype, r),
         _ if pairwise::LOSSES.contains(&spec.id) => pairwise::strategy(loss, dtype, r),
+        _ if probabilistic::LOSSES.contains(&spec.id) => probabilistic::strategy(loss, dtype, r),
         f => panic!("no generators yet for the {} family ({loss})", f.name()),
     }
 }
@@ -2604,6 +2606,10 @@ pub mod classification {
 // gaussian_nll (in gen/pairwise.rs).
 
 pub mod pairwise;
+
+// The row-wise probabilistic losses: kl_div, distill_kl, neg_elbo, brier (in
+// gen/probabilistic.rs).
+pub mod probabilistic;
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,7 @@
 
 pub mod multiclass;
 pub mod pairwise;
+pub mod probabilistic;
 
 use crate::check::compare;
 use crate::check::subject::Subject;

@@ -1,5 +1,5 @@
-//! Probabilistic losses. For now `gaussian_nll` (the row-wise `kl_div`, `distill_kl`,
-//! `neg_elbo` and `brier` will join it here).
+//! Probabilistic losses: `gaussian_nll` (elementwise, here) and the row-wise `kl_div`,
+//! `distill_kl`, `neg_elbo` and `brier` ([`rowwise`]).
 //!
 //! `gaussian_nll`, elementwise over inputs of any shape: with r = target − mean and
 //! v′ = max(var, eps), l = ½·ln v′ + ½·r²/v′ [+ ½·ln 2π when `full`];
@@ -57,8 +57,10 @@ use super::ranking::{
 use super::reduce::Plan;
 use losscheck_core::{Case, Checked, Element, LossError, ParamValue, Reduction, Response};
 
+pub mod rowwise;
+
 /// The probabilistic losses this module implements.
-pub const LOSSES: &[&str] = &["gaussian_nll"];
+pub const LOSSES: &[&str] = &["gaussian_nll", "kl_div", "distill_kl", "neg_elbo", "brier"];
 
 /// ½·ln 2π as a double-double (0x3FED67F1C864BEB5 and its remainder).
 const HALF_LN_2PI: (f64, f64) = (0.918_938_533_204_672_8, -3.878_294_158_067_241_4e-17);
@@ -252,9 +254,12 @@ pub(crate) fn evaluate_typed<T: Element, O: Element>(
     case: &Case,
     checked: &Checked,
 ) -> Result<Response, LossError> {
+    if rowwise::LOSSES.contains(&case.loss.as_str()) {
+        return rowwise::evaluate_typed::<T, O>(case, checked);
+    }
     if case.loss != "gaussian_nll" {
         return Err(LossError::unsupported(format!(
-            "no probabilistic kernel yet for {}",
+            "no probabilistic kernel for {}",
             case.loss
         )));
     }

@@ -221,18 +221,24 @@ pub(crate) fn run2<T: Element, O: Element, F>(
             }
         }
         if !none {
-            let t = acc.total_pair();
-            let (hi, lo) = if plan.reduction() == Reduction::Mean {
-                pair_div(t, den)
-            } else {
-                t
-            };
-            value.push(O::from_f64(round_odd(hi, lo)));
+            value.push(reduced_value(plan, &acc));
         }
     }
     let [b0, b1] = bufs;
     *g0 = want[0].then_some(b0);
     *g1 = want[1].then_some(b1);
+}
+
+/// The reduced value of a compensated sum of pair terms: the sum, divided by the plan's
+/// denominator for `mean`, rounded once (to odd in f64, then to `O`).
+pub(crate) fn reduced_value<T: Element, O: Element>(plan: &Plan<'_, T>, acc: &CompensatedSum) -> O {
+    let t = acc.total_pair();
+    let (hi, lo) = if plan.reduction() == Reduction::Mean {
+        pair_div(t, plan.denom())
+    } else {
+        t
+    };
+    O::from_f64(round_odd(hi, lo))
 }
 
 /// The builder methods of the reduction's inputs — `weight`, `mask`, `cotangent`,

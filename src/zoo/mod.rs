@@ -9,6 +9,7 @@
 
 pub mod classification;
 pub mod preference;
+pub mod probabilistic;
 pub mod regression;
 
 use crate::check::compare::Verdict;
@@ -36,6 +37,7 @@ pub fn entries() -> Vec<&'static ZooEntry> {
         .iter()
         .chain(classification::ENTRIES)
         .chain(preference::ENTRIES)
+        .chain(probabilistic::ENTRIES)
         .collect()
 }
 

@@ -159,7 +159,10 @@ def cross_entropy(req):
             tt = target.permute(0, 2, 1) if soft else target
         else:
             tt = target
-        out = F.cross_entropy(z, tt, weight=cw, ignore_index=ig, reduction=req.reduction,
+        # ignore_index applies to class ids only; PyTorch rejects any but its default with
+        # probabilities as targets
+        out = F.cross_entropy(z, tt, weight=cw, ignore_index=-100 if soft else ig,
+                              reduction=req.reduction,
                               label_smoothing=float(req.param("label_smoothing", 0.0)))
         return out
     return run(req, ["logits"], call)

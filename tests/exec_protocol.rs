@@ -526,3 +526,74 @@ fn the_torch_adapter_runs_when_torch_is_importable() {
         r.terminal()
     );
 }
+
+/// `adapters/expected.toml`'s entry for a peer: the pinned version prefix, the cases, and the
+/// (loss, dtype, verdict) findings asserted for that version.
+fn expected_findings(peer: &str) -> (String, u64, Vec<(String, Dtype, String)>) {
+    let text = std::fs::read_to_string(adapters().join("expected.toml")).unwrap();
+    let doc: toml::Table = text.parse().expect("adapters/expected.toml parses");
+    let t = doc[peer].as_table().expect("a table per peer");
+    let version = t["version"].as_str().unwrap().to_string();
+    let cases = t["cases"].as_integer().unwrap() as u64;
+    let findings = t["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let g = |k: &str| f[k].as_str().unwrap().to_string();
+            (g("loss"), g("dtype").parse().unwrap(), g("verdict"))
+        })
+        .collect();
+    (version, cases, findings)
+}
+
+/// Against the pinned PyTorch version, the fuzzer finds what `adapters/expected.toml` lists
+/// (issue 5's bar); another version is reported, not asserted.
+#[test]
+fn the_fuzzer_finds_the_expected_pytorch_failures() {
+    let Some(py) = peer_python("torch") else {
+        return;
+    };
+    let version = Command::new(&py)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let (pinned, cases, expected) = expected_findings("torch");
+    let cmd = format!(
+        "{py} {} --device cpu",
+        adapters().join("torch_adapter.py").display()
+    );
+    let s = start(&cmd, 60_000);
+    let mut missing = Vec::new();
+    let mut seen = Vec::new();
+    for (loss, dtype, verdict) in &expected {
+        let r = fuzz::check(
+            &s,
+            &Settings {
+                losses: vec![loss.clone()],
+                dtypes: vec![*dtype],
+                cases,
+                shrink_iters: 40,
+                ..Settings::default()
+            },
+        );
+        let c = &r.campaigns[0];
+        seen.push(format!("{loss} {dtype}: {:?}", c.findings));
+        if !c.findings.contains_key(verdict.as_str()) {
+            missing.push(format!("{loss} {dtype} {verdict}"));
+        }
+    }
+    if !version.starts_with(&pinned) {
+        eprintln!(
+            "torch {version} is not the pinned {pinned}*: findings reported, not asserted:\n{}",
+            seen.join("\n")
+        );
+        return;
+    }
+    assert!(
+        missing.is_empty(),
+        "torch {version}: expected findings not found: {missing:?}\nseen:\n{}",
+        seen.join("\n")
+    );
+}

@@ -165,6 +165,7 @@ pub fn regimes(loss: &str) -> &'static [(Regime, u32)] {
             MULTICLASS_REGIMES
         }
         Some((_, id)) if pairwise::LOSSES.contains(&id) => pairwise::REGIMES,
+        Some((Family::Contrastive, _)) => contrastive::REGIMES,
         _ => &[],
     }
 }
@@ -194,6 +195,7 @@ pub fn regime_strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Cas
         }
         Family::Classification => classification::strategy(loss, dtype, r),
         _ if pairwise::LOSSES.contains(&spec.id) => pairwise::strategy(loss, dtype, r),
+        Family::Contrastive => contrastive::strategy(loss, dtype, r),
         f => panic!("no generators yet for the {} family ({loss})", f.name()),
     }
 }
@@ -2585,6 +2587,10 @@ pub mod classification {
 // gaussian_nll (in gen/pairwise.rs).
 
 pub mod pairwise;
+
+// The contrastive family: contrastive, triplet, info_nce (in gen/contrastive.rs).
+
+pub mod contrastive;
 
 #[cfg(test)]
 mod tests {

@@ -399,10 +399,12 @@ fn contrastive(
             .collect();
         let q = dot(prec, &w, &w);
         // local derivative factor f: ∂l/∂x1 = f·w, ∂l/∂x2 = −f·w
-        let (value, f, kap_v, kap_g): (Ival, Option<Ival>, f64, f64) = if q.is_nan() {
-            (Ival::nan(prec), Some(Ival::nan(prec)), 1.0, 1.0)
-        } else if y[i] == 1 {
+        // y = 1: ∂l/∂w_k = 2w_k componentwise (NaN only where w_k is); y = 0 with a NaN
+        // distance: everything NaN (max(0, m − NaN) propagates, whatever m)
+        let (value, f, kap_v, kap_g): (Ival, Option<Ival>, f64, f64) = if y[i] == 1 {
             (q.clone(), Some(Ival::point(prec, 2.0)), 1.0, 1.0)
+        } else if q.is_nan() {
+            (Ival::nan(prec), Some(Ival::nan(prec)), 1.0, 1.0)
         } else if m <= 0.0 {
             (zero.clone(), None, 1.0, 1.0)
         } else {

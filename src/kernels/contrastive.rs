@@ -292,6 +292,64 @@ fn check_emb<T>(name: &str, x: &[T], args_rows: usize, dim: usize) -> Result<(),
 // ---------------------------------------------------------------------------------------------
 // triplet
 
+/// z = dp − dn + m with dp − dn formed as (‖u‖² − ‖v‖²)/(dp + dn), ‖u‖² − ‖v‖² = Σ (n − p)·(u
+/// + v) summed as pairs (u + v = 2a − p − n + 2eps, n − p exact): the cancellation between
+/// dp and dn happens in exact differences, not between two rounded norms, so z's sign is
+/// right unless |z| < about 2^−100·(|m| + Σ|(n − p)(u + v)|/(dp + dn)). Falls back to
+/// dp − dn + m where that form is not finite.
+fn triplet_z<T: Element>(a: &[T], p: &[T], n: &[T], eps: f64, dp: Pair, dn: Pair, m: f64) -> Pair {
+    let plain = || sum_exact([dp.0, dp.1, -dn.0, -dn.1, m]);
+    let (mut s, mut c) = (0.0f64, 0.0f64);
+    for k in 0..a.len() {
+        let (ak, pk, nk) = (a[k].to_f64(), p[k].to_f64(), n[k].to_f64());
+        let w = sum_exact([nk, -pk]);
+        let t = sum_exact([2.0 * ak, -pk, -nk, 2.0 * eps]);
+        let (x, e) = two_prod(w.0, t.0);
+        let (y, e2) = two_sum(s, x);
+        s = y;
+        c += e2 + e + w.0 * t.1 + w.1 * t.0;
+    }
+    let num = two_sum(s, c);
+    let den = sum_exact([dp.0, dn.0, dp.1, dn.1]);
+    if !(num.0.is_finite() && den.0.is_finite()) {
+        return plain();
+    }
+    if den.0 == 0.0 {
+        return (m, 0.0);
+    }
+    let q = div_pair(num, den);
+    if !q.0.is_finite() {
+        return plain();
+    }
+    sum_exact([q.0, q.1, m])
+}
+
+/// Are u and v (pairs, both non-zero) positive multiples of each other, exactly? Tested as
+/// u_j·v_k = v_j·u_k (TwoProd, exact) against the largest |v_k|, for vectors held in single
+/// f64s (a low part anywhere: not tested, false), or by sign for D = 1.
+fn same_direction(u: &[Pair], v: &[Pair]) -> bool {
+    if u.len() == 1 {
+        // D = 1: the unit vectors are the signs
+        return u[0].0 != 0.0 && (u[0].0 > 0.0) == (v[0].0 > 0.0) && v[0].0 != 0.0;
+    }
+    if u.iter().chain(v).any(|x| x.1 != 0.0 || !x.0.is_finite()) {
+        return false;
+    }
+    let mut k = 0;
+    for j in 0..v.len() {
+        if v[j].0.abs() > v[k].0.abs() {
+            k = j;
+        }
+    }
+    let (uk, vk) = (u[k].0, v[k].0);
+    if vk == 0.0 || uk == 0.0 || (uk > 0.0) != (vk > 0.0) {
+        return false;
+    }
+    u.iter()
+        .zip(v)
+        .all(|(uj, vj)| two_prod(uj.0, vk) == two_prod(vj.0, uk))
+}
+
 /// Triplet margin loss: l = max(0, ‖a − p + eps‖ − ‖a − n + eps‖ + margin) per row (PyTorch's
 /// `triplet_margin_loss` with `pairwise_distance`'s eps added to every coordinate; eps ≥ 0).
 /// Gradients for anchor, positive, negative (`args.want`). Errors (never panics) on lengths,
@@ -325,7 +383,15 @@ pub fn triplet<T: Element, O: Element>(
         }
         let (dps, dp, zp) = norm_of(&mut u);
         let (dns, dn, zn) = norm_of(&mut v);
-        let z = sum_exact([dp.0, dp.1, -dn.0, -dn.1, margin]);
+        let z = triplet_z(
+            &anchor[i * d..(i + 1) * d],
+            &positive[i * d..(i + 1) * d],
+            &negative[i * d..(i + 1) * d],
+            eps,
+            dp,
+            dn,
+            margin,
+        );
         if z.0.is_nan() {
             for gk in g.iter_mut() {
                 gk.iter_mut().for_each(|x| *x = f64::NAN);
@@ -335,10 +401,12 @@ pub fn triplet<T: Element, O: Element>(
         if z.0 <= 0.0 {
             return (0.0, 0.0);
         }
+        // u ∥ v in the same direction: u/dp − v/dn is exactly 0
+        let parallel = !zp && !zn && same_direction(&u, &v);
         for k in 0..d {
             let uu = if zp { (0.0, 0.0) } else { div_pair(u[k], dps) };
             let vv = if zn { (0.0, 0.0) } else { div_pair(v[k], dns) };
-            g[0][k] = pair_sub(uu, vv);
+            g[0][k] = if parallel { 0.0 } else { pair_sub(uu, vv) };
             g[1][k] = -(uu.0 + uu.1);
             g[2][k] = vv.0 + vv.1;
         }
@@ -390,9 +458,6 @@ pub fn contrastive<T: Element, O: Element>(
             }
             return q;
         }
-        if margin <= 0.0 {
-            return (0.0, 0.0);
-        }
         let (ds, dd, zero) = norm_of(&mut w);
         if dd.0.is_nan() {
             for gk in g.iter_mut() {
@@ -401,7 +466,7 @@ pub fn contrastive<T: Element, O: Element>(
             return (f64::NAN, 0.0);
         }
         let t = sum_exact([margin, -dd.0, -dd.1]);
-        if t.0 <= 0.0 {
+        if margin <= 0.0 || t.0 <= 0.0 {
             return (0.0, 0.0);
         }
         if !zero {

@@ -565,6 +565,18 @@ fn styles_of(r: Regime) -> Vec<Style> {
     }
 }
 
+/// Some(x) one time in ten when `on`, else always None.
+fn maybe_some<T: std::fmt::Debug + Clone + 'static>(
+    on: bool,
+    s: BoxedStrategy<T>,
+) -> BoxedStrategy<Option<T>> {
+    if on {
+        proptest::option::weighted(0.1, s).boxed()
+    } else {
+        Just(None).boxed()
+    }
+}
+
 fn frame(k: Kind, dtype: Dtype, r: Regime) -> BoxedStrategy<Frame> {
     let (n_range, d_range): ((usize, usize), (usize, usize)) = match r {
         Regime::Shapes => ((0, 3), (0, 2)),
@@ -574,14 +586,21 @@ fn frame(k: Kind, dtype: Dtype, r: Regime) -> BoxedStrategy<Frame> {
         _ => ((1, 8), (1, 16)),
     };
     let wide = r == Regime::Typical || r == Regime::Extreme;
-    let dims = (
-        n_range.0..=n_range.1,
+    let d_strategy = if wide {
+        prop_oneof![
+            8 => d_range.0..=d_range.1,
+            1 => Just(1usize),
+            1 => 17usize..=128,
+        ]
+        .boxed()
+    } else {
         prop_oneof![
             8 => d_range.0..=d_range.1,
             1 => Just(1usize.max(d_range.0).min(d_range.1)),
-            if wide { 1 } else { 0 } => 17usize..=128,
-        ],
-    );
+        ]
+        .boxed()
+    };
+    let dims = (n_range.0..=n_range.1, d_strategy);
     let mask = match r {
         Regime::Masked => prop_oneof![
             2 => Just(MaskPlan::Random),
@@ -636,10 +655,10 @@ fn frame(k: Kind, dtype: Dtype, r: Regime) -> BoxedStrategy<Frame> {
         (proptest::bool::weighted(0.8), any::<bool>()),
         (mask, weight, cot),
         (
-            proptest::option::weighted(if k == Kind::InfoNce { 0.1 } else { 0.0 }, any::<Index>()),
-            proptest::option::weighted(
-                if r == Regime::Extreme && k != Kind::InfoNce { 0.1 } else { 0.0 },
-                (any::<Index>(), any::<Index>()),
+            maybe_some(k == Kind::InfoNce, any::<Index>().boxed()),
+            maybe_some(
+                r == Regime::Extreme && k != Kind::InfoNce,
+                (any::<Index>(), any::<Index>()).boxed(),
             ),
             any::<Index>(),
         ),

@@ -124,8 +124,13 @@ fn kappa(num: f64, e: &Ival) -> f64 {
     if e.is_nan() || !e.is_finite() || e.is_zero() || !num.is_finite() {
         return 1.0;
     }
-    let lo = e.abs().lo.to_f64_round(Round::Down);
-    if lo <= 0.0 {
+    // an enclosure that straddles 0 (a result below its dtype's resolution): its midpoint
+    // stands for |e| (the allowance κ·|e| is then about num, as it should be)
+    let lo = match e.abs().lo.to_f64_round(Round::Down) {
+        x if x > 0.0 => x,
+        _ => e.mid_f64().abs(),
+    };
+    if !(lo > 0.0) {
         return 1.0;
     }
     // num / lo, rounded up by a relative 2^-50 margin
@@ -468,6 +473,8 @@ fn bool_param(case: &Case, name: &str, default: bool) -> bool {
 /// branch for the backward pass, and ‖x‖² (exact).
 struct Norm {
     nu: Ival,
+    /// 1 − x̂_c² = (‖x‖² − x_c²)/‖x‖² per component, from exact points (norm branch).
+    one_minus_sq: Vec<Ival>,
     /// Some(true): norm branch; Some(false): eps branch; None: undecided (hull of both).
     norm_branch: Option<bool>,
     at_kink: bool,
@@ -479,6 +486,7 @@ fn normalize(prec: u32, x: &[Ival], on: bool, eps: f64) -> Norm {
     if !on {
         return Norm {
             nu: Ival::one(wp),
+            one_minus_sq: Vec::new(),
             norm_branch: None,
             at_kink: false,
             xhat: x.iter().map(|c| narrow(c, wp)).collect(),
@@ -507,8 +515,17 @@ fn normalize(prec: u32, x: &[Ival], on: bool, eps: f64) -> Norm {
         None => nrm.max(&Ival::point(wp, eps)),
     };
     let xhat = x.iter().map(|c| narrow(c, wp).div(&nu)).collect();
+    let qn = narrow(&q, wp);
+    let one_minus_sq = x
+        .iter()
+        .map(|c| {
+            let c2 = exact_mul(prec, c, c);
+            narrow(&signed_sum(prec, &[(&q, false), (&c2, true)]), wp).div(&qn)
+        })
+        .collect();
     Norm {
         nu,
+        one_minus_sq,
         norm_branch: branch,
         at_kink: kink,
         xhat,
@@ -527,16 +544,30 @@ fn norm_backward(n: &Norm, g: &[Ival], ga: &[f64], on: bool) -> (Vec<Ival>, Vec<
         return (eps_branch, eps_abs);
     }
     let p = n.xhat.first().map_or(64, |x| x.prec());
-    let mut xg = Ival::zero(p);
     let mut xga = 0.0f64;
     for k in 0..d {
-        xg.add_assign(&n.xhat[k].mul(&g[k]));
         xga += abs_hi(&n.xhat[k]) * ga[k];
+    }
+    // g_c − x̂_c·(x̂·g) = g_c·(1 − x̂_c²) − x̂_c·Σ_{e≠c} x̂_e g_e (‖x̂‖ = 1 on the norm branch),
+    // with the sums over e ≠ c from prefix and suffix sums: no enclosure is subtracted from
+    // itself, so an exactly parallel g gives exact zeros
+    let t: Vec<Ival> = (0..d).map(|k| n.xhat[k].mul(&g[k])).collect();
+    let mut pre = vec![Ival::zero(p); d + 1];
+    for k in 0..d {
+        pre[k + 1] = pre[k].add(&t[k]);
+    }
+    let mut suf = vec![Ival::zero(p); d + 1];
+    for k in (0..d).rev() {
+        suf[k] = suf[k + 1].add(&t[k]);
     }
     let mut out = Vec::with_capacity(d);
     let mut abs = Vec::with_capacity(d);
     for k in 0..d {
-        let r = g[k].sub(&n.xhat[k].mul(&xg)).div(&n.nu);
+        let others = pre[k].add(&suf[k + 1]);
+        let r = g[k]
+            .mul(&n.one_minus_sq[k])
+            .sub(&n.xhat[k].mul(&others))
+            .div(&n.nu);
         out.push(match n.norm_branch {
             Some(true) => r,
             _ => r.hull(&eps_branch[k]),
@@ -705,6 +736,7 @@ fn info_nce(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
                 // the other end of the Clarke segment: the norm branch
                 let alt = Norm {
                     nu: me.nu.clone(),
+                    one_minus_sq: me.one_minus_sq.clone(),
                     norm_branch: Some(true),
                     at_kink: true,
                     xhat: me.xhat.clone(),

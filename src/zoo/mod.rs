@@ -8,6 +8,7 @@
 //! everywhere.
 
 pub mod classification;
+pub mod contrastive;
 pub mod regression;
 
 use crate::check::compare::Verdict;
@@ -34,6 +35,7 @@ pub fn entries() -> Vec<&'static ZooEntry> {
     regression::ENTRIES
         .iter()
         .chain(classification::ENTRIES)
+        .chain(contrastive::ENTRIES)
         .collect()
 }
 

@@ -1,0 +1,159 @@
+//! Metamorphic relations of `info_nce` (the batch-coupled contrastive loss), checked like the
+//! others (see the parent module) on a subject and on the oracle:
+//!
+//! - [`joint_permutation_permutes`]: permuting the rows of query, key, weight, mask (and a
+//!   `none` cotangent) together permutes the `none` value and the gradients' rows and keeps a
+//!   reduced value — the only permutation DESIGN.md allows for `info_nce` (permuting queries
+//!   alone changes which key is the positive);
+//! - [`normalized_scaling_is_invariant`]: with `normalize` on, scaling every query by 2^k and
+//!   every key by 2^j (exact: no overflow or underflow) leaves the value unchanged and scales
+//!   the gradients by 2^−k and 2^−j — for cases whose embeddings all keep ‖x‖ > eps by a wide
+//!   margin on both sides (the eps branch does not scale) or are exactly zero (x̂ = 0 either
+//!   way: their gradient g/eps is unchanged).
+
+use super::{check_scaled, dtype_of, observe, outputs, with_case, Held, Outcome, Side};
+use losscheck_core::dtype::pow2;
+use losscheck_core::{Case, Data, ParamValue, Reduction, Tensor};
+
+fn rows(case: &Case) -> (usize, usize) {
+    let q = &case.inputs["query"];
+    (q.shape[0], q.shape.get(1).copied().unwrap_or(0))
+}
+
+/// The case with its rows permuted: row i of the result is row `perm[i]` of `case`.
+pub fn permute_rows(case: &Case, perm: &[usize]) -> Case {
+    let (n, _) = rows(case);
+    let none = case.reduction() == Reduction::None;
+    let mut c = case.clone();
+    for (k, t) in c.inputs.iter_mut() {
+        if (k == "cotangent" && !none) || t.shape.first() != Some(&n) {
+            continue;
+        }
+        let per = t.len() / n.max(1);
+        t.data = match &t.data {
+            Data::F(v) => Data::F(perm.iter().flat_map(|&j| v[j * per..(j + 1) * per].to_vec()).collect()),
+            Data::I(v) => Data::I(perm.iter().flat_map(|&j| v[j * per..(j + 1) * per].to_vec()).collect()),
+        };
+    }
+    c
+}
+
+/// **Joint permutation** of queries and keys (with their weights, masks, cotangents).
+pub fn joint_permutation_permutes(base: &Case, seed: u64, side: Side) -> Outcome {
+    let (n, d) = rows(base);
+    let perm = super::permutation(n, seed);
+    let p = permute_rows(base, &perm);
+    let ob = observe(base, side)?;
+    let op = observe(&p, side)?;
+    let none = base.reduction() == Reduction::None;
+    let mut h = Held::default();
+    let base_out: std::collections::BTreeMap<String, _> = outputs(&ob).into_iter().collect();
+    let mut r = Ok(());
+    'outer: for (name, pc) in outputs(&op) {
+        let Some(bc) = base_out.get(&name) else {
+            continue;
+        };
+        let dtype = dtype_of(&p, &name);
+        for (i, c) in pc.iter().enumerate() {
+            let j = if name == "value" {
+                if none {
+                    perm[i]
+                } else {
+                    0
+                }
+            } else {
+                perm[i / d.max(1)] * d + i % d.max(1)
+            };
+            r = check_scaled(&mut h, dtype, &format!("{name}[{i}]"), c, &bc[j], 1.0);
+            if r.is_err() {
+                break 'outer;
+            }
+        }
+    }
+    with_case(
+        r,
+        &format!("{}: permuting queries and keys jointly", side.name()),
+        &[("base", base), ("permuted", &p)],
+    )
+    .map(|_| h)
+}
+
+/// The case scaled (queries by 2^k, keys by 2^j), or `None` when the relation does not apply
+/// (normalize off, a scaled value not exact, a norm within 2^8 of eps on either side).
+pub fn scaled(case: &Case, k: i32, j: i32) -> Option<Case> {
+    if !matches!(case.params.get("normalize"), Some(ParamValue::Bool(true)) | None) {
+        return None;
+    }
+    let eps = case.float_param("eps").unwrap_or(1e-12);
+    let (n, d) = rows(case);
+    let mut c = case.clone();
+    for (name, s) in [("query", k), ("key", j)] {
+        let t = &case.inputs[name];
+        let v = t.f()?;
+        let f = pow2(s);
+        let mut out = Vec::with_capacity(v.len());
+        for i in 0..n {
+            let row = &v[i * d..(i + 1) * d];
+            let sq: f64 = row.iter().map(|x| x * x).sum();
+            let nrm = sq.sqrt();
+            if !nrm.is_finite() || (nrm != 0.0 && nrm.min(nrm * f) < eps * 256.0) {
+                return None;
+            }
+            for &x in row {
+                let y = case.dtype.round(x * f);
+                if !y.is_finite() || y != x * f || (x != 0.0 && y.abs() < case.dtype.min_normal()) {
+                    return None;
+                }
+                out.push(y);
+            }
+        }
+        c.inputs
+            .insert(name.into(), Tensor::float(case.dtype, t.shape.clone(), out));
+    }
+    Some(c)
+}
+
+/// **Scaling normalized embeddings by powers of two** is invisible to the value; the gradients
+/// scale inversely (rows of zero embeddings: unchanged).
+pub fn normalized_scaling_is_invariant(base: &Case, k: i32, j: i32, side: Side) -> Outcome {
+    let Some(s) = scaled(base, k, j) else {
+        return Ok(Held::default());
+    };
+    let (_, d) = rows(base);
+    let ob = observe(base, side)?;
+    let os = observe(&s, side)?;
+    let base_out: std::collections::BTreeMap<String, _> = outputs(&ob).into_iter().collect();
+    let mut h = Held::default();
+    let mut r = Ok(());
+    'outer: for (name, sc) in outputs(&os) {
+        let Some(bc) = base_out.get(&name) else {
+            continue;
+        };
+        let dtype = dtype_of(&s, &name);
+        let input = name.strip_prefix("grad.");
+        for (i, c) in sc.iter().enumerate() {
+            let f = match input {
+                None => 1.0,
+                Some(inp) => {
+                    let v = base.inputs[inp].f().unwrap_or(&[]);
+                    let row = &v[(i / d.max(1)) * d..(i / d.max(1) + 1) * d];
+                    if row.iter().all(|&x| x == 0.0) {
+                        1.0
+                    } else {
+                        pow2(if inp == "query" { -k } else { -j })
+                    }
+                }
+            };
+            r = check_scaled(&mut h, dtype, &format!("{name}[{i}]"), c, &bc[i], f);
+            if r.is_err() {
+                break 'outer;
+            }
+        }
+    }
+    with_case(
+        r,
+        &format!("{}: scaling queries by 2^{k} and keys by 2^{j} (normalize on)", side.name()),
+        &[("base", base), ("scaled", &s)],
+    )
+    .map(|_| h)
+}

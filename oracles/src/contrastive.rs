@@ -44,7 +44,9 @@
 //! **Conditioning** (κ, DESIGN.md): `triplet`'s z sums dp, −dn and m: κ = (dp + dn + |m|)/|z|;
 //! the anchor's u_d/dp − v_d/dn cancels: κ per component. `contrastive`'s m − d: the value
 //! (m − d)² gets 2(m + d)/|m − d|, its gradients (m + d)/|m − d|. `info_nce`'s gradients sum
-//! G_ij k̂_j and project: κ per component from the absolute terms. Reduced values: Σ|c_i|·(terms
+//! G_ij k̂_j and project: κ per component from the absolute terms, each term G_ij counted
+//! (1 + λ) times, λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ): the error of similarities formed in f64
+//! (the tolerance-table entry of `info_nce`). Reduced values: Σ|c_i|·(terms
 //! of row i) / |Σ c_i l_i|. κ is 1 where the exact result is 0.
 //!
 //! **Extended reals.** Infinite components propagate through the interval arithmetic (an
@@ -701,8 +703,29 @@ fn info_nce(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
             }
         }
     }
-    // upstream gradients of q̂_a and k̂_b, with the absolute bounds of their terms
-    let gabs: Vec<Vec<f64>> = gmat.iter().map(|r| r.iter().map(abs_hi).collect()).collect();
+    // upstream gradients of q̂_a and k̂_b, with the absolute bounds of their terms. Each term
+    // G_ab carries the sensitivity of P to its logits: a kernel that forms the similarities in
+    // f64 has logits off by up to (D + 3)·2^−53·‖q_a‖‖k_b‖/(ν_a μ_b τ), hence P_ab (a
+    // difference of two logits in the exponent) relatively by twice that: the terms count
+    // (1 + λ) times, λ = 2(D + 3)·max_ab ‖q_a‖‖k_b‖/(ν_a μ_b τ) (the tolerance-table entry of
+    // info_nce, check::compare::TOLERANCES; docs/policies/contrastive.md).
+    let ratio = |x: &[Ival], nu: &Ival| -> f64 {
+        let sq: f64 = x.iter().map(|c| c.mid_f64() * c.mid_f64()).sum();
+        let lo = nu.lo.to_f64_round(Round::Down);
+        if lo > 0.0 { sq.sqrt() / lo } else { 0.0 }
+    };
+    let rq: f64 = (0..nk)
+        .map(|a| ratio(row(qx, present[a], d), &qn[a].nu))
+        .fold(0.0, f64::max);
+    let rk: f64 = (0..nk)
+        .map(|b| ratio(row(kx, present[b], d), &kn[b].nu))
+        .fold(0.0, f64::max);
+    let lambda = 2.0 * (d as f64 + 3.0) * rq * rk / tau * (1.0 + 2f64.powi(-40));
+    let lambda = if lambda.is_finite() { lambda } else { 0.0 };
+    let gabs: Vec<Vec<f64>> = gmat
+        .iter()
+        .map(|r| r.iter().map(|g| abs_hi(g) * (1.0 + lambda)).collect())
+        .collect();
     let mut kinks = Vec::new();
     for (k, name) in names.iter().enumerate() {
         if !want[k] {

@@ -6,7 +6,8 @@
 use half::{bf16, f16};
 use losscheck::kernels::contrastive::{contrastive, info_nce, triplet, InfoNceParams, RowArgs};
 use losscheck::kernels::evaluate;
-use losscheck::{Case, Dtype, ParamValue, Reduction, Tensor};
+use losscheck::{Case, Dtype, Reduction, Tensor};
+use losscheck_core::ParamValue;
 
 #[test]
 fn triplet_values_and_gradients() {

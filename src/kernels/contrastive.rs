@@ -253,15 +253,25 @@ fn run_rows<T: Element, O: Element, const K: usize>(
             }
         }
         if !none {
-            let t = acc.total_pair();
-            let (hi, lo) = if plan.reduction() == Reduction::Mean {
-                pair_div(t, den)
-            } else {
-                t
-            };
-            value.push(O::from_f64(round_odd(hi, lo)));
+            value.push(reduced_value(plan, &acc));
         }
     }
+    output(value, grads, &want)
+}
+
+/// The reduced value Σ (pairs in `acc`), divided by the denominator for `mean`, rounded once.
+fn reduced_value<T: Element, O: Element>(plan: &Plan<'_, T>, acc: &CompensatedSum) -> O {
+    let t = acc.total_pair();
+    let (hi, lo) = if plan.reduction() == Reduction::Mean {
+        pair_div(t, plan.denom())
+    } else {
+        t
+    };
+    O::from_f64(round_odd(hi, lo))
+}
+
+/// The output with the gradients that were asked for.
+fn output<T, O>(value: Vec<O>, grads: Vec<Vec<T>>, want: &[bool]) -> Output<T, O> {
     Output {
         value,
         grads: grads
@@ -632,16 +642,8 @@ pub fn info_nce<T: Element, O: Element>(
         .collect();
     let none = plan.reduction() == Reduction::None;
     let den = plan.denom();
-    let finish = |value: Vec<O>, grads: Vec<Vec<T>>| Output {
-        value,
-        grads: grads
-            .into_iter()
-            .enumerate()
-            .map(|(k, g)| want[k].then_some(g))
-            .collect(),
-    };
     if plan.is_empty_mean() {
-        return Ok(finish(vec![O::from_f64(0.0); plan.value_len()], grads));
+        return Ok(output(vec![O::from_f64(0.0); plan.value_len()], grads, &want));
     }
     let present: Vec<usize> = match args.mask {
         Some(m) => (0..n).filter(|&i| m[i] != 0).collect(),
@@ -768,13 +770,7 @@ pub fn info_nce<T: Element, O: Element>(
                 acc.add_lane(a, er);
             }
         }
-        let t = acc.total_pair();
-        let (hi, lo) = if plan.reduction() == Reduction::Mean {
-            pair_div(t, den)
-        } else {
-            t
-        };
-        value.push(O::from_f64(round_odd(hi, lo)));
+        value.push(reduced_value(&plan, &acc));
     }
     // gradients: ∂/∂q̂ = G·K̂, ∂/∂k̂ = Gᵀ·Q̂, then through the normalisation
     let unit = |m: &[f64], f: &[(f64, bool)]| -> Vec<f64> {
@@ -811,7 +807,7 @@ pub fn info_nce<T: Element, O: Element>(
             }
         }
     }
-    Ok(finish(value, grads))
+    Ok(output(value, grads, &want))
 }
 
 // ---------------------------------------------------------------------------------------------

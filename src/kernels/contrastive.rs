@@ -416,7 +416,11 @@ pub fn triplet<T: Element, O: Element>(
         for k in 0..d {
             let uu = if zp { (0.0, 0.0) } else { div_pair(u[k], dps) };
             let vv = if zn { (0.0, 0.0) } else { div_pair(v[k], dns) };
-            g[0][k] = if parallel { 0.0 } else { pair_sub(uu, vv) };
+            // below the double-double's resolution (about 2^−104·(|uu| + |vv|)) the difference
+            // is noise of unknown sign: 0, within κ·2^−53·|exact| of any exact value there
+            let diff = pair_sub(uu, vv);
+            let floor = 2f64.powi(-98) * (uu.0.abs() + vv.0.abs());
+            g[0][k] = if parallel || diff.abs() <= floor { 0.0 } else { diff };
             g[1][k] = -(uu.0 + uu.1);
             g[2][k] = vv.0 + vv.1;
         }
@@ -777,19 +781,47 @@ pub fn info_nce<T: Element, O: Element>(
         (0..nk * d).map(|ac| m[ac] / f[ac / d.max(1)].0).collect()
     };
     let (qh, kh) = (unit(&qm, &qf), unit(&km, &kf));
+    // The a-priori error bound of each gradient component (the tolerance-table formula of
+    // info_nce): (nk + D + 4)·2^−53·(1 + λ)·(its absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ).
+    // A computed component below it is noise of unknown sign and is returned as 0 (an exact
+    // cancellation, e.g. a colinear batch, then gives its exact 0).
+    let ratio = |m: &[f64], f: &[(f64, bool)]| -> f64 {
+        (0..nk)
+            .map(|a| {
+                let sq: f64 = m[a * d..(a + 1) * d].iter().map(|x| x * x).sum();
+                libm::sqrt(sq) / f[a].0
+            })
+            .fold(0.0, f64::max)
+    };
+    let lambda = 2.0 * (d as f64 + 3.0) * ratio(&qm, &qf) * ratio(&km, &kf) / tau;
+    let resolution = (nk as f64 + d as f64 + 4.0) * 2f64.powi(-53) * (1.0 + lambda);
+    let abs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.abs()).collect() };
+    let gm_abs = abs(&gm);
     for k in 0..2 {
         if !want[k] {
             continue;
         }
-        let (up, me, fl) = if k == 0 {
-            (gemm_ab(&gm, &kh, nk, d, nk, false), &qh, &qf)
+        let (up, up_abs, me, fl) = if k == 0 {
+            (
+                gemm_ab(&gm, &kh, nk, d, nk, false),
+                gemm_ab(&gm_abs, &abs(&kh), nk, d, nk, false),
+                &qh,
+                &qf,
+            )
         } else {
-            (gemm_ab(&gm, &qh, nk, d, nk, true), &kh, &kf)
+            (
+                gemm_ab(&gm, &qh, nk, d, nk, true),
+                gemm_ab(&gm_abs, &abs(&qh), nk, d, nk, true),
+                &kh,
+                &kf,
+            )
         };
         for a in 0..nk {
             let i = present[a];
             let g = &up[a * d..(a + 1) * d];
+            let ga = &up_abs[a * d..(a + 1) * d];
             let xh = &me[a * d..(a + 1) * d];
+            let xga: f64 = xh.iter().zip(ga).map(|(x, y)| x.abs() * y).sum();
             let (nu, norm_branch) = fl[a];
             let proj = if normalize && norm_branch {
                 dot2(xh, g)
@@ -797,12 +829,13 @@ pub fn info_nce<T: Element, O: Element>(
                 0.0
             };
             for c in 0..d {
-                let r = if proj != 0.0 {
+                let (r, terms) = if proj != 0.0 {
                     let (p, e) = two_prod(xh[c], proj);
-                    ((g[c] - p) - e) / nu
+                    (((g[c] - p) - e) / nu, (ga[c] + xh[c].abs() * xga) / nu)
                 } else {
-                    g[c] / nu
+                    (g[c] / nu, ga[c] / nu)
                 };
+                let r = if r.abs() <= resolution * terms { 0.0 } else { r };
                 grads[k][i * d + c] = T::from_f64(r);
             }
         }

@@ -11,9 +11,45 @@
 //!   margin on both sides (the eps branch does not scale) or are exactly zero (x̂ = 0 either
 //!   way: their gradient g/eps is unchanged).
 
-use super::{check_scaled, dtype_of, observe, outputs, with_case, Held, Outcome, Side};
+use super::{check_scaled, dtype_of, observe, outputs, with_case, Comp, Held, Outcome, Side};
+use crate::check::compare::conditioning_ulps;
 use losscheck_core::dtype::pow2;
 use losscheck_core::{Case, Data, ParamValue, Reduction, Tensor};
+
+/// Gradient rows are judged normwise (DESIGN.md): a component of row r of `a` may differ from
+/// `s` times its image in `b` by (a.tol + b.tol) ulps of the row's largest exact component,
+/// plus both conditioning allowances; rows whose exact components are all 0, NaN and
+/// infinities component by component ([`check_scaled`]).
+fn check_row(
+    h: &mut Held,
+    dtype: losscheck_core::Dtype,
+    label: &str,
+    a: &[&Comp],
+    b: &[&Comp],
+    s: &[f64],
+) -> Result<(), String> {
+    let m = a.iter().map(|c| c.exact.rounded.abs()).fold(0.0, f64::max);
+    let plain = m == 0.0
+        || !m.is_finite()
+        || a.iter().chain(b).any(|c| !c.x.is_finite() || !c.exact.rounded.is_finite());
+    for k in 0..a.len() {
+        if plain {
+            check_scaled(h, dtype, &format!("{label}[{k}]"), a[k], b[k], s[k])?;
+            continue;
+        }
+        h.compared += 1;
+        let cond = |c: &Comp| conditioning_ulps(dtype, &c.exact) * dtype.ulp_at(c.exact.rounded);
+        let allowed = (a[k].tol + b[k].tol) * dtype.ulp_at(m) + cond(a[k]) + cond(b[k]) * s[k].abs();
+        let diff = (a[k].x - s[k] * b[k].x).abs();
+        if diff > allowed {
+            return Err(format!(
+                "{label}[{k}]: {:?} vs {} × {:?}: {diff:e} apart, allowed {allowed:e} (normwise)",
+                a[k].x, s[k], b[k].x
+            ));
+        }
+    }
+    Ok(())
+}
 
 fn rows(case: &Case) -> (usize, usize) {
     let q = &case.inputs["query"];
@@ -54,17 +90,21 @@ pub fn joint_permutation_permutes(base: &Case, seed: u64, side: Side) -> Outcome
             continue;
         };
         let dtype = dtype_of(&p, &name);
-        for (i, c) in pc.iter().enumerate() {
-            let j = if name == "value" {
-                if none {
-                    perm[i]
-                } else {
-                    0
+        if name == "value" {
+            for (i, c) in pc.iter().enumerate() {
+                let j = if none { perm[i] } else { 0 };
+                r = check_scaled(&mut h, dtype, &format!("value[{i}]"), c, &bc[j], 1.0);
+                if r.is_err() {
+                    break 'outer;
                 }
-            } else {
-                perm[i / d.max(1)] * d + i % d.max(1)
-            };
-            r = check_scaled(&mut h, dtype, &format!("{name}[{i}]"), c, &bc[j], 1.0);
+            }
+            continue;
+        }
+        let dd = d.max(1);
+        for row in 0..pc.len() / dd {
+            let a: Vec<&Comp> = pc[row * dd..(row + 1) * dd].iter().collect();
+            let b: Vec<&Comp> = bc[perm[row] * dd..(perm[row] + 1) * dd].iter().collect();
+            r = check_row(&mut h, dtype, &format!("{name} row {row}"), &a, &b, &vec![1.0; dd]);
             if r.is_err() {
                 break 'outer;
             }
@@ -131,20 +171,23 @@ pub fn normalized_scaling_is_invariant(base: &Case, k: i32, j: i32, side: Side) 
         };
         let dtype = dtype_of(&s, &name);
         let input = name.strip_prefix("grad.");
-        for (i, c) in sc.iter().enumerate() {
-            let f = match input {
-                None => 1.0,
-                Some(inp) => {
-                    let v = base.inputs[inp].f().unwrap_or(&[]);
-                    let row = &v[(i / d.max(1)) * d..(i / d.max(1) + 1) * d];
-                    if row.iter().all(|&x| x == 0.0) {
-                        1.0
-                    } else {
-                        pow2(if inp == "query" { -k } else { -j })
-                    }
+        let Some(inp) = input else {
+            for (i, c) in sc.iter().enumerate() {
+                r = check_scaled(&mut h, dtype, &format!("value[{i}]"), c, &bc[i], 1.0);
+                if r.is_err() {
+                    break 'outer;
                 }
-            };
-            r = check_scaled(&mut h, dtype, &format!("{name}[{i}]"), c, &bc[i], f);
+            }
+            continue;
+        };
+        let v = base.inputs[inp].f().unwrap_or(&[]);
+        let dd = d.max(1);
+        for row in 0..sc.len() / dd {
+            let zero = v[row * d..(row + 1) * d].iter().all(|&x| x == 0.0);
+            let f = if zero { 1.0 } else { pow2(if inp == "query" { -k } else { -j }) };
+            let a: Vec<&Comp> = sc[row * dd..(row + 1) * dd].iter().collect();
+            let b: Vec<&Comp> = bc[row * dd..(row + 1) * dd].iter().collect();
+            r = check_row(&mut h, dtype, &format!("{name} row {row}"), &a, &b, &vec![f; dd]);
             if r.is_err() {
                 break 'outer;
             }

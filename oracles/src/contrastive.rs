@@ -45,8 +45,8 @@
 //! the anchor's u_d/dp − v_d/dn cancels: κ per component. `contrastive`'s m − d: the value
 //! (m − d)² gets 2(m + d)/|m − d|, its gradients (m + d)/|m − d|. `info_nce`'s gradients sum
 //! G_ij k̂_j and project: κ per component from the absolute terms, each term G_ij counted
-//! (1 + λ) times, λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ): the error of similarities formed in f64
-//! (the tolerance-table entry of `info_nce`). Reduced values: Σ|c_i|·(terms
+//! 2(N + D + 4)(1 + λ) times, λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ): twice the error bound of
+//! similarities and sums formed in f64 (the tolerance-table entry of `info_nce`). Reduced values: Σ|c_i|·(terms
 //! of row i) / |Σ c_i l_i|. κ is 1 where the exact result is 0.
 //!
 //! **Extended reals.** Infinite components propagate through the interval arithmetic (an
@@ -722,9 +722,12 @@ fn info_nce(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
         .fold(0.0, f64::max);
     let lambda = 2.0 * (d as f64 + 3.0) * rq * rk / tau * (1.0 + 2f64.powi(-40));
     let lambda = if lambda.is_finite() { lambda } else { 0.0 };
+    // E = (N + D + 4)·(1 + λ)·2^−53·Σ|terms| bounds the f64 kernel's error (N- and D-term
+    // sums, four roundings); the allowance is 2E (a kernel returns 0 for a row below E)
+    let factor = 2.0 * (nk as f64 + d as f64 + 4.0) * (1.0 + lambda);
     let gabs: Vec<Vec<f64>> = gmat
         .iter()
-        .map(|r| r.iter().map(|g| abs_hi(g) * (1.0 + lambda)).collect())
+        .map(|r| r.iter().map(|g| abs_hi(g) * factor).collect())
         .collect();
     let mut kinks = Vec::new();
     for (k, name) in names.iter().enumerate() {

@@ -111,12 +111,15 @@ pub const TOLERANCES: &[ToleranceEntry] = &[ToleranceEntry {
     value_ulps: 1.0,
     grad_ulps: 2.0,
     reason: "gradients: the conditioning term counts each term G_ab·k̂_b (G = ∂/∂s) of the \
-             cancelling sums (1 + λ) times, λ = 2(D + 3)·max_ab ‖q_a‖‖k_b‖/(ν_a μ_b τ), because the \
-             N×N similarity is accumulated in f64 (matrixmultiply): each logit s/τ is off by up to \
-             (D + 3)·2^−53·‖q‖‖k‖/(ν μ τ), so each softmax term relatively by twice that — a bound \
-             growing with D/τ that no f64-similarity kernel beats where the gradient cancels \
-             (κ ≳ 2^30). Applied through the oracle's κ (oracles/src/contrastive.rs); the ulp \
-             allowances are DESIGN.md's. docs/policies/contrastive.md.",
+             cancelling sums 2(N + D + 4)(1 + λ) times, λ = 2(D + 3)·max_ab ‖q_a‖‖k_b‖/(ν_a μ_b τ): \
+             the N×N similarity and the gradient sums are accumulated in f64 (matrixmultiply), each \
+             logit s/τ is off by up to (D + 3)·2^−53·‖q‖‖k‖/(ν μ τ), so each softmax term relatively \
+             by twice that, and the sums of N and D terms add (N + D + 4) roundings: E = (N + D + \
+             4)(1 + λ)·2^−53·Σ|terms|, a bound growing with D/τ that no f64-similarity kernel beats \
+             where a gradient cancels; the allowance is 2E because the kernel returns 0 for a row \
+             below E (exact cancellations). Applied through the oracle's κ \
+             (oracles/src/contrastive.rs); the ulp allowances are DESIGN.md's; values unaffected. \
+             docs/policies/contrastive.md.",
 }];
 
 /// The tolerance for a loss with outputs in `out_dtype` (value) and `dtype` (gradients).

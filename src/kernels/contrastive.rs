@@ -781,10 +781,11 @@ pub fn info_nce<T: Element, O: Element>(
         (0..nk * d).map(|ac| m[ac] / f[ac / d.max(1)].0).collect()
     };
     let (qh, kh) = (unit(&qm, &qf), unit(&km, &kf));
-    // The a-priori error bound of each gradient component (the tolerance-table formula of
-    // info_nce): (nk + D + 4)·2^−53·(1 + λ)·(its absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ).
-    // A computed component below it is noise of unknown sign and is returned as 0 (an exact
-    // cancellation, e.g. a colinear batch, then gives its exact 0).
+    // The a-priori error bound E of each gradient component: (nk + D + 4)·2^−53·(1 + λ)·(its
+    // absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ) (the tolerance table allows 2E). A row
+    // whose every computed component is below its E is noise and is returned as 0 (an exact
+    // cancellation, e.g. a colinear batch, then gives its exact 0; any exact row that small is
+    // within 2E of 0).
     let ratio = |m: &[f64], f: &[(f64, bool)]| -> f64 {
         (0..nk)
             .map(|a| {
@@ -816,12 +817,14 @@ pub fn info_nce<T: Element, O: Element>(
                 &kf,
             )
         };
+        let mut row = vec![0.0f64; d];
         for a in 0..nk {
             let i = present[a];
             let g = &up[a * d..(a + 1) * d];
             let ga = &up_abs[a * d..(a + 1) * d];
             let xh = &me[a * d..(a + 1) * d];
             let xga: f64 = xh.iter().zip(ga).map(|(x, y)| x.abs() * y).sum();
+            let mut noise = true;
             let (nu, norm_branch) = fl[a];
             let proj = if normalize && norm_branch {
                 dot2(xh, g)
@@ -835,8 +838,11 @@ pub fn info_nce<T: Element, O: Element>(
                 } else {
                     (g[c] / nu, ga[c] / nu)
                 };
-                let r = if r.abs() <= resolution * terms { 0.0 } else { r };
-                grads[k][i * d + c] = T::from_f64(r);
+                noise &= r.abs() <= resolution * terms;
+                row[c] = r;
+            }
+            for c in 0..d {
+                grads[k][i * d + c] = T::from_f64(if noise { 0.0 } else { row[c] });
             }
         }
     }

@@ -174,15 +174,11 @@ fn unknown_and_unimplemented_losses_are_unsupported() {
     let mut c = case("mse", Dtype::F32, &[1], &[1.0], &[0.0]);
     c.loss = "no_such_loss".into();
     assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported);
-    // a catalogue loss without a kernel yet (info_nce: query [N,D], key [N,D])
-    let mut c = Case::new("info_nce", Dtype::F32).unwrap();
-    for name in ["query", "key"] {
-        c.inputs.insert(
-            name.into(),
-            Tensor::float(Dtype::F32, vec![1, 2], vec![0.5, 0.5]),
-        );
+    // a catalogue loss without a kernel yet, while one is left (checked before validation)
+    if let Some(id) = losscheck_core::catalogue::ids().find(|id| !losscheck::kernels::implemented(id)) {
+        let c = Case::new(id, Dtype::F32).unwrap();
+        assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported, "{id}");
     }
-    assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! still undecided at the cap is a `hard_case`, for which both neighbours count as correct.
 
 pub mod classification;
+pub mod contrastive;
 pub mod fd;
 pub mod ival;
 pub mod preference;
@@ -169,10 +170,9 @@ pub fn eval_raw(
         losscheck_core::catalogue::Family::Probabilistic => {
             probabilistic::eval(case, checked, inputs, prec)
         }
-        _ => Err(LossError::unsupported(format!(
-            "no oracle yet for {}",
-            case.loss
-        ))),
+        losscheck_core::catalogue::Family::Contrastive => {
+            contrastive::eval(case, checked, inputs, prec)
+        }
     }
 }
 

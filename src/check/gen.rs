@@ -166,6 +166,7 @@ pub fn regimes(loss: &str) -> &'static [(Regime, u32)] {
         }
         Some((_, id)) if pairwise::LOSSES.contains(&id) => pairwise::REGIMES,
         Some((_, id)) if probabilistic::LOSSES.contains(&id) => probabilistic::REGIMES,
+        Some((Family::Contrastive, _)) => contrastive::REGIMES,
         _ => &[],
     }
 }
@@ -196,6 +197,7 @@ pub fn regime_strategy(loss: &str, dtype: Dtype, r: Regime) -> BoxedStrategy<Cas
         Family::Classification => classification::strategy(loss, dtype, r),
         _ if pairwise::LOSSES.contains(&spec.id) => pairwise::strategy(loss, dtype, r),
         _ if probabilistic::LOSSES.contains(&spec.id) => probabilistic::strategy(loss, dtype, r),
+        Family::Contrastive => contrastive::strategy(loss, dtype, r),
         f => panic!("no generators yet for the {} family ({loss})", f.name()),
     }
 }
@@ -2610,6 +2612,9 @@ pub mod pairwise;
 // The row-wise probabilistic losses: kl_div, distill_kl, neg_elbo, brier (in
 // gen/probabilistic.rs).
 pub mod probabilistic;
+// The contrastive family: contrastive, triplet, info_nce (in gen/contrastive.rs).
+
+pub mod contrastive;
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,7 @@
 //!   of the three answers' error bounds (tolerance·ulp + half an ulp of R each, the combination's
 //!   weights applied).
 
+pub mod contrastive;
 pub mod multiclass;
 pub mod pairwise;
 pub mod probabilistic;

@@ -10,6 +10,7 @@
 //! `libm` crate instead), so results are the same bits everywhere.
 
 pub mod classification;
+pub mod contrastive;
 pub mod math;
 pub mod preference;
 pub mod probabilistic;
@@ -28,6 +29,7 @@ pub fn implemented(loss: &str) -> bool {
         || ranking::LOSSES.contains(&loss)
         || preference::LOSSES.contains(&loss)
         || probabilistic::LOSSES.contains(&loss)
+        || contrastive::LOSSES.contains(&loss)
 }
 
 /// Evaluate a case with the built-in kernels.
@@ -77,6 +79,8 @@ fn family<T: Element, O: Element>(case: &Case, checked: &Checked) -> Result<Resp
         preference::evaluate_typed::<T, O>(case, checked)
     } else if probabilistic::LOSSES.contains(&case.loss.as_str()) {
         probabilistic::evaluate_typed::<T, O>(case, checked)
+    } else if contrastive::LOSSES.contains(&case.loss.as_str()) {
+        contrastive::evaluate_typed::<T, O>(case, checked)
     } else {
         Err(LossError::unsupported(format!(
             "no built-in kernel yet for {}",

@@ -10,6 +10,7 @@
 pub mod classification;
 pub mod preference;
 pub mod probabilistic;
+pub mod contrastive;
 pub mod regression;
 
 use crate::check::compare::Verdict;
@@ -38,6 +39,7 @@ pub fn entries() -> Vec<&'static ZooEntry> {
         .chain(classification::ENTRIES)
         .chain(preference::ENTRIES)
         .chain(probabilistic::ENTRIES)
+        .chain(contrastive::ENTRIES)
         .collect()
 }
 

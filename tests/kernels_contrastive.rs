@@ -66,22 +66,34 @@ fn info_nce_values_mask_and_weight() {
         ..InfoNceParams::default()
     };
     let want = 0.313_261_687_518_222_86f64 as f32; // ln(1 + e^−1)
-    let out = info_nce::<f32, f32>(&RowArgs::new(2, 2).reduction(Reduction::None), &e, &e, p).unwrap();
+    let out =
+        info_nce::<f32, f32>(&RowArgs::new(2, 2).reduction(Reduction::None), &e, &e, p).unwrap();
     assert_eq!(out.value, vec![want, want]);
     // a zero query is defined (q̂ = 0): l = ln 2, finite gradients
     let q = [0.0f32, 0.0, 0.0, 1.0];
-    let out = info_nce::<f32, f32>(&RowArgs::new(2, 2).reduction(Reduction::None), &q, &e, p).unwrap();
+    let out =
+        info_nce::<f32, f32>(&RowArgs::new(2, 2).reduction(Reduction::None), &q, &e, p).unwrap();
     assert_eq!(out.value[0], std::f32::consts::LN_2);
     assert!(out.grads.iter().flatten().flatten().all(|g| g.is_finite()));
     // mask 0 removes query 1 and key 1: row 0 alone has loss 0
     let m = [1i64, 0];
-    let out = info_nce::<f32, f32>(&RowArgs::new(2, 2).mask(&m).reduction(Reduction::None), &e, &e, p)
-        .unwrap();
+    let out = info_nce::<f32, f32>(
+        &RowArgs::new(2, 2).mask(&m).reduction(Reduction::None),
+        &e,
+        &e,
+        p,
+    )
+    .unwrap();
     assert_eq!(out.value, vec![0.0, 0.0]);
     // weight 0 is not a mask: row 0 keeps key 1
     let w = [1.0f32, 0.0];
-    let out = info_nce::<f32, f32>(&RowArgs::new(2, 2).weight(&w).reduction(Reduction::None), &e, &e, p)
-        .unwrap();
+    let out = info_nce::<f32, f32>(
+        &RowArgs::new(2, 2).weight(&w).reduction(Reduction::None),
+        &e,
+        &e,
+        p,
+    )
+    .unwrap();
     assert_eq!(out.value, vec![want, 0.0]);
     // tiny temperature: no overflow (the max shift), l = ln(1 + e^−10^4) rounds to 0
     let p4 = InfoNceParams {
@@ -114,7 +126,8 @@ fn case(loss: &str, n: usize, d: usize) -> Case {
         );
     }
     if loss == "contrastive" {
-        c.inputs.insert("target".into(), Tensor::int(vec![n], vec![0; n]));
+        c.inputs
+            .insert("target".into(), Tensor::int(vec![n], vec![0; n]));
     }
     c.grad = names.iter().map(|s| s.to_string()).collect();
     c
@@ -129,10 +142,17 @@ fn degenerate_shapes_never_panic() {
                 c.set_reduction(r);
                 let resp = evaluate(&c).unwrap_or_else(|e| panic!("{loss} [{n},{d}] {r}: {e}"));
                 if r == Reduction::Mean && n == 0 {
-                    assert_eq!(resp.value.f().unwrap(), &[0.0][..], "{loss}: empty mean is 0");
+                    assert_eq!(
+                        resp.value.f().unwrap(),
+                        &[0.0][..],
+                        "{loss}: empty mean is 0"
+                    );
                 }
                 for t in resp.grad.values() {
-                    assert!(t.f().unwrap().iter().all(|x| x.is_finite()), "{loss} [{n},{d}]");
+                    assert!(
+                        t.f().unwrap().iter().all(|x| x.is_finite()),
+                        "{loss} [{n},{d}]"
+                    );
                 }
             }
         }
@@ -143,28 +163,35 @@ fn degenerate_shapes_never_panic() {
 fn invalid_input_names_input_index_and_value() {
     // temperature ≤ 0
     let mut c = case("info_nce", 2, 2);
-    c.params.insert("temperature".into(), ParamValue::Float(0.0));
+    c.params
+        .insert("temperature".into(), ParamValue::Float(0.0));
     let e = evaluate(&c).unwrap_err().to_string();
     assert!(e.contains("temperature"), "{e}");
     // mismatched D between query and key
     let mut c = case("info_nce", 2, 2);
-    c.inputs
-        .insert("key".into(), Tensor::float(Dtype::F32, vec![2, 3], vec![0.0; 6]));
+    c.inputs.insert(
+        "key".into(),
+        Tensor::float(Dtype::F32, vec![2, 3], vec![0.0; 6]),
+    );
     let e = evaluate(&c).unwrap_err().to_string();
     assert!(e.contains("key") && e.contains('D'), "{e}");
     // mismatched N in triplet
     let mut c = case("triplet", 2, 2);
-    c.inputs
-        .insert("negative".into(), Tensor::float(Dtype::F32, vec![3, 2], vec![0.0; 6]));
+    c.inputs.insert(
+        "negative".into(),
+        Tensor::float(Dtype::F32, vec![3, 2], vec![0.0; 6]),
+    );
     let e = evaluate(&c).unwrap_err().to_string();
     assert!(e.contains("negative") && e.contains('N'), "{e}");
     // a contrastive target outside {0, 1}
     let mut c = case("contrastive", 3, 1);
-    c.inputs.insert("target".into(), Tensor::int(vec![3], vec![0, 1, 2]));
+    c.inputs
+        .insert("target".into(), Tensor::int(vec![3], vec![0, 1, 2]));
     let e = evaluate(&c).unwrap_err().to_string();
     assert!(e.contains("target[2]=2"), "{e}");
     // ... but a masked one is skipped
-    c.inputs.insert("mask".into(), Tensor::int(vec![3], vec![1, 1, 0]));
+    c.inputs
+        .insert("mask".into(), Tensor::int(vec![3], vec![1, 1, 0]));
     assert!(evaluate(&c).is_ok());
     // triplet eps < 0, info_nce eps ≤ 0
     let mut c = case("triplet", 1, 1);
@@ -174,9 +201,16 @@ fn invalid_input_names_input_index_and_value() {
     c.params.insert("eps".into(), ParamValue::Float(0.0));
     assert!(evaluate(&c).unwrap_err().to_string().contains("eps"));
     // the typed API checks lengths itself
-    let e = triplet::<f32, f32>(&RowArgs::new(2, 2), &[0.0; 4], &[0.0; 4], &[0.0; 3], 1.0, 0.0)
-        .unwrap_err()
-        .to_string();
+    let e = triplet::<f32, f32>(
+        &RowArgs::new(2, 2),
+        &[0.0; 4],
+        &[0.0; 4],
+        &[0.0; 3],
+        1.0,
+        0.0,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("negative"), "{e}");
     let e = info_nce::<f32, f32>(
         &RowArgs::new(1, 1),

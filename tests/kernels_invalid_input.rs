@@ -175,9 +175,15 @@ fn unknown_and_unimplemented_losses_are_unsupported() {
     c.loss = "no_such_loss".into();
     assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported);
     // a catalogue loss without a kernel yet, while one is left (checked before validation)
-    if let Some(id) = losscheck_core::catalogue::ids().find(|id| !losscheck::kernels::implemented(id)) {
+    if let Some(id) =
+        losscheck_core::catalogue::ids().find(|id| !losscheck::kernels::implemented(id))
+    {
         let c = Case::new(id, Dtype::F32).unwrap();
-        assert_eq!(evaluate(&c).unwrap_err().kind, ErrorKind::Unsupported, "{id}");
+        assert_eq!(
+            evaluate(&c).unwrap_err().kind,
+            ErrorKind::Unsupported,
+            "{id}"
+        );
     }
 }
 

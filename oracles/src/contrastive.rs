@@ -98,7 +98,11 @@ fn narrow(x: &Ival, p: u32) -> Ival {
 
 /// Σ_k a_k·b_k, exact for point operands.
 fn dot(prec: u32, a: &[Ival], b: &[Ival]) -> Ival {
-    let prods: Vec<Ival> = a.iter().zip(b).map(|(x, y)| exact_mul(prec, x, y)).collect();
+    let prods: Vec<Ival> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| exact_mul(prec, x, y))
+        .collect();
     let terms: Vec<(&Ival, bool)> = prods.iter().map(|p| (p, false)).collect();
     if terms.is_empty() {
         return Ival::zero(prec);
@@ -230,9 +234,20 @@ fn triplet(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Result
     let names = ["anchor", "positive", "negative"];
     let want = names.map(|x| wants(case, x));
     let mut red = Reducer::new(case, inputs, n, prec)?;
-    let mut g: [Vec<Ival>; 3] =
-        std::array::from_fn(|k| if want[k] { red.zeros(n * d) } else { Vec::new() });
-    let mut gk: [Vec<f64>; 3] = std::array::from_fn(|k| if want[k] { vec![1.0; n * d] } else { Vec::new() });
+    let mut g: [Vec<Ival>; 3] = std::array::from_fn(|k| {
+        if want[k] {
+            red.zeros(n * d)
+        } else {
+            Vec::new()
+        }
+    });
+    let mut gk: [Vec<f64>; 3] = std::array::from_fn(|k| {
+        if want[k] {
+            vec![1.0; n * d]
+        } else {
+            Vec::new()
+        }
+    });
     let mut kinks = Vec::new();
     let mut rows: Vec<Option<RowKappa>> = (0..n).map(|_| None).collect();
     let mi = Ival::point(prec, m);
@@ -387,10 +402,20 @@ fn contrastive(
     let names = ["x1", "x2"];
     let want = names.map(|x| wants(case, x));
     let mut red = Reducer::new(case, inputs, n, prec)?;
-    let mut g: [Vec<Ival>; 2] =
-        std::array::from_fn(|k| if want[k] { red.zeros(n * d) } else { Vec::new() });
-    let mut gk: [Vec<f64>; 2] =
-        std::array::from_fn(|k| if want[k] { vec![1.0; n * d] } else { Vec::new() });
+    let mut g: [Vec<Ival>; 2] = std::array::from_fn(|k| {
+        if want[k] {
+            red.zeros(n * d)
+        } else {
+            Vec::new()
+        }
+    });
+    let mut gk: [Vec<f64>; 2] = std::array::from_fn(|k| {
+        if want[k] {
+            vec![1.0; n * d]
+        } else {
+            Vec::new()
+        }
+    });
     let mut rows: Vec<Option<RowKappa>> = (0..n).map(|_| None).collect();
     let zero = Ival::zero(prec);
     let wp = prec + 16;
@@ -592,10 +617,20 @@ fn info_nce(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
     let want = names.map(|x| wants(case, x));
     let red = Reducer::new(case, inputs, n, prec)?;
     let mut red = red;
-    let mut g: [Vec<Ival>; 2] =
-        std::array::from_fn(|k| if want[k] { red.zeros(n * d) } else { Vec::new() });
-    let mut gk: [Vec<f64>; 2] =
-        std::array::from_fn(|k| if want[k] { vec![1.0; n * d] } else { Vec::new() });
+    let mut g: [Vec<Ival>; 2] = std::array::from_fn(|k| {
+        if want[k] {
+            red.zeros(n * d)
+        } else {
+            Vec::new()
+        }
+    });
+    let mut gk: [Vec<f64>; 2] = std::array::from_fn(|k| {
+        if want[k] {
+            vec![1.0; n * d]
+        } else {
+            Vec::new()
+        }
+    });
     // K: rows whose query and key take part (mask 1)
     let present: Vec<usize> = match case.inputs.get("mask").and_then(|t| t.i()) {
         Some(mk) => (0..n).filter(|&i| mk[i] != 0).collect(),
@@ -712,7 +747,11 @@ fn info_nce(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
     let ratio = |x: &[Ival], nu: &Ival| -> f64 {
         let sq: f64 = x.iter().map(|c| c.mid_f64() * c.mid_f64()).sum();
         let lo = nu.lo.to_f64_round(Round::Down);
-        if lo > 0.0 { sq.sqrt() / lo } else { 0.0 }
+        if lo > 0.0 {
+            sq.sqrt() / lo
+        } else {
+            0.0
+        }
     };
     let rq: f64 = (0..nk)
         .map(|a| ratio(row(qx, present[a], d), &qn[a].nu))

@@ -96,7 +96,14 @@ fn triplet_hand_facts() {
         .unwrap();
     assert_eq!((m.lo.rounded, m.hi.rounded), (0.0, 0.8f32 as f64));
     // one ulp of margin away: no kink, the active branch
-    let c = triplet_case(&[0.0, 0.0], &[3.0, 4.0], &[5.0, 12.0], 2, 8.0 + 2f64.powi(-40), 0.0);
+    let c = triplet_case(
+        &[0.0, 0.0],
+        &[3.0, 4.0],
+        &[5.0, 12.0],
+        2,
+        8.0 + 2f64.powi(-40),
+        0.0,
+    );
     let o = evaluate(&c).unwrap();
     assert!(o.kinks.is_empty());
     assert_eq!(o.value[0].rounded, Dtype::F32.round(2f64.powi(-40)));
@@ -108,7 +115,8 @@ fn contrastive_case(x1: &[f64], x2: &[f64], y: &[i64], d: usize, m: f64) -> Case
     c.set_reduction(Reduction::None);
     emb(&mut c, "x1", n, d, x1.to_vec());
     emb(&mut c, "x2", n, d, x2.to_vec());
-    c.inputs.insert("target".into(), Tensor::int(vec![n], y.to_vec()));
+    c.inputs
+        .insert("target".into(), Tensor::int(vec![n], y.to_vec()));
     c.params.insert("margin".into(), ParamValue::Float(m));
     c.grad = vec!["x1".into(), "x2".into()];
     c
@@ -139,7 +147,14 @@ fn contrastive_hand_facts() {
     assert_eq!(o.value[0].rounded, 9.0);
     assert_eq!(grad(&o, "x1"), vec![0.0, 0.0]);
     // y = 1 with a NaN component: value NaN, the other components' gradient 2w
-    let o = evaluate(&contrastive_case(&[f64::NAN, 1.0], &[0.0, 0.0], &[1], 2, 1.0)).unwrap();
+    let o = evaluate(&contrastive_case(
+        &[f64::NAN, 1.0],
+        &[0.0, 0.0],
+        &[1],
+        2,
+        1.0,
+    ))
+    .unwrap();
     assert!(o.value[0].is_nan());
     assert!(o.grads["x1"][0].is_nan());
     assert_eq!(o.grads["x1"][1].rounded, 2.0);
@@ -151,8 +166,10 @@ fn nce_case(q: &[f64], k: &[f64], d: usize, tau: f64, normalize: bool, sym: bool
     c.set_reduction(Reduction::None);
     emb(&mut c, "query", n, d, q.to_vec());
     emb(&mut c, "key", n, d, k.to_vec());
-    c.params.insert("temperature".into(), ParamValue::Float(tau));
-    c.params.insert("normalize".into(), ParamValue::Bool(normalize));
+    c.params
+        .insert("temperature".into(), ParamValue::Float(tau));
+    c.params
+        .insert("normalize".into(), ParamValue::Bool(normalize));
     c.params.insert("symmetric".into(), ParamValue::Bool(sym));
     c.grad = vec!["query".into(), "key".into()];
     c
@@ -161,36 +178,81 @@ fn nce_case(q: &[f64], k: &[f64], d: usize, tau: f64, normalize: bool, sym: bool
 #[test]
 fn info_nce_hand_facts() {
     // q = k = (e1, e2), τ = 1: s = I, l_i = ln(1 + e^−1) = 0.31326168751822286
-    let c = nce_case(&[1.0, 0.0, 0.0, 1.0], &[1.0, 0.0, 0.0, 1.0], 2, 1.0, true, false);
+    let c = nce_case(
+        &[1.0, 0.0, 0.0, 1.0],
+        &[1.0, 0.0, 0.0, 1.0],
+        2,
+        1.0,
+        true,
+        false,
+    );
     let o = evaluate(&c).unwrap();
     let want = Dtype::F32.round(0.313_261_687_518_222_86);
     assert_eq!(o.value[0].rounded, want);
     assert_eq!(o.value[1].rounded, want);
     // scaling an embedding (normalize on) changes nothing; the same with symmetric: equal
-    let c2 = nce_case(&[4.0, 0.0, 0.0, 0.5], &[1.0, 0.0, 0.0, 8.0], 2, 1.0, true, true);
+    let c2 = nce_case(
+        &[4.0, 0.0, 0.0, 0.5],
+        &[1.0, 0.0, 0.0, 8.0],
+        2,
+        1.0,
+        true,
+        true,
+    );
     let o2 = evaluate(&c2).unwrap();
     assert_eq!(o2.value[0].rounded, want);
     // a zero embedding is defined: q̂ = 0, s_0j = 0, l_0 = ln 2
-    let c = nce_case(&[0.0, 0.0, 0.0, 1.0], &[1.0, 0.0, 0.0, 1.0], 2, 1.0, true, false);
+    let c = nce_case(
+        &[0.0, 0.0, 0.0, 1.0],
+        &[1.0, 0.0, 0.0, 1.0],
+        2,
+        1.0,
+        true,
+        false,
+    );
     let o = evaluate(&c).unwrap();
     assert_eq!(o.value[0].rounded, Dtype::F32.round(std::f64::consts::LN_2));
     assert!(o.grads["query"].iter().all(|g| !g.is_nan()));
     // mask 0 on row 1 removes query 1 and key 1: row 0 alone, l_0 = 0
-    let mut c = nce_case(&[1.0, 0.0, 0.0, 1.0], &[1.0, 0.0, 0.0, 1.0], 2, 1.0, true, false);
-    c.inputs.insert("mask".into(), Tensor::int(vec![2], vec![1, 0]));
+    let mut c = nce_case(
+        &[1.0, 0.0, 0.0, 1.0],
+        &[1.0, 0.0, 0.0, 1.0],
+        2,
+        1.0,
+        true,
+        false,
+    );
+    c.inputs
+        .insert("mask".into(), Tensor::int(vec![2], vec![1, 0]));
     let o = evaluate(&c).unwrap();
     assert_eq!(o.value[0].rounded, 0.0);
     assert_eq!(o.value[1].rounded, 0.0);
     assert!(o.grads["key"].iter().all(|g| g.rounded == 0.0));
     // weight 0 on row 1 is not a mask: row 0 keeps key 1 in its softmax
-    let mut c = nce_case(&[1.0, 0.0, 0.0, 1.0], &[1.0, 0.0, 0.0, 1.0], 2, 1.0, true, false);
-    c.inputs
-        .insert("weight".into(), Tensor::float(Dtype::F32, vec![2], vec![1.0, 0.0]));
+    let mut c = nce_case(
+        &[1.0, 0.0, 0.0, 1.0],
+        &[1.0, 0.0, 0.0, 1.0],
+        2,
+        1.0,
+        true,
+        false,
+    );
+    c.inputs.insert(
+        "weight".into(),
+        Tensor::float(Dtype::F32, vec![2], vec![1.0, 0.0]),
+    );
     let o = evaluate(&c).unwrap();
     assert_eq!(o.value[0].rounded, want);
     assert_eq!(o.value[1].rounded, 0.0);
     // ‖q‖ = eps exactly: a kink group for the query's components
-    let mut c = nce_case(&[0.375, 0.5, 0.0, 1.0], &[1.0, 0.0, 0.0, 1.0], 2, 0.5, true, false);
+    let mut c = nce_case(
+        &[0.375, 0.5, 0.0, 1.0],
+        &[1.0, 0.0, 0.0, 1.0],
+        2,
+        0.5,
+        true,
+        false,
+    );
     c.params.insert("eps".into(), ParamValue::Float(0.625));
     let o = evaluate(&c).unwrap();
     assert_eq!(o.kinks.len(), 1);
@@ -212,8 +274,10 @@ fn norm(v: &[f64]) -> Float {
 }
 
 fn assert_in(e: &losscheck_oracles::Exact, x: &Float, what: &str) {
-    let tol = Float::with_val(REF, x.clone().abs() * Float::with_val(REF, Float::i_exp(1, -1900)))
-        + Float::with_val(REF, Float::i_exp(1, -1900));
+    let tol = Float::with_val(
+        REF,
+        x.clone().abs() * Float::with_val(REF, Float::i_exp(1, -1900)),
+    ) + Float::with_val(REF, Float::i_exp(1, -1900));
     let lo = Float::with_val(REF, &e.enclosure.lo - &tol);
     let hi = Float::with_val(REF, &e.enclosure.hi + &tol);
     assert!(
@@ -269,11 +333,17 @@ fn values_match_the_plain_formulas_at_2000_bits() {
         let hat = |x: &[f64]| -> Vec<Float> {
             let nn = norm(x);
             let nu = if normalize {
-                if nn > eps_n { nn } else { f(eps_n) }
+                if nn > eps_n {
+                    nn
+                } else {
+                    f(eps_n)
+                }
             } else {
                 f(1.0)
             };
-            x.iter().map(|&c| Float::with_val(REF, f(c) / &nu)).collect()
+            x.iter()
+                .map(|&c| Float::with_val(REF, f(c) / &nu))
+                .collect()
         };
         let qh: Vec<Vec<Float>> = (0..n).map(|i| hat(&a[i * d..(i + 1) * d])).collect();
         let kh: Vec<Vec<Float>> = (0..n).map(|i| hat(&p[i * d..(i + 1) * d])).collect();
@@ -310,7 +380,8 @@ fn random_policy(rng: &mut Rng, c: &mut Case, n: usize) {
     c.set_reduction([Reduction::None, Reduction::Sum, Reduction::Mean][rng.below(3) as usize]);
     if rng.below(3) == 0 {
         let w: Vec<f64> = (0..n).map(|_| Dtype::F32.round(rng.unit() * 2.0)).collect();
-        c.inputs.insert("weight".into(), Tensor::float(Dtype::F32, vec![n], w));
+        c.inputs
+            .insert("weight".into(), Tensor::float(Dtype::F32, vec![n], w));
     }
     if rng.below(3) == 0 {
         let m: Vec<i64> = (0..n).map(|_| (rng.below(4) != 0) as i64).collect();

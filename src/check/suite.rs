@@ -3,7 +3,7 @@
 //! command and a minimal case (proptest shrinking, then deleting elements and optional inputs
 //! while the case still fails the same way). Used by `tests/*_kernels_vs_oracle.rs`.
 
-use crate::check::campaign::{self, Config, Stats};
+use crate::check::campaign::{self, Config, Finding, Stats};
 use crate::check::compare;
 use crate::check::gen;
 use crate::check::subject::{Kernels, Subject};
@@ -194,16 +194,60 @@ pub fn assert_kernels_match_oracle(loss: &str) {
 /// [`assert_kernels_match_oracle`] with another default case count (`LOSSCHECK_CASES` still
 /// overrides it).
 pub fn assert_kernels_match_oracle_with(loss: &str, default_cases: u64) {
+    assert_kernels_match_oracle_known(loss, default_cases, &[])
+}
+
+/// [`assert_kernels_match_oracle_with`] with a list of **known failures**: (dtype, case index)
+/// of the default campaign (seed 1, `default_cases`) that are open bugs, reported on stderr
+/// and not failing the test — any other finding fails it. With the default seed and count,
+/// each listed case must still be a finding, so a fix shows up as a failure to update the list
+/// (libm's test crate keeps such lists; each entry belongs in the closing notes until fixed).
+pub fn assert_kernels_match_oracle_known(loss: &str, default_cases: u64, known: &[(Dtype, u64)]) {
     let cases = campaign::cases_from_env(default_cases);
+    let default_run = cases == default_cases && seed() == 1;
     let mut problems = String::new();
     for dtype in Dtype::ALL {
         assert!(
             Kernels.supports(loss, dtype),
             "the kernels do not implement {loss} in {dtype}"
         );
-        let cfg = Config::new(loss, dtype, cases, seed());
-        let st = campaign::run(&cfg, &Kernels, &|| {});
+        let cfg = Config {
+            keep_failures: 10 + known.len(),
+            ..Config::new(loss, dtype, cases, seed())
+        };
+        let mut st = campaign::run(&cfg, &Kernels, &|| {});
         eprintln!("{}", campaign::summary_line(&st));
+        let is_known = |i: u64| known.contains(&(dtype, i));
+        for &(d, i) in known.iter().filter(|(d, _)| *d == dtype) {
+            match st.failures.iter().find(|f| f.index == i) {
+                Some(f) => eprintln!(
+                    "known failure {loss} {d} case {i}: {:?}\n  replay: {}",
+                    f.verdicts, f.replay
+                ),
+                None if default_run => {
+                    problems += &format!(
+                        "{loss} {d}: known failure case {i} no longer fails: take it off the list\n"
+                    )
+                }
+                None => {}
+            }
+        }
+        // the known ones out of the counts
+        let gone: Vec<Finding> = st
+            .failures
+            .iter()
+            .filter(|f| is_known(f.index))
+            .cloned()
+            .collect();
+        st.failures.retain(|f| !is_known(f.index));
+        for f in &gone {
+            for v in &f.verdicts {
+                if let Some(n) = st.verdicts.get_mut(v) {
+                    *n -= 1;
+                }
+            }
+        }
+        st.verdicts.retain(|_, n| *n > 0);
         // Every regime of the loss ran (a regime that never fires is a generator bug).
         if cases >= 5_000 {
             for (r, w) in gen::regimes(loss) {

@@ -210,7 +210,13 @@ fn run_rows<T: Element, O: Element, const K: usize>(
     let den = plan.denom();
     let zero_t = T::from_f64(0.0);
     let mut grads: Vec<Vec<T>> = (0..K)
-        .map(|k| if want[k] { vec![zero_t; n * dim] } else { Vec::new() })
+        .map(|k| {
+            if want[k] {
+                vec![zero_t; n * dim]
+            } else {
+                Vec::new()
+            }
+        })
         .collect();
     let mut value = Vec::new();
     if plan.is_empty_mean() {
@@ -283,7 +289,13 @@ fn output<T, O>(value: Vec<O>, grads: Vec<Vec<T>>, want: &[bool]) -> Output<T, O
 }
 
 fn plan_of<'a, T: Element>(args: &RowArgs<'a, T>) -> Result<Plan<'a, T>, LossError> {
-    Plan::new(args.rows, args.weight, args.mask, args.cotangent, args.reduction)
+    Plan::new(
+        args.rows,
+        args.weight,
+        args.mask,
+        args.cotangent,
+        args.reduction,
+    )
 }
 
 fn check_emb<T>(name: &str, x: &[T], args_rows: usize, dim: usize) -> Result<(), LossError> {
@@ -420,7 +432,11 @@ pub fn triplet<T: Element, O: Element>(
             // is noise of unknown sign: 0, within κ·2^−53·|exact| of any exact value there
             let diff = pair_sub(uu, vv);
             let floor = 2f64.powi(-98) * (uu.0.abs() + vv.0.abs());
-            g[0][k] = if parallel || diff.abs() <= floor { 0.0 } else { diff };
+            g[0][k] = if parallel || diff.abs() <= floor {
+                0.0
+            } else {
+                diff
+            };
             g[1][k] = -(uu.0 + uu.1);
             g[2][k] = vv.0 + vv.1;
         }
@@ -642,12 +658,22 @@ pub fn info_nce<T: Element, O: Element>(
     let want = [args.want[0], args.want[1]];
     let zero_t = T::from_f64(0.0);
     let mut grads: Vec<Vec<T>> = (0..2)
-        .map(|k| if want[k] { vec![zero_t; n * d] } else { Vec::new() })
+        .map(|k| {
+            if want[k] {
+                vec![zero_t; n * d]
+            } else {
+                Vec::new()
+            }
+        })
         .collect();
     let none = plan.reduction() == Reduction::None;
     let den = plan.denom();
     if plan.is_empty_mean() {
-        return Ok(output(vec![O::from_f64(0.0); plan.value_len()], grads, &want));
+        return Ok(output(
+            vec![O::from_f64(0.0); plan.value_len()],
+            grads,
+            &want,
+        ));
     }
     let present: Vec<usize> = match args.mask {
         Some(m) => (0..n).filter(|&i| m[i] != 0).collect(),
@@ -716,7 +742,11 @@ pub fn info_nce<T: Element, O: Element>(
         let top = at(js);
         let (mut s, mut s_off) = (0.0f64, 0.0f64);
         for b in 0..nk {
-            e[b] = if b == js { 1.0 } else { exp_nonpos(at(b) - top) };
+            e[b] = if b == js {
+                1.0
+            } else {
+                exp_nonpos(at(b) - top)
+            };
             s += e[b];
             if b != a {
                 s_off += e[b];

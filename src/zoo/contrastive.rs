@@ -36,14 +36,30 @@ fn reduce_rows(
     let (n, d) = (checked.rows, checked.dim("D"));
     let coef: Vec<f32> = (0..n)
         .map(|i| {
-            let m = case.inputs.get("mask").and_then(Tensor::i).map_or(1, |m| m[i]);
-            let w = case.inputs.get("weight").and_then(Tensor::f).map_or(1.0, |w| w[i]);
-            if m == 0 { 0.0 } else { w as f32 }
+            let m = case
+                .inputs
+                .get("mask")
+                .and_then(Tensor::i)
+                .map_or(1, |m| m[i]);
+            let w = case
+                .inputs
+                .get("weight")
+                .and_then(Tensor::f)
+                .map_or(1.0, |w| w[i]);
+            if m == 0 {
+                0.0
+            } else {
+                w as f32
+            }
         })
         .collect();
     let den: f32 = coef.iter().sum();
     let red = case.reduction();
-    let scale = if red == Reduction::Mean && den > 0.0 { 1.0 / den } else { 1.0 };
+    let scale = if red == Reduction::Mean && den > 0.0 {
+        1.0 / den
+    } else {
+        1.0
+    };
     let cot = case.inputs.get("cotangent").and_then(Tensor::f);
     let mut value = vec![0f32; n];
     let mut g: Vec<Vec<f32>> = names.iter().map(|_| vec![0f32; n * d]).collect();
@@ -117,13 +133,28 @@ fn plain_norm(u: &[f32]) -> f32 {
 
 fn triplet_plain_sqrt(case: &Case) -> Result<Response, LossError> {
     let names = ["anchor", "positive", "negative"];
-    let (a, p, n) = (f32s(case, "anchor"), f32s(case, "positive"), f32s(case, "negative"));
+    let (a, p, n) = (
+        f32s(case, "anchor"),
+        f32s(case, "positive"),
+        f32s(case, "negative"),
+    );
     let d = case.inputs["anchor"].shape.get(1).copied().unwrap_or(0);
-    let (m, eps) = (param(case, "margin", 1.0) as f32, param(case, "eps", 0.0) as f32);
+    let (m, eps) = (
+        param(case, "margin", 1.0) as f32,
+        param(case, "eps", 0.0) as f32,
+    );
     reduce_rows(case, &names, |i, g| {
         let r = i * d..(i + 1) * d;
-        let u: Vec<f32> = a[r.clone()].iter().zip(&p[r.clone()]).map(|(x, y)| x - y + eps).collect();
-        let v: Vec<f32> = a[r.clone()].iter().zip(&n[r]).map(|(x, y)| x - y + eps).collect();
+        let u: Vec<f32> = a[r.clone()]
+            .iter()
+            .zip(&p[r.clone()])
+            .map(|(x, y)| x - y + eps)
+            .collect();
+        let v: Vec<f32> = a[r.clone()]
+            .iter()
+            .zip(&n[r])
+            .map(|(x, y)| x - y + eps)
+            .collect();
         let (dp, dn) = (plain_norm(&u), plain_norm(&v));
         let z = dp - dn + m;
         for k in 0..d {
@@ -140,12 +171,21 @@ fn triplet_plain_sqrt(case: &Case) -> Result<Response, LossError> {
 fn contrastive_plain_sqrt(case: &Case) -> Result<Response, LossError> {
     let names = ["x1", "x2"];
     let (x1, x2) = (f32s(case, "x1"), f32s(case, "x2"));
-    let y = case.inputs.get("target").and_then(Tensor::i).unwrap_or(&[]).to_vec();
+    let y = case
+        .inputs
+        .get("target")
+        .and_then(Tensor::i)
+        .unwrap_or(&[])
+        .to_vec();
     let d = case.inputs["x1"].shape.get(1).copied().unwrap_or(0);
     let m = param(case, "margin", 1.0) as f32;
     reduce_rows(case, &names, |i, g| {
         let r = i * d..(i + 1) * d;
-        let w: Vec<f32> = x1[r.clone()].iter().zip(&x2[r]).map(|(a, b)| a - b).collect();
+        let w: Vec<f32> = x1[r.clone()]
+            .iter()
+            .zip(&x2[r])
+            .map(|(a, b)| a - b)
+            .collect();
         let dist = plain_norm(&w);
         let t = (m - dist).max(0.0);
         for k in 0..d {
@@ -177,7 +217,12 @@ fn info_nce_naive(case: &Case, floor: bool, shift: bool) -> Result<Response, Los
     };
     let (normalize, symmetric) = (flag("normalize", true), flag("symmetric", false));
     let mask: Vec<bool> = (0..n)
-        .map(|i| case.inputs.get("mask").and_then(Tensor::i).is_none_or(|m| m[i] != 0))
+        .map(|i| {
+            case.inputs
+                .get("mask")
+                .and_then(Tensor::i)
+                .is_none_or(|m| m[i] != 0)
+        })
         .collect();
     let present: Vec<usize> = (0..n).filter(|&i| mask[i]).collect();
     let nk = present.len();
@@ -190,25 +235,51 @@ fn info_nce_naive(case: &Case, floor: bool, shift: bool) -> Result<Response, Los
         (x.iter().map(|c| c / nu).collect(), nu)
     };
     let (q, k) = (f32s(case, "query"), f32s(case, "key"));
-    let qh: Vec<(Vec<f32>, f32)> = present.iter().map(|&i| unit(&q[i * d..(i + 1) * d])).collect();
-    let kh: Vec<(Vec<f32>, f32)> = present.iter().map(|&i| unit(&k[i * d..(i + 1) * d])).collect();
+    let qh: Vec<(Vec<f32>, f32)> = present
+        .iter()
+        .map(|&i| unit(&q[i * d..(i + 1) * d]))
+        .collect();
+    let kh: Vec<(Vec<f32>, f32)> = present
+        .iter()
+        .map(|&i| unit(&k[i * d..(i + 1) * d]))
+        .collect();
     let z: Vec<Vec<f32>> = (0..nk)
         .map(|a| {
             (0..nk)
-                .map(|b| qh[a].0.iter().zip(&kh[b].0).map(|(x, y)| x * y).sum::<f32>() / tau)
+                .map(|b| {
+                    qh[a]
+                        .0
+                        .iter()
+                        .zip(&kh[b].0)
+                        .map(|(x, y)| x * y)
+                        .sum::<f32>()
+                        / tau
+                })
                 .collect()
         })
         .collect();
     let coef: Vec<f32> = (0..n)
         .map(|i| {
-            let w = case.inputs.get("weight").and_then(Tensor::f).map_or(1.0, |w| w[i]);
-            if mask[i] { w as f32 } else { 0.0 }
+            let w = case
+                .inputs
+                .get("weight")
+                .and_then(Tensor::f)
+                .map_or(1.0, |w| w[i]);
+            if mask[i] {
+                w as f32
+            } else {
+                0.0
+            }
         })
         .collect();
     let den: f32 = coef.iter().sum();
     let red = case.reduction();
     let empty = red == Reduction::Mean && den == 0.0;
-    let scale = if red == Reduction::Mean && den > 0.0 { 1.0 / den } else { 1.0 };
+    let scale = if red == Reduction::Mean && den > 0.0 {
+        1.0 / den
+    } else {
+        1.0
+    };
     let cot = case.inputs.get("cotangent").and_then(Tensor::f);
     let half = if symmetric { 0.5f32 } else { 1.0 };
     let mut value = vec![0f32; n];
@@ -224,9 +295,16 @@ fn info_nce_naive(case: &Case, floor: bool, shift: bool) -> Result<Response, Los
             _ => 1.0,
         };
         let mut l = 0f32;
-        for col in [false, true].into_iter().take(if symmetric { 2 } else { 1 }) {
+        for col in [false, true]
+            .into_iter()
+            .take(if symmetric { 2 } else { 1 })
+        {
             let at = |b: usize| if col { z[b][a] } else { z[a][b] };
-            let top = if shift { (0..nk).map(at).fold(f32::NEG_INFINITY, f32::max) } else { 0.0 };
+            let top = if shift {
+                (0..nk).map(at).fold(f32::NEG_INFINITY, f32::max)
+            } else {
+                0.0
+            };
             let e: Vec<f32> = (0..nk).map(|b| libm::expf(at(b) - top)).collect();
             let s: f32 = e.iter().sum();
             l += half * (libm::logf(s) + top - at(a));
@@ -242,14 +320,21 @@ fn info_nce_naive(case: &Case, floor: bool, shift: bool) -> Result<Response, Los
     for (kk, (mine, other)) in [(&qh, &kh), (&kh, &qh)].into_iter().enumerate() {
         for a in 0..nk {
             let up: Vec<f32> = (0..d)
-                .map(|c| (0..nk).map(|b| if kk == 0 { gm[a][b] } else { gm[b][a] } * other[b].0[c]).sum())
+                .map(|c| {
+                    (0..nk)
+                        .map(|b| if kk == 0 { gm[a][b] } else { gm[b][a] } * other[b].0[c])
+                        .sum()
+                })
                 .collect();
             let (xh, nu) = (&mine[a].0, mine[a].1);
             let dotp: f32 = xh.iter().zip(&up).map(|(x, y)| x * y).sum();
             let branch = normalize && (!floor || nu > eps);
             for c in 0..d {
-                g[kk][present[a] * d + c] =
-                    if branch { (up[c] - xh[c] * dotp) / nu } else { up[c] / nu };
+                g[kk][present[a] * d + c] = if branch {
+                    (up[c] - xh[c] * dotp) / nu
+                } else {
+                    up[c] / nu
+                };
             }
         }
     }

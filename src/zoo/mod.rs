@@ -8,9 +8,9 @@
 //! everywhere.
 
 pub mod classification;
+pub mod contrastive;
 pub mod preference;
 pub mod probabilistic;
-pub mod contrastive;
 pub mod regression;
 
 use crate::check::compare::Verdict;

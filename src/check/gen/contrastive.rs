@@ -244,7 +244,11 @@ fn row_strategy(fr: &Frame, dtype: Dtype, k: usize) -> BoxedStrategy<Row> {
         ),
     )
         .prop_map(
-            |(vecs, (styles, relation, which, shift, neg, keep), (weight, cot, target, poison, int_a, int_b, perm, scale))| Row {
+            |(
+                vecs,
+                (styles, relation, which, shift, neg, keep),
+                (weight, cot, target, poison, int_a, int_b, perm, scale),
+            )| Row {
                 vecs,
                 styles,
                 relation,
@@ -352,10 +356,7 @@ pub fn realize(loss: &str, dtype: Dtype, fr: &Frame, rows: Vec<Row>) -> Case {
     };
     // poison where a row is skipped (info_nce: masked only)
     let skipped: Vec<bool> = (0..n)
-        .map(|i| {
-            !keep[i]
-                || (k != Kind::InfoNce && weights.as_ref().is_some_and(|w| w[i] == 0.0))
-        })
+        .map(|i| !keep[i] || (k != Kind::InfoNce && weights.as_ref().is_some_and(|w| w[i] == 0.0)))
         .collect();
     let mut data: Vec<Vec<f64>> = vec![Vec::with_capacity(n * d); nm.len()];
     let mut targets = Vec::with_capacity(n);
@@ -442,7 +443,11 @@ pub fn realize(loss: &str, dtype: Dtype, fr: &Frame, rows: Vec<Row>) -> Case {
                 data[j].extend(v.iter().map(|&x| dtype.round(x)));
             }
         }
-        targets.push(if skipped[i] && row.target { 7 } else { row.target as i64 });
+        targets.push(if skipped[i] && row.target {
+            7
+        } else {
+            row.target as i64
+        });
     }
     if let Some(m) = kink_margin {
         margin = Dtype::F32.round(m);
@@ -452,11 +457,16 @@ pub fn realize(loss: &str, dtype: Dtype, fr: &Frame, rows: Vec<Row>) -> Case {
     }
     match k {
         Kind::Contrastive => {
-            case.params.insert("margin".into(), ParamValue::Float(margin));
+            case.params
+                .insert("margin".into(), ParamValue::Float(margin));
         }
         Kind::Triplet => {
-            case.params.insert("margin".into(), ParamValue::Float(margin));
-            case.params.insert("eps".into(), ParamValue::Float(if fr.kinks { 0.0 } else { eps }));
+            case.params
+                .insert("margin".into(), ParamValue::Float(margin));
+            case.params.insert(
+                "eps".into(),
+                ParamValue::Float(if fr.kinks { 0.0 } else { eps }),
+            );
         }
         Kind::InfoNce => {
             case.params.insert("eps".into(), ParamValue::Float(eps));
@@ -650,8 +660,17 @@ fn frame(k: Kind, dtype: Dtype, r: Regime) -> BoxedStrategy<Frame> {
     let styles = styles_of(r);
     (
         dims,
-        (reduction, any::<bool>(), proptest::collection::vec(proptest::bool::weighted(0.85), 3)),
-        (margin_strategy(dtype), eps_strategy(dtype), tau_strategy(), nce_eps_strategy()),
+        (
+            reduction,
+            any::<bool>(),
+            proptest::collection::vec(proptest::bool::weighted(0.85), 3),
+        ),
+        (
+            margin_strategy(dtype),
+            eps_strategy(dtype),
+            tau_strategy(),
+            nce_eps_strategy(),
+        ),
         (proptest::bool::weighted(0.8), any::<bool>()),
         (mask, weight, cot),
         (

@@ -33,7 +33,9 @@ fn check_row(
     // results are not judged: the relation does not survive rounding there)
     let plain = m < dtype.min_normal()
         || !m.is_finite()
-        || a.iter().chain(b).any(|c| !c.x.is_finite() || !c.exact.rounded.is_finite());
+        || a.iter()
+            .chain(b)
+            .any(|c| !c.x.is_finite() || !c.exact.rounded.is_finite());
     for k in 0..a.len() {
         if plain {
             check_scaled(h, dtype, &format!("{label}[{k}]"), a[k], b[k], s[k])?;
@@ -51,7 +53,8 @@ fn check_row(
         }
         h.compared += 1;
         let cond = |c: &Comp| conditioning_ulps(dtype, &c.exact) * dtype.ulp_at(c.exact.rounded);
-        let allowed = (a[k].tol + b[k].tol) * dtype.ulp_at(m) + cond(a[k]) + cond(b[k]) * s[k].abs();
+        let allowed =
+            (a[k].tol + b[k].tol) * dtype.ulp_at(m) + cond(a[k]) + cond(b[k]) * s[k].abs();
         let diff = (a[k].x - s[k] * b[k].x).abs();
         if diff > allowed {
             return Err(format!(
@@ -79,8 +82,16 @@ pub fn permute_rows(case: &Case, perm: &[usize]) -> Case {
         }
         let per = t.len() / n.max(1);
         t.data = match &t.data {
-            Data::F(v) => Data::F(perm.iter().flat_map(|&j| v[j * per..(j + 1) * per].to_vec()).collect()),
-            Data::I(v) => Data::I(perm.iter().flat_map(|&j| v[j * per..(j + 1) * per].to_vec()).collect()),
+            Data::F(v) => Data::F(
+                perm.iter()
+                    .flat_map(|&j| v[j * per..(j + 1) * per].to_vec())
+                    .collect(),
+            ),
+            Data::I(v) => Data::I(
+                perm.iter()
+                    .flat_map(|&j| v[j * per..(j + 1) * per].to_vec())
+                    .collect(),
+            ),
         };
     }
     c
@@ -116,7 +127,14 @@ pub fn joint_permutation_permutes(base: &Case, seed: u64, side: Side) -> Outcome
         for row in 0..pc.len() / dd {
             let a: Vec<&Comp> = pc[row * dd..(row + 1) * dd].iter().collect();
             let b: Vec<&Comp> = bc[perm[row] * dd..(perm[row] + 1) * dd].iter().collect();
-            r = check_row(&mut h, dtype, &format!("{name} row {row}"), &a, &b, &vec![1.0; dd]);
+            r = check_row(
+                &mut h,
+                dtype,
+                &format!("{name} row {row}"),
+                &a,
+                &b,
+                &vec![1.0; dd],
+            );
             if r.is_err() {
                 break 'outer;
             }
@@ -133,7 +151,10 @@ pub fn joint_permutation_permutes(base: &Case, seed: u64, side: Side) -> Outcome
 /// The case scaled (queries by 2^k, keys by 2^j), or `None` when the relation does not apply
 /// (normalize off, a scaled value not exact, a norm within 2^8 of eps on either side).
 pub fn scaled(case: &Case, k: i32, j: i32) -> Option<Case> {
-    if !matches!(case.params.get("normalize"), Some(ParamValue::Bool(true)) | None) {
+    if !matches!(
+        case.params.get("normalize"),
+        Some(ParamValue::Bool(true)) | None
+    ) {
         return None;
     }
     let eps = case.float_param("eps").unwrap_or(1e-12);
@@ -196,10 +217,21 @@ pub fn normalized_scaling_is_invariant(base: &Case, k: i32, j: i32, side: Side) 
         let dd = d.max(1);
         for row in 0..sc.len() / dd {
             let zero = v[row * d..(row + 1) * d].iter().all(|&x| x == 0.0);
-            let f = if zero { 1.0 } else { pow2(if inp == "query" { -k } else { -j }) };
+            let f = if zero {
+                1.0
+            } else {
+                pow2(if inp == "query" { -k } else { -j })
+            };
             let a: Vec<&Comp> = sc[row * dd..(row + 1) * dd].iter().collect();
             let b: Vec<&Comp> = bc[row * dd..(row + 1) * dd].iter().collect();
-            r = check_row(&mut h, dtype, &format!("{name} row {row}"), &a, &b, &vec![f; dd]);
+            r = check_row(
+                &mut h,
+                dtype,
+                &format!("{name} row {row}"),
+                &a,
+                &b,
+                &vec![f; dd],
+            );
             if r.is_err() {
                 break 'outer;
             }
@@ -207,7 +239,10 @@ pub fn normalized_scaling_is_invariant(base: &Case, k: i32, j: i32, side: Side) 
     }
     with_case(
         r,
-        &format!("{}: scaling queries by 2^{k} and keys by 2^{j} (normalize on)", side.name()),
+        &format!(
+            "{}: scaling queries by 2^{k} and keys by 2^{j} (normalize on)",
+            side.name()
+        ),
         &[("base", base), ("scaled", &s)],
     )
     .map(|_| h)

@@ -55,7 +55,7 @@
 //! docs/policies/contrastive.md). NaN propagates.
 
 use crate::ival::{Ival, Sign};
-use crate::ranking::{exact_mul, input, param, signed_sum, wants};
+use crate::ranking::{exact_mul, input, int_input, param, signed_sum, wants};
 use crate::reduce::Reducer;
 use crate::{Inputs, Raw, RawKinkGroup};
 use losscheck_core::{Case, Checked, LossError, ParamValue, Reduction};
@@ -390,14 +390,7 @@ fn contrastive(
     let d = checked.dim("D");
     let x1 = input(case, inputs, "x1", n * d)?;
     let x2 = input(case, inputs, "x2", n * d)?;
-    let y = case
-        .inputs
-        .get("target")
-        .and_then(|t| t.i())
-        .ok_or_else(|| LossError::invalid("contrastive: missing i64 input \"target\""))?;
-    if y.len() != n {
-        return Err(LossError::internal("contrastive: target length"));
-    }
+    let y = int_input(case, "target", n)?;
     let m = param(case, "margin")?;
     let names = ["x1", "x2"];
     let want = names.map(|x| wants(case, x));

@@ -70,6 +70,22 @@ pub(crate) fn input<'a>(
     Ok(v)
 }
 
+/// An i64 input (labels, class ids) of `n` elements.
+pub(crate) fn int_input<'a>(case: &'a Case, name: &str, n: usize) -> Result<&'a [i64], LossError> {
+    let v =
+        case.inputs.get(name).and_then(|t| t.i()).ok_or_else(|| {
+            LossError::invalid(format!("{}: missing i64 input {name:?}", case.loss))
+        })?;
+    if v.len() != n {
+        return Err(LossError::internal(format!(
+            "{}: input {name} has {} elements, expected {n}",
+            case.loss,
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
 /// A float param (binary64, used exactly).
 pub(crate) fn param(case: &Case, name: &str) -> Result<f64, LossError> {
     case.float_param(name)
@@ -358,14 +374,7 @@ fn margin_ranking(
     let n = checked.rows;
     let s1 = input(case, inputs, "s1", n)?;
     let s2 = input(case, inputs, "s2", n)?;
-    let y = case
-        .inputs
-        .get("target")
-        .and_then(|t| t.i())
-        .ok_or_else(|| LossError::invalid("margin_ranking: missing i64 input \"target\""))?;
-    if y.len() != n {
-        return Err(LossError::internal("margin_ranking: target length"));
-    }
+    let y = int_input(case, "target", n)?;
     let m = Ival::point(prec, param(case, "margin")?);
     let (one, minus_one, zero) = (Ival::one(prec), Ival::point(prec, -1.0), Ival::zero(prec));
     run2(

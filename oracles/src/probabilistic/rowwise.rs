@@ -44,7 +44,9 @@
 //! — `kl_div`'s `batchmean`); each row's additive terms enter it separately so κ counts them.
 
 use crate::ival::Ival;
-use crate::ranking::{exact_mul, input, lift, logistic, param, record_terms, signed_sum, wants};
+use crate::ranking::{
+    exact_mul, input, int_input, lift, logistic, param, record_terms, signed_sum, wants,
+};
 use crate::reduce::Reducer;
 use crate::round::{round_enclosure, Decided};
 use crate::MAX_PREC;
@@ -252,14 +254,7 @@ pub(super) fn brier(
     let n = checked.rows;
     let c = checked.dim("C");
     let p = input(case, inputs, "prob", n * c)?;
-    let y = case
-        .inputs
-        .get("target")
-        .and_then(|t| t.i())
-        .ok_or_else(|| LossError::invalid("brier: missing i64 input \"target\""))?;
-    if y.len() != n {
-        return Err(LossError::internal("brier: target length"));
-    }
+    let y = int_input(case, "target", n)?;
     run_rows(case, inputs, n, prec, &[("prob", c)], |i, want, prec| {
         let one = Ival::one(prec);
         let p = lift_row(&p[i * c..(i + 1) * c], prec);

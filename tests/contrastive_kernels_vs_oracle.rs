@@ -13,10 +13,7 @@
 //! command that replays each, and the first one shrunk to a minimal case (JSON).
 //! `LOSSCHECK_SEED` changes the campaign seed (default 1, the CLI's default).
 
-use losscheck::check::suite::{
-    assert_kernels_match_oracle_known, assert_kernels_match_oracle_with,
-};
-use losscheck::Dtype;
+use losscheck::check::suite::assert_kernels_match_oracle_with;
 
 /// Cases per loss × dtype in the default run (issue 4's bar: at least 10,000).
 const DEFAULT: u64 = 10_000;
@@ -31,17 +28,7 @@ fn contrastive_kernels_match_oracle() {
     assert_kernels_match_oracle_with("contrastive", DEFAULT);
 }
 
-/// Known failures of the default campaign (seed 1, 10,000 cases): open bugs, NOT within the
-/// bar. Each is a gradient row whose exact value is 0 (an exact cancellation) where the kernel
-/// returns a value of the size of the row's terms (f32 case 2825: weighted, symmetric,
-/// normalize, τ = 1e−4, −10546.9 against an exact 0) — a kernel or oracle bug, not rounding
-/// (the f64 bound of the tolerance table is about 1e−9 of the terms there). Replay with
-/// `losscheck verify --loss info_nce --dtype f32 --seed 1 --index 2825`. Any other finding
-/// fails the test, and so does a listed case that stops failing.
-const INFO_NCE_KNOWN: &[(Dtype, u64)] =
-    &[(Dtype::F32, 2825), (Dtype::F32, 7369), (Dtype::Bf16, 4079)];
-
 #[test]
 fn info_nce_kernels_match_oracle() {
-    assert_kernels_match_oracle_known("info_nce", DEFAULT, INFO_NCE_KNOWN);
+    assert_kernels_match_oracle_with("info_nce", DEFAULT);
 }

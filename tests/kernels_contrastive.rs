@@ -112,6 +112,34 @@ fn info_nce_values_mask_and_weight() {
     assert_eq!(out.value, vec![want]);
 }
 
+/// A zero query's gradient is Σ_b G_0b·k̂_b / eps. Keys 1 and 2 are mirror images in their
+/// second coordinate with equal coefficients (q̂_0 = 0 makes row 0's softmax uniform), so that
+/// coordinate of the gradient is exactly 0 while the first is large; the f64 products do not
+/// cancel bit for bit under FMA accumulation, and DESIGN's allowance κ·2⁻⁵³·|exact| accepts only
+/// 0 for an exact 0. The kernel decides "below its error bound" per component (the default
+/// campaign's info_nce f32 case #2825 was this, with a per-row decision).
+#[test]
+fn exact_zero_gradient_component_beside_large_ones_is_zero() {
+    let q = [0.0f32, 0.0, 0.6, 0.8, 0.8, -0.6];
+    let k = [1.0f32, 0.0, 0.7, 0.3, 0.7, -0.3];
+    for (tau, eps) in [(1.0, 1e-8), (1e-4, 1e-12), (0.07, 0.5)] {
+        let p = InfoNceParams {
+            temperature: tau,
+            eps,
+            ..InfoNceParams::default()
+        };
+        let args = RowArgs::new(3, 2).reduction(Reduction::Sum);
+        let out = info_nce::<f32, f32>(&args, &q, &k, p).unwrap();
+        let gq = out.grads[0].as_ref().unwrap();
+        assert_eq!(gq[1], 0.0, "τ {tau}, eps {eps}: grad q_0 = {:?}", &gq[..2]);
+        assert!(
+            gq[0].abs() > 0.1,
+            "τ {tau}, eps {eps}: grad q_0 = {:?}",
+            &gq[..2]
+        );
+    }
+}
+
 fn case(loss: &str, n: usize, d: usize) -> Case {
     let mut c = Case::new(loss, Dtype::F32).unwrap();
     let names: &[&str] = match loss {

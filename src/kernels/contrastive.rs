@@ -812,10 +812,12 @@ pub fn info_nce<T: Element, O: Element>(
     };
     let (qh, kh) = (unit(&qm, &qf), unit(&km, &kf));
     // The a-priori error bound E of each gradient component: (nk + D + 4)·2^−53·(1 + λ)·(its
-    // absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ) (the tolerance table allows 2E). A row
-    // whose every computed component is below its E is noise and is returned as 0 (an exact
-    // cancellation, e.g. a colinear batch, then gives its exact 0; any exact row that small is
-    // within 2E of 0).
+    // absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ) (the tolerance table allows 2E). A
+    // component whose computed value is below its E is noise and is returned as 0: an exact
+    // cancellation (a colinear batch, opposite keys with equal coefficients, a zero-weight
+    // column) then gives its exact 0, which a relative allowance κ·2^−53·|exact| cannot accept
+    // any other answer for; any exact component that small is within 2E of 0. (Decided per
+    // component, not per row: one row can hold an exact zero next to large components.)
     let ratio = |m: &[f64], f: &[(f64, bool)]| -> f64 {
         (0..nk)
             .map(|a| {
@@ -847,14 +849,12 @@ pub fn info_nce<T: Element, O: Element>(
                 &kf,
             )
         };
-        let mut row = vec![0.0f64; d];
         for a in 0..nk {
             let i = present[a];
             let g = &up[a * d..(a + 1) * d];
             let ga = &up_abs[a * d..(a + 1) * d];
             let xh = &me[a * d..(a + 1) * d];
             let xga: f64 = xh.iter().zip(ga).map(|(x, y)| x.abs() * y).sum();
-            let mut noise = true;
             let (nu, norm_branch) = fl[a];
             let proj = if normalize && norm_branch {
                 dot2(xh, g)
@@ -868,11 +868,8 @@ pub fn info_nce<T: Element, O: Element>(
                 } else {
                     (g[c] / nu, ga[c] / nu)
                 };
-                noise &= r.abs() <= resolution * terms;
-                row[c] = r;
-            }
-            for c in 0..d {
-                grads[k][i * d + c] = T::from_f64(if noise { 0.0 } else { row[c] });
+                let noise = r.abs() <= resolution * terms;
+                grads[k][i * d + c] = T::from_f64(if noise { 0.0 } else { r });
             }
         }
     }

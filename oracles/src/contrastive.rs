@@ -45,7 +45,7 @@
 //! the anchor's u_d/dp − v_d/dn cancels: κ per component. `contrastive`'s m − d: the value
 //! (m − d)² gets 2(m + d)/|m − d|, its gradients (m + d)/|m − d|. `info_nce`'s gradients sum
 //! G_ij k̂_j and project: κ per component from the absolute terms, each term G_ij counted
-//! 2(N + D + 4)(1 + λ) times, λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ): twice the error bound of
+//! 2(λ + 2N + D + 14) times, λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ): twice the error bound of
 //! similarities and sums formed in f64 (the tolerance-table entry of `info_nce`). Reduced values: Σ|c_i|·(terms
 //! of row i) / |Σ c_i l_i|. κ is 1 where the exact result is 0.
 //!
@@ -734,8 +734,8 @@ fn info_nce(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
     // upstream gradients of q̂_a and k̂_b, with the absolute bounds of their terms. Each term
     // G_ab carries the sensitivity of P to its logits: a kernel that forms the similarities in
     // f64 has logits off by up to (D + 3)·2^−53·‖q_a‖‖k_b‖/(ν_a μ_b τ), hence P_ab (a
-    // difference of two logits in the exponent) relatively by twice that: the terms count
-    // (1 + λ) times, λ = 2(D + 3)·max_ab ‖q_a‖‖k_b‖/(ν_a μ_b τ) (the tolerance-table entry of
+    // difference of two logits in the exponent) relatively by twice that: λ·2^−53 of each term,
+    // λ = 2(D + 3)·max_ab ‖q_a‖‖k_b‖/(ν_a μ_b τ) (the tolerance-table entry of
     // info_nce, check::compare::TOLERANCES; docs/policies/contrastive.md).
     let ratio = |x: &[Ival], nu: &Ival| -> f64 {
         let sq: f64 = x.iter().map(|c| c.mid_f64() * c.mid_f64()).sum();
@@ -754,9 +754,9 @@ fn info_nce(case: &Case, checked: &Checked, inputs: &Inputs, prec: u32) -> Resul
         .fold(0.0, f64::max);
     let lambda = 2.0 * (d as f64 + 3.0) * rq * rk / tau * (1.0 + 2f64.powi(-40));
     let lambda = if lambda.is_finite() { lambda } else { 0.0 };
-    // E = (N + D + 4)·(1 + λ)·2^−53·Σ|terms| bounds the f64 kernel's error (N- and D-term
-    // sums, four roundings); the allowance is 2E (a kernel returns 0 for a row below E)
-    let factor = 2.0 * (nk as f64 + d as f64 + 4.0) * (1.0 + lambda);
+    // E = (λ + 2N + D + 14)·2^−53·Σ|terms| bounds the f64 kernel's error (the derivation is
+    // the tolerance-table entry); the allowance is 2E (a kernel returns 0 below E)
+    let factor = 2.0 * (2.0 * nk as f64 + d as f64 + 14.0 + lambda);
     let gabs: Vec<Vec<f64>> = gmat
         .iter()
         .map(|r| r.iter().map(|g| abs_hi(g) * factor).collect())

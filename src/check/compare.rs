@@ -110,14 +110,19 @@ pub const TOLERANCES: &[ToleranceEntry] = &[ToleranceEntry {
     loss: "info_nce",
     value_ulps: 1.0,
     grad_ulps: 2.0,
-    reason: "gradients: the conditioning term counts each term G_ab·k̂_b (G = ∂/∂s) of the \
-             cancelling sums 2(N + D + 4)(1 + λ) times, λ = 2(D + 3)·max_ab ‖q_a‖‖k_b‖/(ν_a μ_b τ): \
-             the N×N similarity and the gradient sums are accumulated in f64 (matrixmultiply), each \
-             logit s/τ is off by up to (D + 3)·2^−53·‖q‖‖k‖/(ν μ τ), so each softmax term relatively \
-             by twice that, and the sums of N and D terms add (N + D + 4) roundings: E = (N + D + \
-             4)(1 + λ)·2^−53·Σ|terms|, a bound growing with D/τ that no f64-similarity kernel beats \
-             where a gradient cancels; the allowance is 2E because the kernel returns 0 for a row \
-             below E (exact cancellations). Applied through the oracle's κ \
+    reason: "gradients: the conditioning term counts each term G_ab·x̂_b (G = ∂/∂s) of the \
+             cancelling sums 2(λ + 2N + D + 14) times, λ = 2(D + 3)·max_ab ‖q_a‖‖k_b‖/(ν_a μ_b τ). \
+             The N×N similarity and the gradient sums are accumulated in f64 (matrixmultiply), \
+             u = 2^−53. Each logit s/τ is off by up to (D + 3)·u·‖q‖‖k‖/(ν μ τ) (D − 1 for the dot \
+             product, four for the norms and quotients), so each softmax term P_ab = e^(z_b − top)/S \
+             relatively by λ·u (two logits) plus N·u (the sum S) plus 2u (exp, quotient); the \
+             coefficient c·cot/den·½/τ and the row + column accumulation add 4u: G_ab is off by \
+             (λ + N + 6)·u relatively. Σ_b G_ab·x̂_b adds 2u (x̂), u (product) and N·u (sum); the \
+             normalisation's backward (compensated projection, two subtractions, ÷ν) 4u, bounded \
+             by D·u for generality: E = (λ + 2N + D + 14)·u·Σ|terms|, a bound growing with D/τ that \
+             no f64-similarity kernel beats where a gradient cancels; the allowance is 2E because \
+             the kernel returns 0 for a component below E (exact cancellations). Applied through \
+             the oracle's κ \
              (oracles/src/contrastive.rs); the ulp allowances are DESIGN.md's; values unaffected. \
              docs/policies/contrastive.md.",
 }];

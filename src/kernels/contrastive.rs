@@ -811,8 +811,9 @@ pub fn info_nce<T: Element, O: Element>(
         (0..nk * d).map(|ac| m[ac] / f[ac / d.max(1)].0).collect()
     };
     let (qh, kh) = (unit(&qm, &qf), unit(&km, &kf));
-    // The a-priori error bound E of each gradient component: (nk + D + 4)·2^−53·(1 + λ)·(its
-    // absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ) (the tolerance table allows 2E). A
+    // The a-priori error bound E of each gradient component: (λ + 2N + D + 14)·2^−53·(its
+    // absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ) (derivation: the tolerance table's
+    // info_nce entry, check::compare::TOLERANCES, which allows 2E). A
     // component whose computed value is below its E is noise and is returned as 0: an exact
     // cancellation (a colinear batch, opposite keys with equal coefficients, a zero-weight
     // column) then gives its exact 0, which a relative allowance κ·2^−53·|exact| cannot accept
@@ -827,7 +828,7 @@ pub fn info_nce<T: Element, O: Element>(
             .fold(0.0, f64::max)
     };
     let lambda = 2.0 * (d as f64 + 3.0) * ratio(&qm, &qf) * ratio(&km, &kf) / tau;
-    let resolution = (nk as f64 + d as f64 + 4.0) * 2f64.powi(-53) * (1.0 + lambda);
+    let resolution = (2.0 * nk as f64 + d as f64 + 14.0 + lambda) * 2f64.powi(-53);
     let abs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.abs()).collect() };
     let gm_abs = abs(&gm);
     for k in 0..2 {

@@ -134,7 +134,7 @@ fn kappa(num: f64, e: &Ival) -> f64 {
     // stands for |e| (the allowance κ·|e| is then about num, as it should be)
     let lo = match e.abs().lo.to_f64_round(Round::Down) {
         x if x > 0.0 => x,
-        _ => e.mid_f64().abs(),
+        _ => e.magnitude(),
     };
     if !(lo > 0.0) {
         return 1.0;

@@ -246,6 +246,18 @@ impl Ival {
         }
     }
 
+    /// |x| for the κ allowance κ·2⁻⁵³·|x|: |midpoint|, except for an enclosure that straddles 0
+    /// symmetrically (midpoint exactly 0, e.g. a cancellation below the working precision),
+    /// where it is max(|lo|, |hi|) rounded up — |x| is at most that, and a relative allowance
+    /// with |x| = 0 would allow nothing where the exact result is merely unresolved, not 0.
+    pub fn magnitude(&self) -> f64 {
+        let m = self.mid_f64().abs();
+        if m == 0.0 && !self.is_zero() && self.contains_zero() {
+            return self.abs().hi.to_f64_round(Round::Up);
+        }
+        m
+    }
+
     /// The midpoint as a `Float` (NaN for NaN or the whole line; an infinite end as itself).
     pub fn mid(&self) -> Float {
         let p = self.prec();

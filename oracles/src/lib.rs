@@ -48,9 +48,10 @@ pub struct Exact {
 }
 
 impl Exact {
-    /// |exact| as an f64 (midpoint of the enclosure, rounded to nearest; NaN if undefined).
+    /// |exact| as an f64 ([`Ival::magnitude`]: the enclosure's |midpoint|, or its max |end| where
+    /// it straddles 0 symmetrically; NaN if undefined).
     pub fn magnitude(&self) -> f64 {
-        self.enclosure.mid_f64().abs()
+        self.enclosure.magnitude()
     }
     pub fn is_nan(&self) -> bool {
         self.enclosure.is_nan()

@@ -813,12 +813,14 @@ pub fn info_nce<T: Element, O: Element>(
     let (qh, kh) = (unit(&qm, &qf), unit(&km, &kf));
     // The a-priori error bound E of each gradient component: (λ + 2N + D + 14)·2^−53·(its
     // absolute terms), λ = 2(D + 3)·max ‖q‖‖k‖/(ν μ τ) (derivation: the tolerance table's
-    // info_nce entry, check::compare::TOLERANCES, which allows 2E). A
-    // component whose computed value is below its E is noise and is returned as 0: an exact
-    // cancellation (a colinear batch, opposite keys with equal coefficients, a zero-weight
-    // column) then gives its exact 0, which a relative allowance κ·2^−53·|exact| cannot accept
-    // any other answer for; any exact component that small is within 2E of 0. (Decided per
-    // component, not per row: one row can hold an exact zero next to large components.)
+    // info_nce entry, check::compare::TOLERANCES, which allows 2E). An exact 0 admits no
+    // other answer (the allowance κ·2^−53·|exact| is relative), and the ulp distance from 0 to
+    // a small x counts every float below x, so 0 is no safe answer for a small non-zero x
+    // either. Hence: a row whose every component is below its E is rounding noise (a colinear
+    // batch) and is returned as 0; a row with only some components below E (an exact zero
+    // beside large components: mirrored keys with equal coefficients, a zero query's
+    // Σ_b G_ab·k̂_b/eps) has its sums redone compensated, and a component is 0 only where the
+    // compensated sum vanishes to its own resolution.
     let ratio = |m: &[f64], f: &[(f64, bool)]| -> f64 {
         (0..nk)
             .map(|a| {
@@ -850,27 +852,80 @@ pub fn info_nce<T: Element, O: Element>(
                 &kf,
             )
         };
+        // the other side's unit vectors, and G's entry for (row a, other b)
+        let other = if k == 0 { &kh } else { &qh };
+        let g_at = |a: usize, b: usize| {
+            if k == 0 {
+                gm[a * nk + b]
+            } else {
+                gm[b * nk + a]
+            }
+        };
+        let mut row = vec![0.0f64; d];
+        let mut below = vec![false; d];
         for a in 0..nk {
             let i = present[a];
-            let g = &up[a * d..(a + 1) * d];
             let ga = &up_abs[a * d..(a + 1) * d];
             let xh = &me[a * d..(a + 1) * d];
             let xga: f64 = xh.iter().zip(ga).map(|(x, y)| x.abs() * y).sum();
             let (nu, norm_branch) = fl[a];
-            let proj = if normalize && norm_branch {
-                dot2(xh, g)
-            } else {
-                0.0
+            let project = normalize && norm_branch;
+            // r_c = (g_c − x̂_c·(x̂·g))/ν on the norm branch, g_c/ν otherwise; and its terms
+            let finish = |g: &[f64], out: &mut [f64]| {
+                let proj = if project { dot2(xh, g) } else { 0.0 };
+                for c in 0..d {
+                    out[c] = if proj != 0.0 {
+                        let (p, e) = two_prod(xh[c], proj);
+                        ((g[c] - p) - e) / nu
+                    } else {
+                        g[c] / nu
+                    };
+                }
             };
-            for c in 0..d {
-                let (r, terms) = if proj != 0.0 {
-                    let (p, e) = two_prod(xh[c], proj);
-                    (((g[c] - p) - e) / nu, (ga[c] + xh[c].abs() * xga) / nu)
+            let terms = |c: usize| {
+                if project {
+                    (ga[c] + xh[c].abs() * xga) / nu
                 } else {
-                    (g[c] / nu, ga[c] / nu)
-                };
-                let noise = r.abs() <= resolution * terms;
-                grads[k][i * d + c] = T::from_f64(if noise { 0.0 } else { r });
+                    ga[c] / nu
+                }
+            };
+            finish(&up[a * d..(a + 1) * d], &mut row);
+            for c in 0..d {
+                below[c] = row[c].abs() <= resolution * terms(c);
+            }
+            if below.iter().all(|&b| b) {
+                // the whole row is rounding noise (a colinear batch, …): 0
+                row.iter_mut().for_each(|r| *r = 0.0);
+            } else if below.iter().any(|&b| b) {
+                // Some components are below E beside larger ones: redo the row's sums
+                // Σ_b G_ab·x̂_b compensated (TwoProd + TwoSum). An exact cancellation between
+                // terms of equal size (G_ab·x̂_b = −G_ac·x̂_c, e.g. mirrored keys with equal
+                // coefficients) then gives 0; a component that is small but accurately
+                // computed (a projection that cancels, which the compensated projection
+                // resolves) keeps its value. Rare: only rows with such components pay.
+                let g2: Vec<f64> = (0..d)
+                    .map(|c| {
+                        let gs: Vec<f64> = (0..nk).map(|b| g_at(a, b)).collect();
+                        let xs: Vec<f64> = (0..nk).map(|b| other[b * d + c]).collect();
+                        dot2(&gs, &xs)
+                    })
+                    .collect();
+                let mut row2 = vec![0.0f64; d];
+                finish(&g2, &mut row2);
+                // dot2's own error is below γ_n²·Σ|terms| with γ_n ≈ n·2^−53
+                let floor = ((nk + d + 4) as f64 * 2f64.powi(-53)).powi(2);
+                for c in 0..d {
+                    if below[c] {
+                        row[c] = if row2[c].abs() <= floor * terms(c) {
+                            0.0
+                        } else {
+                            row2[c]
+                        };
+                    }
+                }
+            }
+            for c in 0..d {
+                grads[k][i * d + c] = T::from_f64(row[c]);
             }
         }
     }

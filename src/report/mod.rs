@@ -406,6 +406,14 @@ pub fn bar_violations(r: &Report) -> Vec<String> {
     v
 }
 
+/// `s` cut to at most `n` characters, marked when cut.
+fn clip(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}… (cut; the whole case is in report.json)", &s[..i]),
+    }
+}
+
 fn bits_row(st: &Stats) -> String {
     let f = if st.verdicts.is_empty() && st.oracle_errors == 0 {
         "none".to_string()
@@ -570,7 +578,7 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(", "),
                 Report::failure(&c.subject).unwrap_or(""),
-                c.case.to_json(),
+                clip(&c.case.to_json().to_string(), 600),
                 c.replay
             ));
         }
@@ -690,7 +698,9 @@ impl Report {
                 "sweeps": self.timings.sweeps, "counterexamples": self.timings.counterexamples,
             },
             "campaigns": self.kernels.iter().map(strip).collect::<Vec<_>>(),
-            "zoo_campaigns": self.zoo.iter().map(strip).collect::<Vec<_>>(),
+            // the zoo's failures are thousands of cases: kept are the worst case and the
+            // counterexample
+            "zoo_campaigns": self.zoo.iter().map(|s| { let mut v = strip(s); v["failures"] = json!([]); v }).collect::<Vec<_>>(),
             "sweeps": self.sweeps.iter().map(|s| { let mut v = s.to_json(); v.as_object_mut().unwrap().remove("seconds"); v }).collect::<Vec<_>>(),
             "breakdown": breakdown,
             "bar_violations": bar_violations(self),

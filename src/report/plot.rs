@@ -28,8 +28,7 @@ pub fn xml_escape(s: &str) -> String {
 }
 
 /// The SVG graph of one sweep. Every series of the sweep gives two polylines (value and
-/// gradient; the gradient's only when the loss has a gradient), each with a `data-series`
-/// attribute naming it.
+/// gradient), each with a `data-series` attribute naming it (`"<subject> <dtype> value"`).
 pub fn svg(sweep: &Sweep) -> String {
     let pts = sweep.series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -121,13 +120,7 @@ pub fn svg(sweep: &Sweep) -> String {
     for (i, s) in sweep.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let name = format!("{} {}", s.subject, s.dtype);
-        let has_grad = s.points.iter().any(|p| p.grad_bits > 0.0);
-        let outputs: &[(&str, &str)] = if has_grad {
-            &[("value", ""), ("grad", r#" stroke-dasharray="6,3""#)]
-        } else {
-            &[("value", "")]
-        };
-        for &(out, dash) in outputs {
+        for (out, dash) in [("value", ""), ("grad", r#" stroke-dasharray="6,3""#)] {
             let pts: Vec<String> = s
                 .points
                 .iter()

@@ -27,7 +27,10 @@ fn sweep_finds_the_naive_softmax_threshold_in_f16_and_none_for_the_kernels() {
     assert_eq!(sw.series.len(), 2);
     let k = &sw.series[0];
     let z = &sw.series[1];
-    assert_eq!((k.subject.as_str(), z.subject.as_str()), ("kernels", "zoo:cross_entropy_naive_softmax"));
+    assert_eq!(
+        (k.subject.as_str(), z.subject.as_str()),
+        ("kernels", "zoo:cross_entropy_naive_softmax")
+    );
     assert!(k.points.iter().all(|p| p.cases == 3), "every point judged");
     assert_eq!(k.threshold(), None, "kernels break down: {:?}", k.points);
     // e^z overflows the f32 compute type above ln(f32::MAX) = 88.72, and e^(z_y − max) underflows
@@ -38,8 +41,16 @@ fn sweep_finds_the_naive_softmax_threshold_in_f16_and_none_for_the_kernels() {
     let step = (14.0 - -14.0) / 11.0;
     assert!(t > 4.0 && t < 88.72f64.log2() + step, "threshold 2^{t}");
     // below the threshold it is accurate, at and beyond it NaN or inf (the full 16 bits)
-    assert!(z.points.iter().filter(|p| p.log2 < t).all(|p| !p.broke && p.value_bits < 2.0));
-    assert!(z.points.iter().filter(|p| p.log2 >= t).all(|p| p.value_bits == 16.0));
+    assert!(z
+        .points
+        .iter()
+        .filter(|p| p.log2 < t)
+        .all(|p| !p.broke && p.value_bits < 2.0));
+    assert!(z
+        .points
+        .iter()
+        .filter(|p| p.log2 >= t)
+        .all(|p| p.value_bits == 16.0));
 }
 
 #[test]
@@ -47,7 +58,11 @@ fn every_catalogue_loss_with_a_kernel_has_a_sweep_whose_cases_the_oracle_accepts
     for l in losscheck::core::catalogue::ids().filter(|l| losscheck::kernels::implemented(l)) {
         let s = breakdown::spec_of(l).unwrap_or_else(|| panic!("no sweep for {l}"));
         for d in Dtype::ALL {
-            for e in [breakdown::range(s.knob, d).0, 0.5, breakdown::range(s.knob, d).1] {
+            for e in [
+                breakdown::range(s.knob, d).0,
+                0.5,
+                breakdown::range(s.knob, d).1,
+            ] {
                 for k in 0..3 {
                     let c = breakdown::sweep_case(s, d, e, 1, k);
                     losscheck::oracles::evaluate(&c)
@@ -113,7 +128,9 @@ fn html_is_self_contained_and_carries_the_markdown_content() {
     let r = small_report();
     let html = r.html();
     let lower = html.to_lowercase();
-    for bad in ["http://", "https://", "<script", "<link", "src=", "@import", "url("] {
+    for bad in [
+        "http://", "https://", "<script", "<link", "src=", "@import", "url(",
+    ] {
         assert!(!lower.contains(bad), "report.html contains {bad:?}");
     }
     assert_eq!(html.matches("<svg").count(), r.sweeps.len());
@@ -121,14 +138,22 @@ fn html_is_self_contained_and_carries_the_markdown_content() {
     assert!(html.contains("<h2>Extra</h2>"));
     assert!(html.contains("zoo:log_cosh_textbook"));
     // every table row of the Markdown is a row of the HTML
-    let md_rows = r.markdown().lines().filter(|l| l.starts_with('|') && !l.starts_with("|-")).count();
+    let md_rows = r
+        .markdown()
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|-"))
+        .count();
     assert_eq!(html.matches("<tr>").count(), md_rows);
 }
 
 #[test]
 fn the_report_meets_its_bar_and_shows_a_counterexample_for_non_magnitude_entries() {
     let r = small_report();
-    assert!(report::bar_violations(r).is_empty(), "{:?}", report::bar_violations(r));
+    assert!(
+        report::bar_violations(r).is_empty(),
+        "{:?}",
+        report::bar_violations(r)
+    );
     let lc = r.sweeps.iter().find(|s| s.loss == "log_cosh").unwrap();
     let textbook = lc
         .series
@@ -171,7 +196,9 @@ fn documented(section: &str) -> Vec<(String, String)> {
 }
 
 fn check_fields(v: &Value, section: &str, exact: bool) {
-    let obj = v.as_object().unwrap_or_else(|| panic!("{section}: not an object"));
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{section}: not an object"));
     let fields = documented(section);
     assert!(!fields.is_empty(), "{section}");
     for (f, ty) in &fields {
@@ -208,8 +235,17 @@ fn report_json_has_the_documented_fields() {
     assert_eq!(v["schema"], report::SCHEMA);
     assert_eq!(report::SCHEMA, "losscheck-report/1");
     check_fields(&v["options"], "`options`", true);
-    for c in v["campaigns"].as_array().unwrap().iter().chain(v["zoo_campaigns"].as_array().unwrap()) {
-        check_fields(c, "Campaign objects (`campaigns[]`, `zoo_campaigns[]`)", true);
+    for c in v["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["zoo_campaigns"].as_array().unwrap())
+    {
+        check_fields(
+            c,
+            "Campaign objects (`campaigns[]`, `zoo_campaigns[]`)",
+            true,
+        );
     }
     assert!(!v["zoo_campaigns"].as_array().unwrap().is_empty());
     for s in v["sweeps"].as_array().unwrap() {
@@ -228,8 +264,10 @@ fn report_json_has_the_documented_fields() {
     let back: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(back["schema"], "losscheck-report/1");
-    assert!(std::fs::read_dir(dir.join("plots"))
+    assert!(std::fs::read_dir(dir.join("plots")).unwrap().all(|e| !e
         .unwrap()
-        .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.')));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,19 +1,19 @@
 //! The `losscheck` command line: `list`, `eval`, `verify`, `report`, `fuzz`, `serve`.
 
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use losscheck::check::campaign::{self, Config, Stats};
 use losscheck::check::compare;
 use losscheck::check::exec::{self, ExecOptions, ExecSubject};
 use losscheck::check::fuzz;
 use losscheck::check::subject::{Answer, Capabilities, Kernels, Subject};
-use losscheck::report;
 use losscheck::core::catalogue::{self, Default as PDefault, Dims, InputKind};
 use losscheck::core::tensor::encode_f64;
 use losscheck::core::{Case, Dtype, Response, Tensor};
 use losscheck::oracles::{self, Exact, OracleOutput};
+use losscheck::report;
 use serde_json::{json, Map, Value};
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -599,17 +599,7 @@ fn plan(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<(String, Dtype)>,
 
 /// A progress bar on stderr when it is a terminal, hidden otherwise.
 fn progress_bar(len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({eta}) {msg}",
-        )
-        .unwrap(),
-    );
-    b
+    report::progress_bar(true, len, "cases")
 }
 
 fn run_all(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<Stats>, String> {
@@ -731,10 +721,7 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
     let mut opts = if a.quick {
         report::Options::quick(c.seed)
     } else {
-        report::Options::new(
-            c.seed,
-            campaign::cases_from_env(campaign::DEFAULT_CASES),
-        )
+        report::Options::new(c.seed, campaign::cases_from_env(campaign::DEFAULT_CASES))
     };
     if let Some(n) = c.cases {
         opts.cases = n;

@@ -63,10 +63,18 @@ pub const SPECS: &[SweepSpec] = &[
     spec("log_cosh", "|pred − target|", Knob::Residual),
     spec("bce", "1/p (p or 1 − p)", Knob::InvProb("prob")),
     spec("bce_logits", "|logit|", Knob::Scale(&["logit"], false)),
-    spec("cross_entropy", "logit scale", Knob::Scale(&["logits"], false)),
+    spec(
+        "cross_entropy",
+        "logit scale",
+        Knob::Scale(&["logits"], false),
+    ),
     spec("nll", "|log-prob|", Knob::Scale(&["logp"], true)),
     spec("hinge", "|score|", Knob::Scale(&["score"], false)),
-    spec("multi_margin", "score scale", Knob::Scale(&["scores"], false)),
+    spec(
+        "multi_margin",
+        "score scale",
+        Knob::Scale(&["scores"], false),
+    ),
     spec("focal", "|logit|", Knob::Scale(&["logit"], false)),
     spec("gaussian_nll", "1/variance", Knob::InvVar),
     spec("kl_div", "|log q|", Knob::Scale(&["input"], true)),
@@ -84,7 +92,11 @@ pub const SPECS: &[SweepSpec] = &[
         Knob::Scale(&["anchor", "positive", "negative"], false),
     ),
     spec("info_nce", "1/temperature", Knob::InvParam("temperature")),
-    spec("margin_ranking", "score scale", Knob::Scale(&["s1", "s2"], false)),
+    spec(
+        "margin_ranking",
+        "score scale",
+        Knob::Scale(&["s1", "s2"], false),
+    ),
     spec(
         "pairwise_logistic",
         "score scale",
@@ -94,7 +106,12 @@ pub const SPECS: &[SweepSpec] = &[
         "dpo",
         "|log-prob|",
         Knob::Scale(
-            &["policy_chosen", "policy_rejected", "ref_chosen", "ref_rejected"],
+            &[
+                "policy_chosen",
+                "policy_rejected",
+                "ref_chosen",
+                "ref_rejected",
+            ],
             true,
         ),
     ),
@@ -229,9 +246,7 @@ pub fn sweep_case(s: &SweepSpec, dtype: Dtype, e: f64, seed: u64, k: u64) -> Cas
                                     2 => fit(rng.next_f64()),
                                     _ => fit((-(10.0 + rng.below(10) as f64)).exp2()),
                                 },
-                                Domain::NonNegative | Domain::Weight => {
-                                    fit(0.5 + rng.next_f64())
-                                }
+                                Domain::NonNegative | Domain::Weight => fit(0.5 + rng.next_f64()),
                                 Domain::KlTarget => fit(rng.next_f64()),
                                 Domain::Any => fit(2.0 * rng.signed_unit()),
                             }
@@ -244,9 +259,7 @@ pub fn sweep_case(s: &SweepSpec, dtype: Dtype, e: f64, seed: u64, k: u64) -> Cas
             kind => {
                 let data: Vec<i64> = (0..n)
                     .map(|_| match kind {
-                        InputKind::ClassId | InputKind::ClassIdOrSoft => {
-                            rng.below(classes) as i64
-                        }
+                        InputKind::ClassId | InputKind::ClassIdOrSoft => rng.below(classes) as i64,
                         InputKind::Sign => {
                             if rng.below(2) == 0 {
                                 -1
@@ -362,10 +375,13 @@ pub struct SweepConfig {
     pub seed: u64,
 }
 
+/// The subjects of a sweep, each with its dtypes.
+pub type Subjects<'a> = [(&'a dyn Subject, Vec<Dtype>)];
+
 /// Sweep `loss` for every (subject, dtypes) pair, in parallel over the points.
 pub fn sweep(
     loss: &str,
-    subjects: &[(&dyn Subject, Vec<Dtype>)],
+    subjects: &Subjects,
     cfg: SweepConfig,
     tick: &(dyn Fn() + Sync),
 ) -> Option<Sweep> {
@@ -425,7 +441,7 @@ pub fn sweep(
 }
 
 /// The number of points [`sweep`] evaluates (for progress bars).
-pub fn sweep_points(subjects: &[(&dyn Subject, Vec<Dtype>)], cfg: SweepConfig) -> u64 {
+pub fn sweep_points(subjects: &Subjects, cfg: SweepConfig) -> u64 {
     subjects.iter().map(|(_, d)| d.len() as u64).sum::<u64>() * cfg.points.max(2) as u64
 }
 

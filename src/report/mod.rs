@@ -218,27 +218,39 @@ pub fn progress_bar(show: bool, len: u64, unit: &str) -> ProgressBar {
     b
 }
 
-/// Run the campaign of `subject` on each (loss, dtype) with `cases` cases.
+/// Run the campaign of each (subject, loss, dtype) with `cases` cases, behind one progress
+/// bar counting `unit`.
 fn campaigns(
     jobs: &[(&dyn Subject, String, Dtype)],
     cases: u64,
-    seed: u64,
-    bar: &ProgressBar,
+    opts: &Options,
+    unit: &str,
 ) -> Vec<Stats> {
-    jobs.iter()
+    if cases == 0 {
+        return Vec::new();
+    }
+    let bar = progress_bar(opts.progress, cases * jobs.len() as u64, unit);
+    let all = jobs
+        .iter()
         .map(|(subject, loss, dtype)| {
             bar.set_message(format!("{} {loss} {dtype}", subject.name()));
             let cfg = Config {
                 keep_failures: 50,
-                ..Config::new(loss, *dtype, cases, seed)
+                ..Config::new(loss, *dtype, cases, opts.seed)
             };
             let st = campaign::run(&cfg, *subject, &|| bar.inc(1));
             if !bar.is_hidden() {
-                bar.println(format!("{:<40} {}", st.subject, campaign::summary_line(&st)));
+                bar.println(format!(
+                    "{:<40} {}",
+                    st.subject,
+                    campaign::summary_line(&st)
+                ));
             }
             st
         })
-        .collect()
+        .collect();
+    bar.finish_and_clear();
+    all
 }
 
 /// Run everything the report shows.
@@ -258,9 +270,7 @@ pub fn run(opts: &Options) -> Report {
             kjobs.push((&kernels, l.clone(), d));
         }
     }
-    let bar = progress_bar(opts.progress, opts.cases * kjobs.len() as u64, "kernel cases");
-    let kstats = campaigns(&kjobs, opts.cases, opts.seed, &bar);
-    bar.finish_and_clear();
+    let kstats = campaigns(&kjobs, opts.cases, opts, "kernel cases");
     timings.kernels = t.elapsed().as_secs_f64();
 
     // 2. the zoo baselines
@@ -271,19 +281,12 @@ pub fn run(opts: &Options) -> Report {
             zjobs.push((s, e.loss.to_string(), d));
         }
     }
-    let zstats = if opts.zoo_cases > 0 {
-        let bar = progress_bar(opts.progress, opts.zoo_cases * zjobs.len() as u64, "zoo cases");
-        let z = campaigns(&zjobs, opts.zoo_cases, opts.seed, &bar);
-        bar.finish_and_clear();
-        z
-    } else {
-        Vec::new()
-    };
+    let zstats = campaigns(&zjobs, opts.zoo_cases, opts, "zoo cases");
     timings.zoo = t.elapsed().as_secs_f64();
 
     // 3. the breakdown sweeps
     let t = Instant::now();
-    let per_loss: Vec<(String, Vec<(&dyn Subject, Vec<Dtype>)>)> = losses
+    let per_loss: Vec<(String, Box<breakdown::Subjects>)> = losses
         .iter()
         .map(|l| {
             let mut v: Vec<(&dyn Subject, Vec<Dtype>)> = vec![(&kernels, dtypes.clone())];
@@ -292,7 +295,7 @@ pub fn run(opts: &Options) -> Report {
                     v.push((s, ds.clone()));
                 }
             }
-            (l.clone(), v)
+            (l.clone(), v.into_boxed_slice())
         })
         .collect();
     let total: u64 = per_loss
@@ -319,14 +322,17 @@ pub fn run(opts: &Options) -> Report {
                 continue;
             }
             let name = s.name();
-            let hit = zstats.iter().filter(|st| st.subject == name).find_map(|st| {
-                let f = st
-                    .failures
-                    .iter()
-                    .find(|f| f.verdicts.contains(&e.verdict))
-                    .or_else(|| st.failures.iter().find(|f| !f.verdicts.is_empty()))?;
-                Some((st, f))
-            });
+            let hit = zstats
+                .iter()
+                .filter(|st| st.subject == name)
+                .find_map(|st| {
+                    let f = st
+                        .failures
+                        .iter()
+                        .find(|f| f.verdicts.contains(&e.verdict))
+                        .or_else(|| st.failures.iter().find(|f| !f.verdicts.is_empty()))?;
+                    Some((st, f))
+                });
             if let Some((st, f)) = hit {
                 let cfg = Config::new(&st.loss, st.dtype, st.cases, st.seed);
                 let small = campaign::shrink_finding(&cfg, s, f, 300);
@@ -597,7 +603,12 @@ impl Report {
             }
             md.push_str(&format!("### {l}\n\n| subject | dtype | cases | value bits max | p99 | median | grad bits max | p99 | median | correctly rounded | verdicts |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"));
             for st in &rows {
-                md.push_str(&format!("| {} | {} | {} |\n", st.subject, st.dtype, bits_row(st)));
+                md.push_str(&format!(
+                    "| {} | {} | {} |\n",
+                    st.subject,
+                    st.dtype,
+                    bits_row(st)
+                ));
             }
             md.push('\n');
             for st in &rows {
@@ -614,7 +625,11 @@ impl Report {
                         } else {
                             format!(
                                 "; {}",
-                                w.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+                                w.verdicts
+                                    .iter()
+                                    .map(|v| v.name())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         },
                         w.replay

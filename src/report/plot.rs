@@ -36,7 +36,7 @@ pub fn svg(sweep: &Sweep) -> String {
         x0 = x0.min(p.log2);
         x1 = x1.max(p.log2);
     }
-    if !(x0 < x1) {
+    if x0.partial_cmp(&x1) != Some(std::cmp::Ordering::Less) {
         (x0, x1) = (x0.min(0.0) - 1.0, x1.max(0.0) + 1.0);
     }
     let y1 = sweep

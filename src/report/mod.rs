@@ -742,7 +742,7 @@ impl Report {
         html::page("losscheck stability report", &self.markdown(), &inline)
     }
 
-    /// Write REPORT.md, report.json, report.html and plots/<loss>.svg under `dir`, each
+    /// Write REPORT.md, report.json, report.html and `plots/<loss>.svg` under `dir`, each
     /// atomically; returns the paths written.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
         let mut written = Vec::new();

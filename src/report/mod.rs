@@ -490,30 +490,17 @@ impl Report {
             t.kernels, t.zoo, t.sweeps, o.sweep.points, o.sweep.cases_per_point, t.counterexamples
         ));
         md.push_str("## Kernels: error per loss × dtype\n\n");
-        md.push_str("| loss | dtype | cases | value bits max | p99 | median | grad bits max | p99 | correctly rounded | hard cases | findings |\n");
-        md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+        md.push_str("| loss | dtype | cases | value bits max | p99 | median | grad bits max | p99 | median | correctly rounded | findings | hard cases |\n");
+        md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n");
         for st in &self.kernels {
-            let f = if st.verdicts.is_empty() && st.oracle_errors == 0 {
-                "none".to_string()
-            } else {
-                campaign::verdict_counts(st)
-            };
             md.push_str(&format!(
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}% | {} | {} |\n",
+                "| {} | {} | {} | {} |\n",
                 st.loss,
                 st.dtype,
-                st.cases,
-                st.value_bits.max,
-                st.value_bits.p99,
-                st.value_bits.median,
-                st.grad_bits.max,
-                st.grad_bits.p99,
-                100.0 * st.correctly_rounded,
-                st.hard_cases,
-                f
+                bits_row(st),
+                st.hard_cases
             ));
         }
-
         md.push_str("\n## Breakdown thresholds\n\n");
         md.push_str(
             "Per loss, one input magnitude swept over a log grid across each dtype's range (a few seeded cases per point, the same \

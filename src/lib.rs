@@ -4,7 +4,8 @@
 //! default `harness` feature — the machinery that tells the truth about them and about anyone
 //! else's implementation: MPFR oracles (crate `losscheck-oracles`), property-based generators,
 //! comparison with ulp / bits-of-error verdicts, metamorphic relations and campaigns
-//! ([`check`]), and the known-bad implementations of the [`zoo`].
+//! ([`check`]), the known-bad implementations of the [`zoo`], and the stability
+//! [`report`].
 //!
 //! The contract (catalogue, policies, error measures) is DESIGN.md; the catalogue lives in
 //! [`core::catalogue`].
@@ -16,6 +17,8 @@ pub mod kernels;
 
 #[cfg(feature = "harness")]
 pub mod check;
+#[cfg(feature = "harness")]
+pub mod report;
 #[cfg(feature = "harness")]
 pub mod zoo;
 #[cfg(feature = "harness")]

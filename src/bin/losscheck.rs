@@ -1,7 +1,7 @@
 //! The `losscheck` command line: `list`, `eval`, `verify`, `report`, `fuzz`, `serve`.
 
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use losscheck::check::campaign::{self, Config, Stats};
 use losscheck::check::compare;
 use losscheck::check::exec::{self, ExecOptions, ExecSubject};
@@ -11,9 +11,10 @@ use losscheck::core::catalogue::{self, Default as PDefault, Dims, InputKind};
 use losscheck::core::tensor::encode_f64;
 use losscheck::core::{Case, Dtype, Response, Tensor};
 use losscheck::oracles::{self, Exact, OracleOutput};
+use losscheck::report;
 use serde_json::{json, Map, Value};
-use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -62,15 +63,10 @@ enum Command {
     /// Run the verification campaign: generated cases per loss × dtype, each judged against the
     /// oracle. With --index, replay one case and print it with its judgement.
     Verify(VerifyArgs),
-    /// Write the stability report (reports/REPORT.md and reports/report.json) from the default
-    /// verification campaign of the built-in kernels.
-    Report {
-        #[command(flatten)]
-        campaign: CampaignArgs,
-        /// Output directory.
-        #[arg(long, default_value = "reports")]
-        out: PathBuf,
-    },
+    /// Write the stability report (reports/REPORT.md, report.json, report.html, plots/*.svg):
+    /// the default campaign of the built-in kernels, the zoo baselines, breakdown sweeps and
+    /// their error graphs.
+    Report(ReportArgs),
     /// Fuzz a loss implementation: a program speaking the exec protocol (PROTOCOL.md), or a
     /// built-in subject. Findings go to DIR/findings.jsonl as they happen (one JSON object a
     /// line, with the case and the command that replays it), a summary to DIR/summary.md and
@@ -170,6 +166,25 @@ struct CampaignArgs {
 }
 
 #[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    campaign: CampaignArgs,
+    /// Output directory.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// A first look: 500 kernel cases, 200 per zoo entry, 16-point sweeps (explicit options
+    /// still apply).
+    #[arg(long)]
+    quick: bool,
+    /// Cases per zoo entry × dtype (default 2000; 0: no zoo baselines).
+    #[arg(long)]
+    zoo_cases: Option<u64>,
+    /// Points per breakdown sweep (default 40).
+    #[arg(long)]
+    sweep_points: Option<usize>,
+}
+
+#[derive(Args)]
 struct VerifyArgs {
     #[command(flatten)]
     campaign: CampaignArgs,
@@ -194,7 +209,7 @@ fn main() -> ExitCode {
             target,
         } => cmd_eval(case, compact, &target),
         Command::Verify(a) => cmd_verify(a),
-        Command::Report { campaign, out } => cmd_report(campaign, &out),
+        Command::Report(a) => cmd_report(a),
         Command::Fuzz(a) => cmd_fuzz(a),
         Command::Serve { subject } => cmd_serve(&subject),
     };
@@ -584,17 +599,7 @@ fn plan(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<(String, Dtype)>,
 
 /// A progress bar on stderr when it is a terminal, hidden otherwise.
 fn progress_bar(len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} cases ({eta}) {msg}",
-        )
-        .unwrap(),
-    );
-    b
+    report::progress_bar(true, len, "cases")
 }
 
 fn run_all(a: &CampaignArgs, subject: &dyn Subject) -> Result<Vec<Stats>, String> {
@@ -711,100 +716,46 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// Write a file atomically: a temporary file in the same directory, then a rename.
-fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename to {}: {e}", path.display()))
-}
-
-fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
-    let subject = Kernels;
-    let all = run_all(&a, &subject)?;
-    let mut md = String::new();
-    md.push_str("# losscheck stability report\n\n");
-    md.push_str(&format!(
-        "Subject: the built-in kernels. Seed {}, {} cases per loss × dtype. Regenerate with `./run report` \
-         (or `losscheck report --seed {}`). Errors are in bits (Herbie's log2(1 + ulps)) against the \
-         correctly rounded exact result from the MPFR oracle; the accuracy bar is 1 ulp (16-bit \
-         outputs) / 2 ulps (f32 outputs) for values and 2 ulps for gradients.\n\n",
-        a.seed,
-        all.first().map(|s| s.cases).unwrap_or(0),
-        a.seed
-    ));
-    md.push_str("| loss | dtype | cases | value bits max | p99 | median | grad bits max | p99 | correctly rounded | hard cases | findings |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    for st in &all {
-        let f = if st.verdicts.is_empty() && st.oracle_errors == 0 {
-            "none".to_string()
-        } else {
-            campaign::verdict_counts(st)
-        };
-        md.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}% | {} | {} |\n",
-            st.loss,
-            st.dtype,
-            st.cases,
-            st.value_bits.max,
-            st.value_bits.p99,
-            st.value_bits.median,
-            st.grad_bits.max,
-            st.grad_bits.p99,
-            100.0 * st.correctly_rounded,
-            st.hard_cases,
-            f
-        ));
+fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
+    let c = &a.campaign;
+    let mut opts = if a.quick {
+        report::Options::quick(c.seed)
+    } else {
+        report::Options::new(c.seed, campaign::cases_from_env(campaign::DEFAULT_CASES))
+    };
+    if let Some(n) = c.cases {
+        opts.cases = n;
     }
-    md.push_str("\n## Worst case per loss × dtype\n\n");
-    for st in &all {
-        if let Some(w) = &st.worst {
-            md.push_str(&format!(
-                "- **{} {}**: case {} (value {:.2} bits, grad {:.2} bits) — replay: `{}`\n",
-                st.loss, st.dtype, w.index, w.value_bits, w.grad_bits, w.replay
-            ));
-        }
+    if let Some(n) = a.zoo_cases {
+        opts.zoo_cases = n;
     }
-    md.push_str("\n## Cases per generator regime\n\n");
-    for st in all.iter().filter(|s| s.dtype == Dtype::F32) {
-        md.push_str(&format!(
-            "- {}: {}\n",
-            st.loss,
-            st.regimes
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    if let Some(n) = a.sweep_points {
+        opts.sweep.points = n;
     }
-    let json = json!({
-        "schema": "losscheck-report/0",
-        "seed": a.seed,
-        "subject": "kernels",
-        "campaigns": all.iter().map(|s| { let mut v = s.to_json(); v.as_object_mut().unwrap().remove("seconds"); v }).collect::<Vec<_>>(),
-    });
-    write_atomic(&out.join("REPORT.md"), &md)?;
-    write_atomic(
-        &out.join("report.json"),
-        &(serde_json::to_string_pretty(&json).unwrap() + "\n"),
-    )?;
-    for st in &all {
-        println!("{}", campaign::summary_line(st));
+    opts.losses = c.losses.clone();
+    opts.dtypes = c.dtypes.clone();
+    plan(c, &Kernels)?; // validates --loss, notes what is skipped
+    #[allow(unused_mut)]
+    let mut r = report::run(&opts);
+    // Extra Markdown sections go here: r.sections.push(report::Section::new(title, markdown)).
+    let written = r.write(&a.out)?;
+    for st in r.kernels.iter().chain(&r.zoo) {
+        println!("{:<40} {}", st.subject, campaign::summary_line(st));
     }
-    print_failures(&all, &subject);
-    let findings: u64 = all.iter().map(|s| s.findings() + s.oracle_errors).sum();
+    print_failures(&r.kernels, &Kernels);
+    for v in report::bar_violations(&r) {
+        println!("bar: {v}");
+    }
+    let t = &r.timings;
     println!(
-        "\nwrote {} and {}; {} findings",
-        out.join("REPORT.md").display(),
-        out.join("report.json").display(),
+        "\nseconds: kernels {:.1}, zoo {:.1}, sweeps {:.1}, counterexamples {:.1}",
+        t.kernels, t.zoo, t.sweeps, t.counterexamples
+    );
+    let findings = r.kernel_findings();
+    println!(
+        "wrote {} files under {}; {} findings (kernels)",
+        written.len(),
+        a.out.display(),
         findings
     );
     Ok(if findings == 0 {

@@ -116,6 +116,15 @@ pub fn reading(name: &str) -> Option<&'static Reading> {
     READINGS.iter().find(|r| r.name == name)
 }
 
+/// The exact answer to `case` under the reading `name`, from the oracle's output (`None`: the
+/// reading is judged elsewhere, or does not apply to the case).
+pub fn alternative(name: &str, case: &Case, oracle: &OracleOutput) -> Option<OracleOutput> {
+    match reading(name)?.judged {
+        Judged::Alternative(alt) => alt(case, oracle),
+        Judged::Elsewhere(_) => None,
+    }
+}
+
 /// Verdicts that an alternative reading can explain (a wrong number, not a fault).
 fn explainable(v: Verdict) -> bool {
     matches!(

@@ -247,7 +247,8 @@ fn ulp_when_batched(case: &Case) -> Result<Response, LossError> {
     let mut r = losscheck::kernels::evaluate(case)?;
     if case.reduction() == Reduction::None && r.value.shape.first().is_some_and(|&n| n > 1) {
         r.value = mapped(&r.value, case.out_dtype, &|_, x| {
-            let up = (x as f32).next_up();
+            let b = (x as f32).to_bits();
+            let up = f32::from_bits(if x >= 0.0 { b + 1 } else { b - 1 });
             if up.is_finite() {
                 up as f64
             } else {
@@ -325,4 +326,42 @@ fn the_alternative_is_the_oracles_terms_over_the_other_denominator() {
     let r = losscheck::check::compare::judge(&case, &o, &a);
     assert!(r.passed(), "{:?}", r.verdicts);
     assert_eq!(r.facts[0].name, "weighted_mean_over_n");
+}
+
+/// PyTorch's `binary_cross_entropy(weight=w, reduction='mean')` on a clamped position follows
+/// two readings at once: the weighted mean over N and the gradient clamp — both facts.
+#[test]
+fn pytorchs_weighted_bce_follows_two_readings_at_once() {
+    let j = r#"{"dtype":"f32","grad":["prob"],"id":0,"inputs":{"prob":{"data":[0.0,0.5],"dtype":"f32","shape":[2]},"target":{"data":[1.0,0.0],"dtype":"f32","shape":[2]},"weight":{"data":[2.0,0.5],"dtype":"f32","shape":[2]}},"loss":"bce","op":"eval","out_dtype":"f32","params":{"log_floor":-100.0,"reduction":"mean"}}"#;
+    let case = Case::from_json(&serde_json::from_str(j).unwrap())
+        .unwrap()
+        .0;
+    let o = losscheck_oracles::evaluate(&case).unwrap();
+    // PyTorch: Σ w·l / N, ∂/∂p = w·(p − t)/max(p(1 − p), 1e−12) / N
+    let value = (2.0 * 100.0 + 0.5 * std::f64::consts::LN_2) / 2.0;
+    let grad = [-2.0 / 1e-12 / 2.0, 0.5 * 0.5 / 0.25 / 2.0];
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32 as f64).collect::<Vec<_>>();
+    let answer = Ok(Response {
+        id: 0,
+        value: Tensor::float(Dtype::F32, vec![], f32s(&[value])),
+        grad: [(
+            "prob".to_string(),
+            Tensor::float(Dtype::F32, vec![2], f32s(&grad)),
+        )]
+        .into_iter()
+        .collect(),
+    });
+    let design = losscheck::check::compare::judge_design(&case, &o, &answer);
+    assert!(!design.passed());
+    for one in ["weighted_mean_over_n", "bce_grad_clamp"] {
+        let alt = policies::alternative(one, &case, &o).expect("applies");
+        assert!(
+            !losscheck::check::compare::judge_design(&case, &alt, &answer).passed(),
+            "{one} alone does not explain it"
+        );
+    }
+    let r = losscheck::check::compare::judge(&case, &o, &answer);
+    assert!(r.passed(), "{:?} {:?}", r.verdicts, r.outputs);
+    let names: Vec<&str> = r.facts.iter().map(|f| f.name).collect();
+    assert_eq!(names, ["weighted_mean_over_n", "bce_grad_clamp"]);
 }

@@ -29,7 +29,7 @@ fn every_zoo_entry_is_flagged_with_its_verdict_on_a_shrunk_case() {
             let st = campaign::run_with(&cfg, &subject, &|o| {
                 if o.report.as_ref().is_some_and(|r| flag.in_report(r)) {
                     let mut f = first.lock().unwrap();
-                    if f.as_ref().is_none_or(|(i, _)| o.index < *i) {
+                    if f.as_ref().map_or(true, |(i, _)| o.index < *i) {
                         *f = Some((o.index, o.case.clone()));
                     }
                 }

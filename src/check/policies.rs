@@ -27,12 +27,16 @@ pub enum Class {
     Fact,
 }
 
+/// The exact answer to a case under a reading, from the oracle's output (`None`: the reading
+/// does not apply to the case, or coincides with DESIGN.md's there).
+pub type AltFn = fn(&Case, &OracleOutput) -> Option<OracleOutput>;
+
 /// How the exact answer under a reading is obtained.
 #[derive(Clone, Copy)]
 pub enum Judged {
     /// From the oracle's output by [`rejudge`]: `None` when the reading does not apply to the
     /// case (or coincides with DESIGN.md's there).
-    Alternative(fn(&Case, &OracleOutput) -> Option<OracleOutput>),
+    Alternative(AltFn),
     /// Elsewhere (named).
     Elsewhere(&'static str),
 }
@@ -149,30 +153,59 @@ pub fn rejudge(
     if rep.verdicts.is_empty() || !rep.verdicts.iter().all(|&v| explainable(v)) {
         return rep;
     }
-    for r in READINGS {
-        let Judged::Alternative(alt) = r.judged else {
-            continue;
-        };
-        let Some(exact) = alt(case, oracle) else {
-            continue;
-        };
+    let alternatives: Vec<(&Reading, AltFn)> = READINGS
+        .iter()
+        .filter_map(|r| match r.judged {
+            Judged::Alternative(f) => Some((r, f)),
+            Judged::Elsewhere(_) => None,
+        })
+        .collect();
+    // each alternative alone, then two together, the one earlier in the table applied to the
+    // other's exact answer (the denominators rescale whatever they are given: PyTorch's bce
+    // with weights follows both the weighted mean over N and the gradient clamp)
+    let singles: Vec<Option<OracleOutput>> =
+        alternatives.iter().map(|(_, f)| f(case, oracle)).collect();
+    let mut tries: Vec<(Vec<&Reading>, OracleOutput)> = Vec::new();
+    for (j, inner) in singles.iter().enumerate() {
+        let Some(inner) = inner else { continue };
+        for (i, (r, f)) in alternatives[..j].iter().enumerate() {
+            if singles[i].is_some() {
+                if let Some(two) = f(case, inner) {
+                    tries.push((vec![r, alternatives[j].0], two));
+                }
+            }
+        }
+    }
+    let pairs = std::mem::take(&mut tries);
+    for ((r, _), one) in alternatives.iter().zip(singles) {
+        if let Some(one) = one {
+            tries.push((vec![r], one));
+        }
+    }
+    tries.extend(pairs);
+    let verdicts = rep
+        .verdicts
+        .iter()
+        .map(|v| v.name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (readings, exact) in tries {
         let mut a = compare::judge_design(case, &exact, answer);
         if a.passed() {
-            a.facts.insert(
-                0,
-                Fact {
-                    name: r.name,
-                    detail: format!(
-                        "follows the alternative reading `{}`, not DESIGN.md's ({} under DESIGN.md)",
-                        r.name,
-                        rep.verdicts
-                            .iter()
-                            .map(|v| v.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                },
-            );
+            let names: Vec<&str> = readings.iter().map(|r| r.name).collect();
+            for (k, r) in readings.iter().enumerate() {
+                a.facts.insert(
+                    k,
+                    Fact {
+                        name: r.name,
+                        detail: format!(
+                            "follows the alternative reading{} `{}`, not DESIGN.md's ({verdicts} under DESIGN.md)",
+                            if names.len() > 1 { "s" } else { "" },
+                            names.join("` + `")
+                        ),
+                    },
+                );
+            }
             return a;
         }
     }
@@ -254,10 +287,10 @@ fn weighted_mean_over_n(case: &Case, oracle: &OracleOutput) -> Option<OracleOutp
     });
     let counted: Vec<bool> = (0..rows)
         .map(|i| {
-            mask.is_none_or(|m| m.get(i).is_some_and(|&v| v != 0))
+            mask.map_or(true, |m| m.get(i).is_some_and(|&v| v != 0))
                 && ignored
                     .as_ref()
-                    .is_none_or(|s| !s.get(i).copied().unwrap_or(false))
+                    .map_or(true, |s| !s.get(i).copied().unwrap_or(false))
         })
         .collect();
     let n = counted.iter().filter(|&&c| c).count();

@@ -142,8 +142,9 @@ fn explainable(v: Verdict) -> bool {
 }
 
 /// `rep` is the judgement of `answer` under DESIGN.md's readings. When every verdict in it is
-/// a wrong number, judge the answer against each alternative reading that applies: the first
-/// that it follows within tolerance replaces `rep`, with that reading's fact.
+/// a wrong number, judge the answer against each alternative reading that applies, alone and
+/// then two together: the first it follows within tolerance replaces `rep`, with the
+/// readings' facts.
 pub fn rejudge(
     case: &Case,
     oracle: &OracleOutput,

@@ -278,3 +278,40 @@ fn fuzz_over_exec_and_help() {
     let l = &lines(&d)[0];
     assert!(l["replay"].as_str().unwrap().contains("--exec"), "{l}");
 }
+
+#[test]
+fn an_alternative_reading_is_a_fact_exit_0_and_a_finding_under_strict_policy() {
+    let subject = "zoo:cross_entropy_weighted_mean_over_rows";
+    let d = tmpdir("fact");
+    let args = |strict: bool| {
+        let mut a = vec![
+            "fuzz",
+            "--subject",
+            subject,
+            "--dtype",
+            "f32",
+            "--cases",
+            "150",
+            "--out",
+            d.to_str().unwrap(),
+        ];
+        if strict {
+            a.push("--strict-policy");
+        }
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let a = args(false);
+    let (code, out, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("weighted_mean_over_n"), "{out}");
+    assert!(!out.contains("accuracy:"), "{out}");
+    assert!(lines(&d).is_empty());
+    let a = args(true);
+    let (code, out, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{out}{err}");
+    let l = lines(&d);
+    assert!(!l.is_empty());
+    for v in &l {
+        assert_eq!(v["verdict"], "weighted_mean_over_n", "{v}");
+    }
+}

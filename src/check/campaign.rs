@@ -7,7 +7,7 @@
 use crate::check::compare::{self, CaseReport, Verdict};
 use crate::check::gen;
 use crate::check::subject::{Answer, Subject};
-use losscheck_core::{Case, Dtype, Response};
+use losscheck_core::{Case, Dtype, Response, Tensor};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -42,6 +42,11 @@ pub struct Config {
     /// Ask every `repeat_every`-th case (indices 0, k, 2k, …) twice and record a
     /// `nondeterministic` fact when the answers differ in any bit; 0 (the default): never.
     pub repeat_every: u64,
+    /// Probe every `batch_every`-th case (indices 0, k, 2k, …) of a separable loss with
+    /// reduction `none` for `batch_variant` answers: ask a sub-batch of its rows (the first half,
+    /// and at every other probe the first row alone) and record the fact when a row's value or
+    /// gradient differs in any bit from the full batch's; 0 (the default): never.
+    pub batch_every: u64,
 }
 
 impl Config {
@@ -54,6 +59,7 @@ impl Config {
             keep_failures: 10,
             max_bits: BTreeMap::new(),
             repeat_every: 0,
+            batch_every: 0,
         }
     }
 }
@@ -188,11 +194,11 @@ pub struct Outcome {
     pub skipped: Option<String>,
 }
 
-/// Generate, evaluate and judge case `index` (asked twice when `cfg.repeat_every` says so).
+/// Generate, evaluate and judge case `index` (probed when `cfg.repeat_every` and
+/// `cfg.batch_every` say so).
 pub fn run_one(cfg: &Config, subject: &dyn Subject, index: u64) -> Outcome {
     let case = gen::generate(&cfg.loss, cfg.dtype, cfg.seed, index);
-    let repeat = cfg.repeat_every > 0 && index % cfg.repeat_every == 0;
-    judge_inner(cfg, case, subject, index, repeat)
+    judge_inner(cfg, case, subject, index, true)
 }
 
 /// Evaluate and judge one given case (DESIGN.md's accuracy bar, no repetition).
@@ -221,15 +227,22 @@ pub fn fault_report(case: &Case, f: &crate::check::subject::Fault) -> CaseReport
     }
 }
 
+/// The first component of `part` that differs in any bit from the same component of `whole`
+/// (NaNs equal whatever their payload); `part` may be a prefix of `whole`.
+fn first_difference(whole: &Tensor, part: &Tensor) -> Option<usize> {
+    if part.len() > whole.len() {
+        return Some(whole.len());
+    }
+    (0..part.len()).find(|&k| {
+        let (p, q) = (whole.get_f64(k), part.get_f64(k));
+        !((p.is_nan() && q.is_nan()) || p.to_bits() == q.to_bits())
+    })
+}
+
 /// Do two answers differ in any bit (NaNs equal whatever their payload)?
 fn same_bits(a: &Response, b: &Response) -> bool {
-    let t = |x: &losscheck_core::Tensor, y: &losscheck_core::Tensor| {
-        x.shape == y.shape
-            && x.len() == y.len()
-            && (0..x.len()).all(|k| {
-                let (p, q) = (x.get_f64(k), y.get_f64(k));
-                (p.is_nan() && q.is_nan()) || p.to_bits() == q.to_bits()
-            })
+    let t = |x: &Tensor, y: &Tensor| {
+        x.shape == y.shape && x.len() == y.len() && first_difference(x, y).is_none()
     };
     t(&a.value, &b.value)
         && a.grad.len() == b.grad.len()
@@ -238,12 +251,107 @@ fn same_bits(a: &Response, b: &Response) -> bool {
             .all(|(k, g)| b.grad.get(k).is_some_and(|h| t(g, h)))
 }
 
+/// Separable losses: each row's `none` output depends on that row's inputs alone (every
+/// elementwise and row-wise loss but `info_nce`, coupled across the batch).
+fn separable(case: &Case) -> bool {
+    case.reduction() == losscheck_core::Reduction::None && case.loss != "info_nce"
+}
+
+/// The case restricted to its first `k` rows (along the leading dim of the first
+/// differentiable input: every per-row input is cut, class weights and a broadcast
+/// `pos_weight` are kept), with the number of rows of the case; `None` when the case has no
+/// leading dim of at least 2 rows or `k` is not in [1, N).
+pub fn sub_batch(case: &Case, k: usize) -> Option<(Case, usize)> {
+    let x = case.inputs.get(*case.spec().grads.first()?)?;
+    let n = *x.shape.first()?;
+    if k == 0 || k >= n {
+        return None;
+    }
+    let xshape = x.shape.clone();
+    let mut sub = case.clone();
+    for (name, t) in sub.inputs.iter_mut() {
+        let per_row = t.shape.first() == Some(&n)
+            && name != "class_weight"
+            && (name != "pos_weight" || t.shape == xshape);
+        if !per_row {
+            continue;
+        }
+        let keep = t.len() / n * k;
+        match &mut t.data {
+            losscheck_core::Data::F(v) => v.truncate(keep),
+            losscheck_core::Data::I(v) => v.truncate(keep),
+        }
+        t.shape[0] = k;
+    }
+    Some((sub, n))
+}
+
+/// Ask `subject` the `probe` request, derived from a case it answered with `first`, and
+/// record the fact `name` when `differs` says how the answers disagree — or when it refuses
+/// the probe (`Unsupported` too, when `refusal_is_fact`); a fault is a finding of its own.
+fn probe(
+    report: &mut CaseReport,
+    subject: &dyn Subject,
+    probe: &Case,
+    first: &Response,
+    name: &'static str,
+    refusal_is_fact: bool,
+    differs: &dyn Fn(&Response, &Response) -> Option<String>,
+) {
+    let fact = match subject.answer(probe) {
+        Ok(Ok(second)) => differs(first, &second),
+        Ok(Err(e)) if e.kind == losscheck_core::ErrorKind::Unsupported && !refusal_is_fact => None,
+        Ok(Err(e)) => Some(format!("answered once, then refused: {e}")),
+        Err(f) => {
+            // The probe faulted: that is a finding of its own.
+            let fr = fault_report(probe, &f);
+            for v in fr.verdicts {
+                if !report.verdicts.contains(&v) {
+                    report.verdicts.push(v);
+                }
+            }
+            report.error = fr.error;
+            None
+        }
+    };
+    if let Some(detail) = fact {
+        report.facts.push(compare::Fact { name, detail });
+    }
+}
+
+/// How a sub-batch's answer differs from the full batch's on the rows they share: the first
+/// output and component that differs in any bit.
+fn batch_difference(full: &Response, sub: &Response, n: usize, k: usize) -> Option<String> {
+    let outputs = std::iter::once(("value".to_string(), &full.value, &sub.value)).chain(
+        sub.grad
+            .iter()
+            .filter_map(|(g, t)| Some((format!("grad.{g}"), full.grad.get(g)?, t))),
+    );
+    for (label, whole, part) in outputs {
+        if part.len() != whole.len() / n * k {
+            return Some(format!(
+                "{label} of the first {k} of {n} rows has {} components, expected {}",
+                part.len(),
+                whole.len() / n * k
+            ));
+        }
+        if let Some(c) = first_difference(whole, part) {
+            return Some(format!(
+                "{label}[{c}] is {} in the batch of {n} rows, {} in the batch of its first {k}",
+                losscheck_core::tensor::encode_f64(whole.get_f64(c)),
+                losscheck_core::tensor::encode_f64(part.get_f64(c))
+            ));
+        }
+    }
+    None
+}
+
 fn judge_inner(
     cfg: &Config,
     case: Case,
     subject: &dyn Subject,
     index: u64,
-    repeat: bool,
+    probes: bool,
 ) -> Outcome {
     let original = subject.capabilities().map(|_| case.clone());
     let case = match subject.prepare(case) {
@@ -298,28 +406,44 @@ fn judge_inner(
             report.verdicts.retain(|v| *v != Verdict::GradAccuracy);
         }
     }
-    if repeat {
-        if let Ok(Ok(first)) = &answer {
-            match subject.answer(&case) {
-                Ok(Ok(second)) if same_bits(first, &second) => {}
-                Ok(Ok(_)) => report.facts.push(compare::Fact {
-                    name: "nondeterministic",
-                    detail: "the same request answered twice with different bits".into(),
-                }),
-                Ok(Err(e)) => report.facts.push(compare::Fact {
-                    name: "nondeterministic",
-                    detail: format!("answered once, then refused: {e}"),
-                }),
-                Err(f) => {
-                    // The second ask faulted: that is a finding of its own.
-                    let fr = fault_report(&case, &f);
-                    for v in fr.verdicts {
-                        if !report.verdicts.contains(&v) {
-                            report.verdicts.push(v);
-                        }
-                    }
-                    report.error = fr.error;
-                }
+    let due = |every: u64| probes && every > 0 && index % every == 0;
+    if let Ok(Ok(first)) = &answer {
+        if due(cfg.repeat_every) {
+            probe(
+                &mut report,
+                subject,
+                &case,
+                first,
+                "nondeterministic",
+                true,
+                &|a, b| {
+                    (!same_bits(a, b))
+                        .then(|| "the same request answered twice with different bits".into())
+                },
+            );
+        }
+        if due(cfg.batch_every) && separable(&case) {
+            // the first half of the rows, and at every other probe the first row alone
+            let n = case
+                .inputs
+                .get(case.spec().grads[0])
+                .and_then(|t| t.shape.first().copied())
+                .unwrap_or(0);
+            let k = if (index / cfg.batch_every) % 2 == 0 {
+                n / 2
+            } else {
+                1
+            };
+            if let Some((sub, n)) = sub_batch(&case, k) {
+                probe(
+                    &mut report,
+                    subject,
+                    &sub,
+                    first,
+                    "batch_variant",
+                    false,
+                    &|a, b| batch_difference(a, b, n, k),
+                );
             }
         }
     }

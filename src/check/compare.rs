@@ -238,8 +238,21 @@ fn classify(actual: f64, r: f64, exact_nan: bool, is_grad: bool) -> Verdict {
     }
 }
 
-/// Judge a subject's answer to `case` against the oracle.
+/// Judge a subject's answer to `case` against the oracle: DESIGN.md's readings first; an
+/// answer that is a wrong number there but follows a known alternative reading
+/// ([`crate::check::policies::READINGS`]) is that reading's fact instead.
 pub fn judge(
+    case: &Case,
+    oracle: &OracleOutput,
+    answer: &Result<Response, LossError>,
+) -> CaseReport {
+    let rep = judge_design(case, oracle, answer);
+    crate::check::policies::rejudge(case, oracle, answer, rep)
+}
+
+/// Judge a subject's answer against `oracle` alone (DESIGN.md's readings, or an alternative
+/// reading's exact answer), without trying the alternatives.
+pub fn judge_design(
     case: &Case,
     oracle: &OracleOutput,
     answer: &Result<Response, LossError>,

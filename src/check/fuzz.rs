@@ -41,6 +41,13 @@
 //! - Facts (`kink_selection`, `nondeterministic`, …) are counted, and are findings only with
 //!   [`Settings::strict_policy`]; then the fact's name is the verdict of the finding.
 //! - Every [`Settings::repeat_every`]-th case (default 50) is asked twice (`nondeterministic`).
+//! - Every [`Settings::batch_every`]-th case (default 50) of a separable loss with reduction
+//!   `none` is asked again for a sub-batch of its rows — the first half, at every other probe
+//!   the first row alone — whose answer must equal the full batch's on those rows bit for bit
+//!   (`batch_variant`).
+//! - An answer that is a wrong number under DESIGN.md's readings but follows a known
+//!   alternative reading (weighted mean over N, `kl_div` mean over N·C, PyTorch's bce gradient
+//!   clamp: [`crate::check::policies::READINGS`]) is that reading's fact, not `accuracy`.
 //! - findings.jsonl holds at most [`Settings::keep_per_class`] lines (default 20) per loss ×
 //!   dtype × verdict, plus one `"minimal": true` line per distinct failure; the counts of all
 //!   findings are in summary.md.
@@ -97,6 +104,9 @@ pub struct Settings {
     pub keep_per_class: usize,
     /// Ask every k-th case twice (0: never).
     pub repeat_every: u64,
+    /// Probe every k-th case of a separable loss with reduction `none` for `batch_variant`
+    /// answers (0: never; [`Config::batch_every`]).
+    pub batch_every: u64,
 }
 
 impl Default for Settings {
@@ -114,6 +124,7 @@ impl Default for Settings {
             shrink_iters: 500,
             keep_per_class: 20,
             repeat_every: 50,
+            batch_every: 50,
         }
     }
 }
@@ -125,7 +136,8 @@ pub fn shrink_budget(verdict: &str, base: usize) -> usize {
         "hang" => base.min(3),
         "crash" => base.min(30),
         "protocol" => base.min(100),
-        "nondeterministic" => 0,
+        // probes: a shrunk case is judged without them
+        "nondeterministic" | "batch_variant" => 0,
         _ => base,
     }
 }
@@ -678,6 +690,7 @@ pub fn run(subject: &dyn Subject, s: &Settings, progress: &dyn Progress) -> Resu
         let cfg = Config {
             max_bits: s.max_bits.clone(),
             repeat_every: s.repeat_every,
+            batch_every: s.batch_every,
             keep_failures: 0,
             ..Config::new(&loss, dtype, s.cases, s.seed)
         };

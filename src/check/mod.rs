@@ -7,5 +7,6 @@ pub mod exec;
 pub mod fuzz;
 pub mod gen;
 pub mod metamorphic;
+pub mod policies;
 pub mod subject;
 pub mod suite;

@@ -1,6 +1,7 @@
 //! Known-bad classification losses: the logistic losses as they are commonly written, and
 //! cross-entropy with the reduction mistakes seen in the wild.
 
+use super::Flag;
 use super::{naive, Flaws, ZooEntry};
 use crate::check::compare::Verdict;
 use losscheck_core::catalogue::{self, ignore_index};
@@ -366,7 +367,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         failure: "−t·log(σ(z)) − (1−t)·log(1−σ(z)) as written: σ(z) rounds to 1 in f32 for z ≳ 17 and to 0 for z ≲ −104, \
                   so a log is −inf and the loss +inf where the exact value is about |z| (FAILURES.md: the reason \
                   BCEWithLogitsLoss exists).",
-        verdict: Verdict::SpuriousInf,
+        verdict: Flag::Verdict(Verdict::SpuriousInf),
         dtypes: ALL,
         eval: |c| naive(c, bce_logits_log_sigmoid, Flaws::default()),
     },
@@ -375,7 +376,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "bce_logits",
         failure: "the stable form max(z,0) − z·t + log1p(e^−|z|) still gives inf − inf = NaN at z = +inf with t = 1 (exact 0); \
                   PyTorch 2.15 returns NaN there.",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: |c| naive(c, bce_logits_max_form, Flaws::default()),
     },
@@ -384,7 +385,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "bce_logits",
         failure: "(1−t)·z + (1+(pw−1)·t)·softplus(−z), PyTorch's pos_weight form: the two terms cancel for soft targets \
                   at negative z (t = 1e−6, z = −1e4 in f32 loses 18 bits; exact t·softplus(−z) + (1−t)·softplus(z)).",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: &[Dtype::F32],
         eval: |c| naive(c, bce_logits_pos_weight_form, Flaws::default()),
     },
@@ -393,7 +394,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "bce",
         failure: "BCE that clips p to [ε, 1−ε] and also adds ε inside the logs (ε = 1e−7, Keras-style): every value is \
                   biased by about ε/p, many ulps in f32, and the gradient is 0 outside the clip.",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: &[Dtype::F32],
         eval: |c| naive(c, bce_clip_plus_eps, Flaws::default()),
     },
@@ -402,7 +403,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "focal",
         failure: "focal loss with (1−p_t)^γ by powf and its chain-rule derivative γ(1−p_t)^(γ−1)·∂p_t/∂z: for γ < 1 at \
                   p_t → 1 that is inf·0 = NaN (the exact gradient is 0; torchvision's sigmoid_focal_loss pattern).",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: |c| naive(c, focal_powf, Flaws::default()),
     },
@@ -411,7 +412,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "cross_entropy",
         failure: "log(softmax(z)) without the max shift: e^z overflows f32 for z > 88.7, so p = inf/inf = NaN (and for a \
                   row of very negative logits 0/0) where the exact loss is finite.",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: |c| cross_entropy(c, CeFlaws { row: RowFormula::NoShift, ..CeFlaws::default() }),
     },
@@ -420,7 +421,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "cross_entropy",
         failure: "(m + log Σ e^{z−m}) − z_y in f32: on a confident row the two nearly equal terms cancel \
                   ([12, 0 × 9] target 0 loses about 15 bits of value and gradient; PyTorch 2.15 CPU).",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: &[Dtype::F32],
         eval: |c| cross_entropy(c, CeFlaws { row: RowFormula::LseMinusTarget, ..CeFlaws::default() }),
     },
@@ -429,7 +430,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "cross_entropy",
         failure: "mean = Σ / Σ w_y with every target ignored: 0/0 = NaN (PyTorch's cross_entropy and nll_loss; \
                   pytorch/pytorch#75181). DESIGN.md: an empty mean is 0.",
-        verdict: Verdict::Policy,
+        verdict: Flag::Verdict(Verdict::Policy),
         dtypes: ALL,
         eval: |c| cross_entropy(c, CeFlaws { nan_empty_mean: true, ..CeFlaws::default() }),
     },
@@ -438,7 +439,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "cross_entropy",
         failure: "the mean's denominator counts ignored (padded) rows: padding lowers the loss and scales every gradient \
                   (burn's CrossEntropyLoss with pad tokens, tracel-ai/burn#5568).",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: ALL,
         eval: |c| cross_entropy(c, CeFlaws { mean_over_rows: true, ..CeFlaws::default() }),
     },
@@ -447,7 +448,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "cross_entropy",
         failure: "label smoothing whose smoothing term is summed over ignored rows too (PyTorch before the fix of \
                   pytorch/pytorch#73205): ignored rows change the loss (and NaN or inf in them leaks).",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: ALL,
         eval: |c| cross_entropy(c, CeFlaws { smoothing_on_ignored: true, ..CeFlaws::default() }),
     },
@@ -455,8 +456,10 @@ pub static ENTRIES: &[ZooEntry] = &[
         name: "cross_entropy_weighted_mean_over_rows",
         loss: "cross_entropy",
         failure: "class-weighted mean divided by the number of rows instead of Σ w_y (the unweighted denominator; \
-                  Keras' and many hand-written losses): the result is not the weighted mean PyTorch defines.",
-        verdict: Verdict::Accuracy,
+                  Keras' and many hand-written losses): the result is not the weighted mean PyTorch's cross_entropy \
+                  defines, but a known alternative reading (check/policies.rs), so a fact, a finding under \
+                  --strict-policy.",
+        verdict: Flag::Fact("weighted_mean_over_n"),
         dtypes: ALL,
         eval: |c| cross_entropy(c, CeFlaws { weighted_mean_over_rows: true, ..CeFlaws::default() }),
     },
@@ -465,7 +468,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "cross_entropy",
         failure: "ignored rows computed like the others and then multiplied by 0: a NaN or ±inf logit in a padded row \
                   leaks into the loss (0·NaN = NaN).",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: |c| cross_entropy(c, CeFlaws { ignore_by_multiply: true, ..CeFlaws::default() }),
     },
@@ -474,7 +477,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "cross_entropy",
         failure: "the batch sum kept in the 16-bit input dtype: an f16 running sum stalls at 2048 for unit terms, and \
                   every addition rounds, while the mean is representable (accumulate in f32).",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: &[Dtype::F16, Dtype::Bf16],
         eval: |c| cross_entropy(c, CeFlaws { accumulate_in_dtype: true, ..CeFlaws::default() }),
     },

@@ -9,6 +9,7 @@
 //! - `info_nce_no_shift`: e^{s/τ} without subtracting the row maximum — overflow at small τ
 //!   (Lightning-bolts #811: nt_xent's e^{1/T} at T = 0.01).
 
+use super::Flag;
 use super::ZooEntry;
 use crate::check::compare::Verdict;
 use losscheck_core::{catalogue, Case, Dtype, LossError, ParamValue, Reduction, Response, Tensor};
@@ -348,7 +349,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "triplet",
         failure: "d = sqrt(Σ(a − p)²) differentiated as (a − p)/d: 0/0 = NaN gradient when the anchor equals the \
                   positive (pytorch/pytorch#2421, tensorflow/tensorflow#30199, sentence-transformers PR #4033).",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: triplet_plain_sqrt,
     },
@@ -357,7 +358,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "contrastive",
         failure: "d = sqrt(Σ(x1 − x2)²), ∂/∂x1 = −2(m − d)·(x1 − x2)/d: 0/0 = NaN for identical dissimilar pairs \
                   (pytorch/pytorch#37154).",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: contrastive_plain_sqrt,
     },
@@ -366,7 +367,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "info_nce",
         failure: "cosine similarity as x/‖x‖ without a floor: NaN value and gradients for a zero embedding \
                   (optax 0.2.8's cosine_similarity; keras-team/keras#23075; burn #5584).",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: |c| info_nce_naive(c, false, true),
     },
@@ -375,7 +376,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "info_nce",
         failure: "softmax as e^{s/τ}/Σ e^{s/τ} without the max shift: e^{1/τ} overflows f32 for τ < 0.0113, \
                   log(inf) = inf (Lightning-bolts #811, nt_xent at T = 0.01).",
-        verdict: Verdict::SpuriousInf,
+        verdict: Flag::Verdict(Verdict::SpuriousInf),
         dtypes: ALL,
         eval: |c| info_nce_naive(c, true, false),
     },

@@ -13,7 +13,7 @@ pub mod preference;
 pub mod probabilistic;
 pub mod regression;
 
-use crate::check::compare::Verdict;
+use crate::check::compare::{CaseReport, Verdict};
 use crate::check::subject::Subject;
 use losscheck_core::{catalogue, Case, Dtype, LossError, Reduction, Response, Tensor};
 
@@ -25,11 +25,41 @@ pub struct ZooEntry {
     pub loss: &'static str,
     /// The failure and where it was seen.
     pub failure: &'static str,
-    /// The verdict class the harness must draw on it.
-    pub verdict: Verdict,
+    /// The verdict class (or fact) the harness must draw on it.
+    pub verdict: Flag,
     /// The dtypes in which the failure shows (it may be correct in others).
     pub dtypes: &'static [Dtype],
     pub eval: fn(&Case) -> Result<Response, LossError>,
+}
+
+/// What the harness must draw on a zoo entry: a verdict, or a fact — a known alternative
+/// reading (check/policies.rs), a finding under `--strict-policy` (its name is the finding's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flag {
+    Verdict(Verdict),
+    Fact(&'static str),
+}
+
+impl Flag {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flag::Verdict(v) => v.name(),
+            Flag::Fact(f) => f,
+        }
+    }
+    /// Does the judgement of a case carry this flag?
+    pub fn in_report(self, r: &CaseReport) -> bool {
+        match self {
+            Flag::Verdict(v) => r.verdicts.contains(&v),
+            Flag::Fact(f) => r.facts.iter().any(|x| x.name == f),
+        }
+    }
+}
+
+impl std::fmt::Display for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Every zoo entry.

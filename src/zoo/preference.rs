@@ -1,5 +1,6 @@
 //! Known-bad preference losses: DPO as it is often first written.
 
+use super::Flag;
 use super::{float_input, naive_terms, Flaws, ZooEntry};
 use crate::check::compare::Verdict;
 use losscheck_core::{Case, Dtype, LossError, Response};
@@ -46,7 +47,7 @@ pub static ENTRIES: &[ZooEntry] = &[ZooEntry {
               the chosen one under the policy, e.g. sequence log-probs around −1e4 with β = 0.1 — and the loss is \
               +inf where the exact value is about −βh (issue 4's zoo list; the reason TRL and the DPO reference code use \
               logsigmoid).",
-    verdict: Verdict::SpuriousInf,
+    verdict: Flag::Verdict(Verdict::SpuriousInf),
     dtypes: ALL,
     eval: dpo_log_sigmoid,
 }];

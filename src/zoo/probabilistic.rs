@@ -2,6 +2,7 @@
 //! done right (in f64: skipped rows never evaluated, Σ m·w denominators, the empty mean 0,
 //! termwise cotangent-scaled gradients, one rounding), so the flaw is the formula alone.
 
+use super::Flag;
 use super::ZooEntry;
 use crate::check::compare::Verdict;
 use losscheck_core::catalogue::{self, skipped_rows};
@@ -178,7 +179,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         name: "kl_div_plogp",
         loss: "kl_div",
         failure: "kl_div written as Σ p·log p − p·log q: 0·log 0 = NaN at p = 0, also where log q = −inf (PyTorch 2.15 and optax 0.2.8 return NaN there; FAILURES.md: pytorch #89558, #115588, optax PR #473)",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: kl_div_plogp,
     },
@@ -186,7 +187,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         name: "neg_elbo_exp_in_dtype",
         loss: "neg_elbo",
         failure: "the VAE KL term with e^{logvar} computed in the 16-bit dtype: inf for logvar > 11.09 in f16 where the loss is finite",
-        verdict: Verdict::SpuriousInf,
+        verdict: Flag::Verdict(Verdict::SpuriousInf),
         dtypes: &[Dtype::F16],
         eval: neg_elbo_exp_in_dtype,
     },
@@ -194,7 +195,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         name: "gaussian_nll_no_floor",
         loss: "gaussian_nll",
         failure: "gaussian_nll as ½(log var + r²/var) without the eps floor: NaN at var = 0 (PyTorch clamps var at eps; FAILURES.md: PR #190058)",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: ALL,
         eval: gaussian_nll_no_floor,
     },

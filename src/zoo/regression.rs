@@ -1,5 +1,6 @@
 //! Known-bad regression losses.
 
+use super::Flag;
 use super::{naive, Flaws, ZooEntry};
 use crate::check::compare::Verdict;
 use losscheck_core::{Case, Dtype};
@@ -44,7 +45,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "log_cosh",
         failure: "log(cosh(r)) as written: cosh overflows f32 for |r| > 89.4, so the loss is +inf where the exact \
                   value is |r| − ln 2 (the stable form is |r| + softplus(−2|r|) − ln 2, as Keras writes it).",
-        verdict: Verdict::SpuriousInf,
+        verdict: Flag::Verdict(Verdict::SpuriousInf),
         dtypes: &[Dtype::F32, Dtype::F16, Dtype::Bf16],
         eval: |c| naive(c, log_cosh_textbook, Flaws::default()),
     },
@@ -53,7 +54,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "mse",
         failure: "the sum kept in the 16-bit input dtype: an f16 running sum stalls at 2048 for unit terms and \
                   overflows at 65504 while the mean is finite (accumulate in f32, as every framework's CPU kernel does).",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: &[Dtype::F16, Dtype::Bf16],
         eval: |c| naive(c, mse_term, Flaws { accumulate_in_dtype: true, ..Flaws::default() }),
     },
@@ -62,7 +63,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         loss: "mae",
         failure: "masking by multiplying with 0: a NaN or ±inf in a masked position leaks into the sum (0·NaN = NaN, \
                   0·inf = NaN) — the pattern behind NaN losses from padded batches.",
-        verdict: Verdict::SpuriousNan,
+        verdict: Flag::Verdict(Verdict::SpuriousNan),
         dtypes: &[Dtype::F32, Dtype::F16, Dtype::Bf16],
         eval: |c| naive(c, mae_term, Flaws { mask_by_multiply: true, ..Flaws::default() }),
     },
@@ -72,7 +73,7 @@ pub static ENTRIES: &[ZooEntry] = &[
         failure: "the mean divided by the element count instead of Σ mask·weight: padded elements count in the \
                   denominator, so adding padding lowers the loss (burn's CrossEntropy with pad tokens, \
                   tracel-ai/burn#5568, fixed).",
-        verdict: Verdict::Accuracy,
+        verdict: Flag::Verdict(Verdict::Accuracy),
         dtypes: &[Dtype::F32, Dtype::F16, Dtype::Bf16],
         eval: |c| naive(c, huber_term, Flaws { mean_over_count: true, ..Flaws::default() }),
     },

@@ -157,7 +157,7 @@ struct CampaignArgs {
     /// Dtype: f32, f16, bf16 (repeatable; default: all three).
     #[arg(long = "dtype")]
     dtypes: Vec<Dtype>,
-    /// Cases per loss × dtype (default: 20000, or $LOSSCHECK_CASES).
+    /// Cases per loss × dtype (default: 20000 for verify, 5000 for report; or $LOSSCHECK_CASES).
     #[arg(long)]
     cases: Option<u64>,
     /// Campaign seed: the same seed gives the same cases and results.
@@ -176,7 +176,7 @@ struct ReportArgs {
     /// still apply).
     #[arg(long)]
     quick: bool,
-    /// Cases per zoo entry × dtype (default 2000; 0: no zoo baselines).
+    /// Cases per zoo entry × dtype (default 1000; 0: no zoo baselines).
     #[arg(long)]
     zoo_cases: Option<u64>,
     /// Points per breakdown sweep (default 40).
@@ -721,7 +721,10 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
     let mut opts = if a.quick {
         report::Options::quick(c.seed)
     } else {
-        report::Options::new(c.seed, campaign::cases_from_env(campaign::DEFAULT_CASES))
+        report::Options::new(
+            c.seed,
+            campaign::cases_from_env(report::DEFAULT_REPORT_CASES),
+        )
     };
     if let Some(n) = c.cases {
         opts.cases = n;

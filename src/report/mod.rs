@@ -33,7 +33,14 @@ use std::time::Instant;
 pub const SCHEMA: &str = "losscheck-report/1";
 
 /// Default cases per zoo entry × dtype.
-pub const DEFAULT_ZOO_CASES: u64 = 2_000;
+pub const DEFAULT_ZOO_CASES: u64 = 1_000;
+
+/// Cases per loss × dtype of the kernels' campaign in the default report. The report must
+/// regenerate in ≤ 10 minutes on 2 cores (issue 6), and the oracle costs ≈ 50 ms per case
+/// there on average over the catalogue; the verification suite (`./run test`) is where the
+/// kernels meet the accuracy bar on 10,000–20,000 cases per loss × dtype. `LOSSCHECK_CASES`
+/// or `--cases` scale it up.
+pub const DEFAULT_REPORT_CASES: u64 = 5_000;
 
 /// Write a file atomically: a temporary file in the same directory, then a rename.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
@@ -73,7 +80,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// The default report: `cases` kernel cases, 2,000 per zoo entry, 40-point sweeps.
+    /// The default report: `cases` kernel cases, [`DEFAULT_ZOO_CASES`] per zoo entry, 40-point sweeps.
     pub fn new(seed: u64, cases: u64) -> Options {
         Options {
             seed,
@@ -329,7 +336,7 @@ pub fn run(opts: &Options) -> Report {
                     let f = st
                         .failures
                         .iter()
-                        .find(|f| f.verdicts.contains(&e.verdict))
+                        .find(|f| matches!(e.verdict, crate::zoo::Flag::Verdict(v) if f.verdicts.contains(&v)))
                         .or_else(|| st.failures.iter().find(|f| !f.verdicts.is_empty()))?;
                     Some((st, f))
                 });
@@ -642,7 +649,7 @@ impl Report {
         md.push_str("\nZoo entries (what each imitates):\n\n");
         for (e, ds) in o.zoo() {
             md.push_str(&format!(
-                "- **zoo:{}** ({}; {}; expected verdict `{}`): {}\n",
+                "- **zoo:{}** ({}; {}; expected flag `{}`): {}\n",
                 e.name,
                 e.loss,
                 ds.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),

@@ -316,3 +316,35 @@ fn verify_flags_a_zoo_entry_and_exits_1() {
         "{text}"
     );
 }
+
+/// `losscheck eval` handles every catalogue loss: a generated case of each (the first few of
+/// the default campaign, f32 and bf16) is evaluated by the oracle and the kernel, judged, and
+/// draws no verdict; the enclosure covers every output the kernel returned.
+#[test]
+fn eval_handles_every_catalogue_loss() {
+    for loss in losscheck::core::catalogue::ids() {
+        if !gen::supported(loss) {
+            panic!("{loss}: no generators");
+        }
+        for dtype in [Dtype::F32, Dtype::Bf16] {
+            for index in 0..3 {
+                let case = gen::generate(loss, dtype, 1, index);
+                let (v, code) = eval(&case.to_json().to_string());
+                assert_eq!(code, 0, "{loss} {dtype} case {index}: exit {code}: {v}");
+                assert_eq!(
+                    v["judgement"]["verdicts"],
+                    serde_json::json!([]),
+                    "{loss} {dtype} case {index}: {v}"
+                );
+                assert!(
+                    v["oracle"]["enclosure"]["value"].is_array(),
+                    "{loss} {dtype} case {index}: no enclosure: {v}"
+                );
+                assert!(
+                    v["kernel"]["value"].is_array(),
+                    "{loss} {dtype} case {index}: no kernel answer: {v}"
+                );
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ use losscheck::check::metamorphic::{Outcome, Side};
 use losscheck::check::suite;
 use losscheck::{Case, Dtype};
 use proptest::prelude::*;
+use statrs::distribution::{ContinuousCDF, Gamma};
 
 fn check<T: std::fmt::Debug>(
     name: &str,
@@ -63,9 +64,11 @@ fn neg_elbo_with_zero_latent_is_bce_logits() {
     );
 }
 
-/// π over C classes: dyadic weights k_c / 2^m (m ≤ 8, exact in bf16 too) summing to 1 exactly,
-/// and other points p to compare: π nudged by one or two ulps per class, random points in
-/// [0, 1]^C, one-hot rows.
+/// π over C classes: π ~ Dirichlet(α, …, α), α ∈ {0.1, 0.5, 1, 5} (sparse to near-uniform),
+/// drawn with `statrs` (Gamma(α, 1) by its inverse CDF at proptest's uniforms, normalised),
+/// then put on the grid k_c / 2^m (m ≤ 8, exact in bf16 too) with Σ k_c = 2^m exactly (largest
+/// remainders), so π sums to 1 exactly; and other points p to compare: π nudged by one or two
+/// ulps per class, random points in [0, 1]^C, one-hot rows.
 #[derive(Debug, Clone)]
 struct Proper {
     dtype: Dtype,
@@ -74,32 +77,53 @@ struct Proper {
     others: Vec<Vec<f64>>,
 }
 
+/// Dirichlet(α·1) through statrs' Gamma quantiles, on the grid k/total with Σk = total.
+fn dirichlet_on_grid(alpha: f64, u: &[f64], total: u32) -> Vec<f64> {
+    let g = Gamma::new(alpha, 1.0).expect("gamma");
+    let x: Vec<f64> = u.iter().map(|&u| g.inverse_cdf(u)).collect();
+    let sum: f64 = x.iter().sum();
+    if !(sum > 0.0 && sum.is_finite()) {
+        let mut one = vec![0.0; u.len()];
+        one[0] = 1.0;
+        return one;
+    }
+    let scaled: Vec<f64> = x.iter().map(|v| v / sum * total as f64).collect();
+    let mut k: Vec<u32> = scaled.iter().map(|v| v.floor() as u32).collect();
+    let mut order: Vec<usize> = (0..u.len()).collect();
+    order.sort_by(|&a, &b| {
+        (scaled[b] - scaled[b].floor()).total_cmp(&(scaled[a] - scaled[a].floor()))
+    });
+    let mut left = total - k.iter().sum::<u32>();
+    for &c in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        k[c] += 1;
+        left -= 1;
+    }
+    k.iter().map(|&x| x as f64 / total as f64).collect()
+}
+
 fn proper() -> BoxedStrategy<Proper> {
     (
         proptest::sample::select(Dtype::ALL.to_vec()),
         any::<bool>(),
         1usize..=6,
         3u32..=8,
+        proptest::sample::select(vec![0.1f64, 0.5, 1.0, 5.0]),
     )
-        .prop_flat_map(|(d, out_f32, c, m)| {
+        .prop_flat_map(|(d, out_f32, c, m, alpha)| {
             let total = 1u32 << m;
             (
-                Just((d, out_f32, c, total)),
-                proptest::collection::vec(0u32..=total, c - 1),
+                Just((d, out_f32, c, total, alpha)),
+                proptest::collection::vec(1e-9f64..1.0 - 1e-9, c),
                 proptest::collection::vec(proptest::collection::vec(0.0f64..=1.0, c..=c), 1..=3),
                 proptest::collection::vec(-2i64..=2, c..=c),
             )
         })
-        .prop_map(|((d, out_f32, c, total), mut cuts, randoms, steps)| {
-            // π from sorted cut points of [0, 2^m]: non-negative integers summing to 2^m
-            cuts.sort_unstable();
-            let mut k = Vec::with_capacity(c);
-            let mut prev = 0;
-            for &x in cuts.iter().chain(std::iter::once(&total)) {
-                k.push(x - prev);
-                prev = x;
-            }
-            let pi: Vec<f64> = k.iter().map(|&x| x as f64 / total as f64).collect();
+        .prop_map(|((d, out_f32, c, total, alpha), u, randoms, steps)| {
+            let pi = dirichlet_on_grid(alpha, &u, total);
+            assert_eq!(pi.iter().sum::<f64>(), 1.0);
             let mut others: Vec<Vec<f64>> = randoms
                 .into_iter()
                 .map(|p| p.into_iter().map(|x| d.round(x)).collect())

@@ -32,7 +32,13 @@ fn shards_cover_every_pattern_exactly_once() {
         }
         assert_eq!(next, 1u64 << 32);
     }
-    assert_eq!(Shard::parse("3/16"), Ok(Shard { index: 3, count: 16 }));
+    assert_eq!(
+        Shard::parse("3/16"),
+        Ok(Shard {
+            index: 3,
+            count: 16
+        })
+    );
     assert!(Shard::parse("16/16").is_err());
     assert!(Shard::parse("0/0").is_err());
 }
@@ -43,11 +49,30 @@ fn only_elementwise_losses_and_f32_only_by_shard() {
     assert!(e.contains("not an elementwise loss"), "{e}");
     let e = Config::new("mse", Dtype::F32, None).unwrap_err();
     assert!(e.contains("--shard"), "{e}");
-    assert!(Config::new("mse", Dtype::F32, Some(Shard { index: 0, count: 4096 })).is_ok());
+    assert!(Config::new(
+        "mse",
+        Dtype::F32,
+        Some(Shard {
+            index: 0,
+            count: 4096
+        })
+    )
+    .is_ok());
     // the 13 elementwise losses of the catalogue
     let want = [
-        "mse", "mae", "huber", "quantile", "log_cosh", "bce", "bce_logits", "hinge", "focal",
-        "gaussian_nll", "margin_ranking", "pairwise_logistic", "dpo",
+        "mse",
+        "mae",
+        "huber",
+        "quantile",
+        "log_cosh",
+        "bce",
+        "bce_logits",
+        "hinge",
+        "focal",
+        "gaussian_nll",
+        "margin_ranking",
+        "pairwise_logistic",
+        "dpo",
     ];
     let mut got = exhaustive::elementwise_losses();
     got.sort();
@@ -114,7 +139,10 @@ fn chunked_oracle_and_kernels_agree_with_one_element_cases() {
                     a.rounded.to_bits() == b.rounded.to_bits() && a.hard == b.hard
                 };
                 assert!(same(&fast.value[i], &o1.value[0]), "{loss} {x}: value");
-                assert!(same(&whole.value[i], &o1.value[0]), "{loss} {x}: value (whole)");
+                assert!(
+                    same(&whole.value[i], &o1.value[0]),
+                    "{loss} {x}: value (whole)"
+                );
                 for (name, g) in &o1.grads {
                     assert!(same(&fast.grads[name][i], &g[0]), "{loss} {x}: grad {name}");
                 }
@@ -147,9 +175,22 @@ fn a_zoo_entry_is_caught_by_the_exhaustive_check() {
     // log cosh as log(cosh r): cosh overflows f32 for |r| > 89 (the kernels do not)
     let entry = zoo::entry("log_cosh_textbook").unwrap();
     // bf16 patterns 0x4000..0x5000: 2 ≤ x < 2^33
-    let cfg = Config::new("log_cosh", Dtype::Bf16, Some(Shard { index: 4, count: 16 })).unwrap();
+    let cfg = Config::new(
+        "log_cosh",
+        Dtype::Bf16,
+        Some(Shard {
+            index: 4,
+            count: 16,
+        }),
+    )
+    .unwrap();
     let cert = exhaustive::run(&cfg, &ZooSubject(entry), &|_| {}).unwrap();
-    let n = cert.total.verdicts.get(&entry.verdict).copied().unwrap_or(0);
+    let n = cert
+        .total
+        .verdicts
+        .get(&entry.verdict)
+        .copied()
+        .unwrap_or(0);
     assert!(n > 0, "{}: {:?}", entry.verdict, cert.total.verdicts);
     assert!(!cert.all_correctly_rounded());
     assert!(!cert.summary_line().contains("correctly rounded on all"));
@@ -170,7 +211,10 @@ fn a_zoo_entry_is_caught_by_the_exhaustive_check() {
 #[test]
 fn a_perturbed_subject_is_counted_exactly() {
     let dtype = Dtype::Bf16;
-    let shard = Shard { index: 3, count: 16 }; // 0x3000..0x4000: 2^-31 ≤ x < 2, finite
+    let shard = Shard {
+        index: 3,
+        count: 16,
+    }; // 0x3000..0x4000: 2^-31 ≤ x < 2, finite
     let nan_at = |p: u32| p % 97 == 0;
     let inf_at = |p: u32| p % 89 == 0 && !nan_at(p);
     let subject = FnSubject {
@@ -206,7 +250,10 @@ fn a_perturbed_subject_is_counted_exactly() {
     assert!(cert.total.value_max_ulps.is_infinite());
     // the first counterexample: combination 0, the first multiple of 97 in the range
     let first = &cert.total.examples["spurious_nan"][0];
-    assert_eq!((first.combo, first.pattern), (0, 0x3000u64.div_ceil(97) * 97));
+    assert_eq!(
+        (first.combo, first.pattern),
+        (0, 0x3000u64.div_ceil(97) * 97)
+    );
     // blocks of a shard run: one, equal to the total
     assert_eq!(cert.blocks.len(), 1);
     assert_eq!(cert.blocks[0].1.checked, cert.total.checked);
@@ -221,9 +268,16 @@ fn a_shard_reproduces_the_committed_certificates_block() {
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (regenerate: docs/exhaustive.md)", path.display()));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let shard = Shard { index: 5, count: 16 };
-        let cert = exhaustive::run(&Config::new(loss, dtype, Some(shard)).unwrap(), &Kernels, &|_| {})
-            .unwrap();
+        let shard = Shard {
+            index: 5,
+            count: 16,
+        };
+        let cert = exhaustive::run(
+            &Config::new(loss, dtype, Some(shard)).unwrap(),
+            &Kernels,
+            &|_| {},
+        )
+        .unwrap();
         let block = &v["blocks"][5];
         let r = shard.range(dtype);
         assert_eq!(block["start"].as_u64(), Some(r.start));
@@ -240,7 +294,10 @@ fn a_shard_reproduces_the_committed_certificates_block() {
         }
         assert_eq!(block["value"], fresh["value"], "{loss} {dtype}: value");
         assert_eq!(block["grad"], fresh["grad"], "{loss} {dtype}: grad");
-        assert_eq!(block["findings"], fresh["findings"], "{loss} {dtype}: findings");
+        assert_eq!(
+            block["findings"], fresh["findings"],
+            "{loss} {dtype}: findings"
+        );
     }
 }
 
@@ -262,7 +319,11 @@ fn bce_at_minus_zero_is_bce_at_zero() {
             );
             let r = Kernels.eval(&case).unwrap();
             let g: Vec<f64> = (0..3).map(|k| r.grad["prob"].get_f64(k)).collect();
-            assert_eq!(g, [f64::NEG_INFINITY, f64::NEG_INFINITY, 1.0], "{dtype} p = {p0:?}");
+            assert_eq!(
+                g,
+                [f64::NEG_INFINITY, f64::NEG_INFINITY, 1.0],
+                "{dtype} p = {p0:?}"
+            );
             let v: Vec<f64> = (0..3).map(|k| r.value.get_f64(k)).collect();
             assert_eq!(v, [f64::INFINITY, f64::INFINITY, 0.0], "{dtype} p = {p0:?}");
         }

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use losscheck::check::campaign::{self, Config, Stats};
 use losscheck::check::compare;
 use losscheck::check::exec::{self, ExecOptions, ExecSubject};
-use losscheck::check::exhaustive;
+use losscheck::check::exhaustive::{self, write_atomic};
 use losscheck::check::fuzz;
 use losscheck::check::subject::{Answer, Capabilities, Kernels, Subject};
 use losscheck::core::catalogue::{self, Default as PDefault, Dims, InputKind};
@@ -14,7 +14,7 @@ use losscheck::core::tensor::encode_f64;
 use losscheck::core::{Case, Dtype, Response, Tensor};
 use losscheck::oracles::{self, Exact, OracleOutput};
 use serde_json::{json, Map, Value};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -752,22 +752,6 @@ fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// Write a file atomically: a temporary file in the same directory, then a rename.
-fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename to {}: {e}", path.display()))
-}
-
 fn cmd_report(a: CampaignArgs, out: &Path) -> Result<ExitCode, String> {
     let subject = Kernels;
     let all = run_all(&a, &subject)?;
@@ -1034,7 +1018,7 @@ fn cmd_exhaustive(a: ExhaustiveArgs) -> Result<ExitCode, String> {
         println!("{}  [{}]", cert.summary_line(), path.display());
         findings += cert.total.findings();
     }
-    exhaustive::write_atomic(&a.out.join("README.md"), &exhaustive::readme(&a.out))?;
+    write_atomic(&a.out.join("README.md"), &exhaustive::readme(&a.out))?;
     Ok(if findings == 0 {
         ExitCode::SUCCESS
     } else {

@@ -488,6 +488,20 @@ pub struct Example {
 }
 
 impl Example {
+    /// An example without a judged output (an invalid input accepted, an oracle error).
+    fn bare(combo: usize, pattern: u64, verdicts: Vec<String>, case: &Case) -> Example {
+        Example {
+            combo,
+            pattern,
+            verdicts,
+            output: String::new(),
+            actual: f64::NAN,
+            expected: f64::NAN,
+            ulps: f64::NAN,
+            case: case.to_json(),
+        }
+    }
+
     fn to_json(&self, dtype: Dtype, combos: &[Combo]) -> Value {
         let case = serde_json::to_string(&self.case).unwrap();
         json!({
@@ -751,15 +765,8 @@ fn run_chunk(
                 _ => {
                     t.invalid_accepted += 1;
                     *t.facts.entry("invalid_accepted".into()).or_insert(0) += 1;
-                    t.example("invalid_accepted".into(), || Example {
-                        combo: ci,
-                        pattern: p,
-                        verdicts: vec![],
-                        output: String::new(),
-                        actual: f64::NAN,
-                        expected: f64::NAN,
-                        ulps: f64::NAN,
-                        case: case.to_json(),
+                    t.example("invalid_accepted".into(), || {
+                        Example::bare(ci, p, vec![], &case)
                     });
                 }
             }
@@ -809,15 +816,8 @@ fn judge_alone(t: &mut Tally, ci: usize, p: u64, case: &Case, subject: &dyn Subj
         Err(e) => {
             t.checked += 1;
             t.oracle_errors += 1;
-            t.example("oracle_error".into(), || Example {
-                combo: ci,
-                pattern: p,
-                verdicts: vec![format!("oracle error: {}", e.message)],
-                output: String::new(),
-                actual: f64::NAN,
-                expected: f64::NAN,
-                ulps: f64::NAN,
-                case: case.to_json(),
+            t.example("oracle_error".into(), || {
+                Example::bare(ci, p, vec![format!("oracle error: {}", e.message)], case)
             });
         }
     }

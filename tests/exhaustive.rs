@@ -329,3 +329,42 @@ fn bce_at_minus_zero_is_bce_at_zero() {
         }
     }
 }
+
+/// The report's section lists every committed certificate once, with its findings.
+#[test]
+fn report_section_has_a_row_per_committed_certificate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/exhaustive");
+    let md = exhaustive::report_section(&dir);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .collect();
+    assert_eq!(files.len(), 26, "13 losses × f16, bf16");
+    for f in files {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f.path()).unwrap()).unwrap();
+        let row = format!(
+            "| {} | {} | all |",
+            v["loss"].as_str().unwrap(),
+            v["dtype"].as_str().unwrap()
+        );
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("no row {row} in\n{md}"));
+        let no_findings = v["total"]["findings"].as_object().unwrap().is_empty();
+        assert_eq!(line.ends_with("| none |"), no_findings, "{line}");
+        // the sentence only where it is true
+        let everywhere = v["correctly_rounded_everywhere"].as_bool().unwrap();
+        let s = v["summary"].as_str().unwrap();
+        assert_eq!(s.contains("correctly rounded on all"), everywhere, "{s}");
+        let t = &v["total"];
+        assert_eq!(
+            everywhere,
+            no_findings && t["all_correctly_rounded"] == t["inputs_checked"],
+            "{s}"
+        );
+    }
+    assert!(exhaustive::report_section(Path::new("/nonexistent")).is_empty());
+}

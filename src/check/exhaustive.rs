@@ -980,9 +980,27 @@ impl Certificate {
         } else {
             String::new()
         };
-        if self.all_correctly_rounded() {
+        // hard cases (either neighbour counts, DESIGN.md) are said with the sentence
+        let hard = if t.hard > 0 {
+            format!(
+                "; {} hard cases, where either neighbour counts",
+                fmt_count(t.hard)
+            )
+        } else {
+            String::new()
+        };
+        let invalid = hard + &invalid;
+        if self.all_correctly_rounded() && t.invalid_rejected == 0 {
             format!(
                 "{head}: correctly rounded on all {n} × {k} inputs (value and gradients){invalid} — {:.1} s",
+                self.seconds
+            )
+        } else if self.all_correctly_rounded() {
+            // some patterns are not inputs of the loss: the sentence counts the valid ones
+            format!(
+                "{head}: correctly rounded on all {} valid inputs of the {n} × {k} (value and \
+                 gradients){invalid} — {:.1} s",
+                fmt_count(t.checked),
                 self.seconds
             )
         } else {

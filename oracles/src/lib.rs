@@ -197,6 +197,9 @@ fn decide_exact(iv: Ival, dtype: Dtype, kappa: f64, at_cap: bool) -> Option<Exac
     }
 }
 
+/// One element's kink group before rounding: the primitive and its (input, lo, hi) members.
+type ElementKinks = (&'static str, Vec<(String, Ival, Ival)>);
+
 /// [`evaluate`] for an elementwise case with reduction `none` (every input tensor one value
 /// per element), re-evaluating at the doubled precision **only the elements** some output of
 /// which is still undecided, instead of the whole case: the same answer (correct rounding is
@@ -231,8 +234,7 @@ pub fn evaluate_elementwise(case: &Case) -> Result<OracleOutput, LossError> {
         let sub_checked = losscheck_core::validate(&sub)?;
         let raw = eval_raw(&sub, &sub_checked, &point_inputs(&sub, prec), prec)?;
         let at_cap = prec >= MAX_PREC;
-        let mut raw_kinks: Vec<Vec<(&'static str, Vec<(String, Ival, Ival)>)>> =
-            vec![Vec::new(); pending.len()];
+        let mut raw_kinks: Vec<Vec<ElementKinks>> = vec![Vec::new(); pending.len()];
         for kg in raw.kinks {
             let j = kg.members.first().map(|m| m.1).unwrap_or(0);
             let members = kg

@@ -96,10 +96,10 @@ enum Command {
     /// loss × dtype goes to OUT/<loss>-<dtype>.json (written atomically), and OUT/README.md is
     /// rewritten with one line per certificate in OUT. docs/exhaustive.md says what is certified.
     ///
-    /// f16 and bf16 (65,536 patterns) run whole, in well under a minute per loss. f32 (2^32
-    /// patterns) runs only by ranges: `--shard K/N` checks the K-th of N contiguous ranges and
-    /// writes OUT/<loss>-f32-shard-K-of-N.json — a long campaign, not CI. `--shard` also works for
-    /// 16-bit dtypes.
+    /// f16 and bf16 (65,536 patterns) run whole, in seconds to about a minute per loss on two
+    /// cores. f32 (2^32 patterns) runs only by ranges: `--shard K/N` checks the K-th of N
+    /// contiguous ranges and writes OUT/<loss>-f32-shard-K-of-N.json — a long campaign, not CI.
+    /// `--shard` also works for 16-bit dtypes.
     ///
     /// Exit status: 0 = no findings, 1 = findings, 2 = usage error (e.g. a loss that is not
     /// elementwise, or f32 without --shard).

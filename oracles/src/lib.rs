@@ -177,6 +177,151 @@ pub fn eval_raw(
     }
 }
 
+/// Round one enclosure to `dtype`: `None` when its ends round apart and the cap is not reached
+/// (at the cap: a hard case, both neighbours recorded).
+fn decide_exact(iv: Ival, dtype: Dtype, kappa: f64, at_cap: bool) -> Option<Exact> {
+    match round::round_enclosure(&iv, dtype) {
+        round::Decided::One(x) => Some(Exact {
+            enclosure: iv,
+            rounded: x,
+            hard: None,
+            kappa,
+            dtype,
+        }),
+        round::Decided::Two(a, b) => at_cap.then_some(Exact {
+            enclosure: iv,
+            rounded: a,
+            hard: Some((a, b)),
+            kappa,
+            dtype,
+        }),
+    }
+}
+
+/// One element's kink group before rounding: the primitive and its (input, lo, hi) members.
+type ElementKinks = (&'static str, Vec<(String, Ival, Ival)>);
+
+/// [`evaluate`] for an elementwise case with reduction `none` (every input tensor one value
+/// per element), re-evaluating at the doubled precision **only the elements** some output of
+/// which is still undecided, instead of the whole case: the same answer (correct rounding is
+/// unique; a hard case is one at the cap either way), much faster on large cases with a few
+/// hard elements. `precision` is the highest precision any element needed. Other cases go to
+/// [`evaluate`].
+pub fn evaluate_elementwise(case: &Case) -> Result<OracleOutput, LossError> {
+    let checked = losscheck_core::validate(case)?;
+    let n = checked.rows;
+    let elementwise = case.spec().structure == losscheck_core::catalogue::Structure::Elementwise
+        && case.reduction() == losscheck_core::Reduction::None
+        && case.inputs.values().all(|t| t.len() == n);
+    if !elementwise || n <= 1 {
+        return evaluate(case);
+    }
+    let mut value: Vec<Option<Exact>> = vec![None; n];
+    let mut grads: BTreeMap<String, Vec<Option<Exact>>> = BTreeMap::new();
+    let mut kinks: Vec<(usize, KinkGroup)> = Vec::new();
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut prec = START_PREC;
+    let mut top = START_PREC;
+    while !pending.is_empty() {
+        // the case restricted to the pending elements
+        let mut sub = case.clone();
+        for t in sub.inputs.values_mut() {
+            match &mut t.data {
+                losscheck_core::Data::F(v) => *v = pending.iter().map(|&k| v[k]).collect(),
+                losscheck_core::Data::I(v) => *v = pending.iter().map(|&k| v[k]).collect(),
+            }
+            t.shape = vec![pending.len()];
+        }
+        let sub_checked = losscheck_core::validate(&sub)?;
+        let raw = eval_raw(&sub, &sub_checked, &point_inputs(&sub, prec), prec)?;
+        let at_cap = prec >= MAX_PREC;
+        let mut raw_kinks: Vec<Vec<ElementKinks>> = vec![Vec::new(); pending.len()];
+        for kg in raw.kinks {
+            let j = kg.members.first().map(|m| m.1).unwrap_or(0);
+            let members = kg
+                .members
+                .into_iter()
+                .map(|(i, _, lo, hi)| (i, lo, hi))
+                .collect();
+            raw_kinks[j].push((kg.primitive, members));
+        }
+        let mut raw_grads: BTreeMap<String, Vec<Ival>> = raw.grads;
+        let mut values = raw.value.into_iter();
+        let mut still = Vec::new();
+        for (j, &k) in pending.iter().enumerate() {
+            let v = values.next().expect("one value per element");
+            let kappa = |ks: Option<&Vec<f64>>| ks.and_then(|x| x.get(j)).copied().unwrap_or(1.0);
+            let dv = decide_exact(v, case.out_dtype, kappa(Some(&raw.kappa)), at_cap);
+            let mut dg = Vec::new();
+            for (name, g) in raw_grads.iter_mut() {
+                let iv = std::mem::replace(&mut g[j], Ival::zero(2));
+                dg.push((
+                    name.clone(),
+                    decide_exact(iv, case.dtype, kappa(raw.grad_kappa.get(name)), at_cap),
+                ));
+            }
+            let mut dk = Vec::new();
+            for (prim, members) in std::mem::take(&mut raw_kinks[j]) {
+                let mut ms = Vec::new();
+                for (input, lo, hi) in members {
+                    ms.push((
+                        input,
+                        decide_exact(lo, case.dtype, 1.0, at_cap),
+                        decide_exact(hi, case.dtype, 1.0, at_cap),
+                    ));
+                }
+                dk.push((prim, ms));
+            }
+            let decided = dv.is_some()
+                && dg.iter().all(|g| g.1.is_some())
+                && dk
+                    .iter()
+                    .all(|(_, ms)| ms.iter().all(|m| m.1.is_some() && m.2.is_some()));
+            if !decided {
+                still.push(k);
+                continue;
+            }
+            top = top.max(prec);
+            value[k] = dv;
+            for (name, e) in dg {
+                grads.entry(name).or_insert_with(|| vec![None; n])[k] = e;
+            }
+            for (primitive, ms) in dk {
+                let members = ms
+                    .into_iter()
+                    .map(|(input, lo, hi)| KinkMember {
+                        input,
+                        index: k,
+                        lo: lo.unwrap(),
+                        hi: hi.unwrap(),
+                    })
+                    .collect();
+                kinks.push((k, KinkGroup { primitive, members }));
+            }
+        }
+        pending = still;
+        prec *= 2;
+    }
+    kinks.sort_by_key(|g| g.0);
+    let mut grad_shapes = BTreeMap::new();
+    let grads = grads
+        .into_iter()
+        .map(|(name, v)| {
+            grad_shapes.insert(name.clone(), case.inputs[&name].shape.clone());
+            (name, v.into_iter().map(|e| e.expect("decided")).collect())
+        })
+        .collect();
+    Ok(OracleOutput {
+        value_shape: checked.row_shape.clone(),
+        value: value.into_iter().map(|e| e.expect("decided")).collect(),
+        grads,
+        grad_shapes,
+        kinks: kinks.into_iter().map(|g| g.1).collect(),
+        precision: top,
+        checked,
+    })
+}
+
 /// Round every output; `None` if some output is undecided and the cap is not reached. The
 /// enclosures are moved into the answer, not copied.
 fn decide(
@@ -186,30 +331,7 @@ fn decide(
     prec: u32,
     at_cap: bool,
 ) -> Option<OracleOutput> {
-    let decide_one = |iv: Ival, dtype: Dtype, kappa: f64| -> Option<Exact> {
-        match round::round_enclosure(&iv, dtype) {
-            round::Decided::One(x) => Some(Exact {
-                enclosure: iv,
-                rounded: x,
-                hard: None,
-                kappa,
-                dtype,
-            }),
-            round::Decided::Two(a, b) => {
-                if at_cap {
-                    Some(Exact {
-                        enclosure: iv,
-                        rounded: a,
-                        hard: Some((a, b)),
-                        kappa,
-                        dtype,
-                    })
-                } else {
-                    None
-                }
-            }
-        }
-    };
+    let decide_one = |iv: Ival, dtype: Dtype, kappa: f64| decide_exact(iv, dtype, kappa, at_cap);
     let Raw {
         value: raw_value,
         kappa: raw_kappa,

@@ -1,10 +1,12 @@
-//! The `losscheck` command line: `list`, `eval`, `verify`, `report`, `fuzz`, `serve`.
+//! The `losscheck` command line: `list`, `eval`, `verify`, `report`, `fuzz`, `serve`,
+//! `exhaustive`.
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::ProgressBar;
 use losscheck::check::campaign::{self, Config, Stats};
 use losscheck::check::compare;
 use losscheck::check::exec::{self, ExecOptions, ExecSubject};
+use losscheck::check::exhaustive::{self, write_atomic};
 use losscheck::check::fuzz;
 use losscheck::check::subject::{Answer, Capabilities, Kernels, Subject};
 use losscheck::core::catalogue::{self, Default as PDefault, Dims, InputKind};
@@ -14,7 +16,7 @@ use losscheck::oracles::{self, Exact, OracleOutput};
 use losscheck::report;
 use serde_json::{json, Map, Value};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -82,6 +84,44 @@ enum Command {
         #[arg(long, default_value = "kernels")]
         subject: String,
     },
+    /// Exhaustive certificates of the elementwise losses: every bit pattern of the primary input
+    /// (the first differentiable one) × a listed set of values of the other inputs and params.
+    ///
+    /// Each element (reduction `none`, one loss per element) is judged against the MPFR oracle
+    /// like any case: value and every gradient, ulps, bits, verdicts. One JSON certificate per
+    /// loss × dtype goes to OUT/<loss>-<dtype>.json (written atomically), and OUT/README.md is
+    /// rewritten with one line per certificate in OUT. docs/exhaustive.md says what is certified.
+    ///
+    /// f16 and bf16 (65,536 patterns) run whole, in seconds to about a minute per loss on two
+    /// cores. f32 (2^32 patterns) runs only by ranges: `--shard K/N` checks the K-th of N
+    /// contiguous ranges and writes OUT/<loss>-f32-shard-K-of-N.json — a long campaign, not CI.
+    /// `--shard` also works for 16-bit dtypes.
+    ///
+    /// Exit status: 0 = no findings, 1 = findings, 2 = usage error (e.g. a loss that is not
+    /// elementwise, or f32 without --shard).
+    Exhaustive(ExhaustiveArgs),
+}
+
+#[derive(Args)]
+struct ExhaustiveArgs {
+    /// Loss id, elementwise (repeatable).
+    #[arg(long = "loss", required_unless_present = "all")]
+    losses: Vec<String>,
+    /// Every elementwise loss of the catalogue.
+    #[arg(long, conflicts_with = "losses")]
+    all: bool,
+    /// Dtype: f16, bf16, or f32 with --shard (repeatable; default: f16 and bf16).
+    #[arg(long = "dtype")]
+    dtypes: Vec<Dtype>,
+    /// Check only the K-th of N contiguous ranges of the patterns (0 <= K < N); needed for f32.
+    #[arg(long, value_name = "K/N", value_parser = exhaustive::Shard::parse)]
+    shard: Option<exhaustive::Shard>,
+    /// The subject: `kernels` (the built-in kernels) or `zoo:NAME`.
+    #[arg(long, default_value = "kernels")]
+    subject: String,
+    /// Output directory of the certificates.
+    #[arg(long, default_value = "reports/exhaustive")]
+    out: PathBuf,
 }
 
 /// The subject of `eval` and `fuzz`.
@@ -212,6 +252,7 @@ fn main() -> ExitCode {
         Command::Report(a) => cmd_report(a),
         Command::Fuzz(a) => cmd_fuzz(a),
         Command::Serve { subject } => cmd_serve(&subject),
+        Command::Exhaustive(a) => cmd_exhaustive(a),
     };
     match r {
         Ok(code) => code,
@@ -738,9 +779,15 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
     opts.losses = c.losses.clone();
     opts.dtypes = c.dtypes.clone();
     plan(c, &Kernels)?; // validates --loss, notes what is skipped
-    #[allow(unused_mut)]
     let mut r = report::run(&opts);
-    // Extra Markdown sections go here: r.sections.push(report::Section::new(title, markdown)).
+    // the committed exhaustive certificates (`losscheck exhaustive`), read, not re-run
+    let certs = exhaustive::report_section(&a.out.join("exhaustive"));
+    if !certs.is_empty() {
+        r.sections.push(report::Section::new(
+            exhaustive::REPORT_SECTION_TITLE,
+            &certs,
+        ));
+    }
     let written = r.write(&a.out)?;
     for st in r.kernels.iter().chain(&r.zoo) {
         println!("{:<40} {}", st.subject, campaign::summary_line(st));
@@ -905,4 +952,51 @@ fn cmd_serve(name: &str) -> Result<ExitCode, String> {
     exec::serve(subject.as_ref(), &caps, stdin.lock(), stdout.lock())
         .map_err(|e| format!("serve: {e}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------------------------------
+// exhaustive
+
+fn cmd_exhaustive(a: ExhaustiveArgs) -> Result<ExitCode, String> {
+    let subject = subject_named(&a.subject)?;
+    let losses: Vec<String> = if a.all {
+        exhaustive::elementwise_losses()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        a.losses.clone()
+    };
+    let dtypes = if a.dtypes.is_empty() {
+        vec![Dtype::F16, Dtype::Bf16]
+    } else {
+        a.dtypes.clone()
+    };
+    // every configuration is checked before anything runs
+    let mut cfgs = Vec::new();
+    for l in &losses {
+        for &d in &dtypes {
+            cfgs.push(exhaustive::Config::new(l, d, a.shard)?);
+        }
+    }
+    let commit = exhaustive::git_commit(Path::new("."));
+    let mut findings = 0;
+    for cfg in &cfgs {
+        let k = exhaustive::combinations(&cfg.loss, cfg.dtype)?.len() as u64;
+        let r = cfg.shard.range(cfg.dtype);
+        let bar = progress_bar((r.end - r.start) * k);
+        bar.set_message(format!("{} {}", cfg.loss, cfg.dtype));
+        let mut cert = exhaustive::run(cfg, subject.as_ref(), &|n| bar.inc(n))?;
+        bar.finish_and_clear();
+        cert.commit = commit.clone();
+        let path = cert.write(&a.out)?;
+        println!("{}  [{}]", cert.summary_line(), path.display());
+        findings += cert.total.findings();
+    }
+    write_atomic(&a.out.join("README.md"), &exhaustive::readme(&a.out))?;
+    Ok(if findings == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

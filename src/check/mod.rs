@@ -1,9 +1,11 @@
 //! The harness: generators ([`gen`]), judging against the oracle ([`compare`]), metamorphic
-//! relations ([`metamorphic`]), subjects ([`subject`]) and campaigns ([`campaign`]).
+//! relations ([`metamorphic`]), subjects ([`subject`]), campaigns ([`campaign`]) and exhaustive
+//! 16-bit certificates ([`exhaustive`]).
 
 pub mod campaign;
 pub mod compare;
 pub mod exec;
+pub mod exhaustive;
 pub mod fuzz;
 pub mod gen;
 pub mod metamorphic;

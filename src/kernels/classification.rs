@@ -381,6 +381,9 @@ fn floored(lx: f64, floor: Option<f64>) -> (f64, bool) {
 /// `bce` at prob p, target t.
 #[inline(always)]
 pub(crate) fn bce_point(p: f64, t: f64, floor: Option<f64>) -> (f64, f64) {
+    // −0 is the probability 0: without this, −t/p at p = −0 is +inf instead of the limit −inf
+    // (found by the exhaustive certificate, reports/exhaustive/bce-*.json)
+    let p = p + 0.0;
     let a = t; // coefficient of L(p)
     let b = 1.0 - t; // coefficient of L(1 − p): exactly 0 only for t = 1
     let (mut v, mut g) = (0.0, 0.0);

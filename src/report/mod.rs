@@ -48,7 +48,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
+        path.file_name().unwrap_or_default().to_string_lossy()
     ));
     let mut f =
         std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;

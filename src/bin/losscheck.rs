@@ -222,6 +222,10 @@ struct ReportArgs {
     /// Points per breakdown sweep (default 40).
     #[arg(long)]
     sweep_points: Option<usize>,
+    /// Where the exhaustive certificates are read from (written by `losscheck exhaustive`; the
+    /// report does not re-run them).
+    #[arg(long, default_value = "reports/exhaustive")]
+    certificates: PathBuf,
 }
 
 #[derive(Args)]
@@ -781,7 +785,7 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
     plan(c, &Kernels)?; // validates --loss, notes what is skipped
     let mut r = report::run(&opts);
     // the committed exhaustive certificates (`losscheck exhaustive`), read, not re-run
-    let certs = exhaustive::report_section(&a.out.join("exhaustive"));
+    let certs = exhaustive::report_section(&a.certificates);
     if !certs.is_empty() {
         r.sections.push(report::Section::new(
             exhaustive::REPORT_SECTION_TITLE,

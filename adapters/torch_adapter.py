@@ -19,7 +19,7 @@ Declared, by what torch.nn.functional has:
 | cross_entropy | `cross_entropy(weight=, ignore_index=, label_smoothing=)` | [N,C], [B,T,C] (permuted to PyTorch's [B,C,T]), soft targets; no sequence_mean |
 | nll | `nll_loss(weight=, ignore_index=)` | |
 | multi_margin | `multi_margin_loss(p=, margin=, weight=)` | |
-| kl_div | `kl_div(log_target=)` | `mean` is PyTorch's `reduction="mean"` (over N·C), what a user gets by default |
+| kl_div | `kl_div(log_target=)` | `mean` is PyTorch's `reduction="mean"` (over N·C), what a user gets by default; `none` is summed over the classes (PyTorch's is elementwise [N,C]) |
 | gaussian_nll | `gaussian_nll_loss(full=, eps=)` | |
 | triplet | `triplet_margin_loss(margin=, eps=)` | p = 2 |
 | margin_ranking | `margin_ranking_loss(margin=)` | |
@@ -193,8 +193,14 @@ def multi_margin(req):
 @declare("kl_div", params=["log_target"])
 def kl_div(req):
     target = t(req, "target")
+    lt = bool(req.param("log_target", False))
+    if req.reduction == "none":
+        # PyTorch's `none` is elementwise [N, C]; the catalogue's `none` is one loss per row
+        # (Σ_c), so the adapter sums the classes — the user's code would do the same
+        return run(req, ["input"], lambda x: F.kl_div(x["input"], target, reduction="none",
+                                                      log_target=lt).sum(-1))
     return run(req, ["input"], lambda x: F.kl_div(x["input"], target, reduction=req.reduction,
-                                                  log_target=bool(req.param("log_target", False))))
+                                                  log_target=lt))
 
 
 @declare("gaussian_nll", params=["eps", "full"])

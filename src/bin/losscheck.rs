@@ -197,7 +197,7 @@ struct CampaignArgs {
     /// Dtype: f32, f16, bf16 (repeatable; default: all three).
     #[arg(long = "dtype")]
     dtypes: Vec<Dtype>,
-    /// Cases per loss × dtype (default: 20000 for verify, 5000 for report; or $LOSSCHECK_CASES).
+    /// Cases per loss × dtype (default: 20000 for verify, 10000 for report; or $LOSSCHECK_CASES).
     #[arg(long)]
     cases: Option<u64>,
     /// Campaign seed: the same seed gives the same cases and results.
@@ -216,7 +216,7 @@ struct ReportArgs {
     /// still apply).
     #[arg(long)]
     quick: bool,
-    /// Cases per zoo entry × dtype (default 1000; 0: no zoo baselines).
+    /// Cases per zoo entry × dtype (default 2000; 0: no zoo baselines).
     #[arg(long)]
     zoo_cases: Option<u64>,
     /// Points per breakdown sweep (default 40).

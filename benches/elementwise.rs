@@ -87,9 +87,13 @@ fn regression<T: Io>(c: &mut Criterion, loss: Regression) -> Row {
     drop(out);
     let (mut gp, mut gt) = (vec![T::default(); N], vec![T::default(); N]);
     g.run("naive", || match loss {
-        Regression::Huber { delta } => {
-            naive_huber(black_box(&pred), black_box(&target), delta as f32, &mut gp, &mut gt)
-        }
+        Regression::Huber { delta } => naive_huber(
+            black_box(&pred),
+            black_box(&target),
+            delta as f32,
+            &mut gp,
+            &mut gt,
+        ),
         _ => naive_mse(black_box(&pred), black_box(&target), &mut gp, &mut gt),
     });
     g.run("probe", || {

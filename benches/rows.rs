@@ -137,8 +137,13 @@ fn info_nce_group(c: &mut Criterion) -> Row {
         ..InfoNceParams::default()
     };
     g.run("kernel", || {
-        let out: Output<f32, f32> =
-            info_nce(&RowArgs::new(ROWS, DIM), black_box(&q), black_box(&k), params).unwrap();
+        let out: Output<f32, f32> = info_nce(
+            &RowArgs::new(ROWS, DIM),
+            black_box(&q),
+            black_box(&k),
+            params,
+        )
+        .unwrap();
         black_box(out)
     });
     let (mut gq, mut gk) = (vec![0.0f32; ROWS * DIM], vec![0.0f32; ROWS * DIM]);

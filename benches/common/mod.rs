@@ -165,7 +165,10 @@ pub fn probe(reads: &[&[u8]], writes: &mut [&mut [u8]]) -> u64 {
         // SAFETY: u64 has no invalid bit patterns; align_to handles the unaligned ends.
         let (pre, mid, post) = unsafe { r.align_to::<u64>() };
         acc = mid.iter().fold(acc, |a, &w| a.wrapping_add(w));
-        acc = pre.iter().chain(post).fold(acc, |a, &b| a.wrapping_add(b as u64));
+        acc = pre
+            .iter()
+            .chain(post)
+            .fold(acc, |a, &b| a.wrapping_add(b as u64));
     }
     let seed = black_box(acc);
     for w in writes.iter_mut() {
@@ -244,7 +247,10 @@ pub fn criterion_dir() -> PathBuf {
 
 /// Median (ns) of `group/id` from its `new/estimates.json`.
 pub fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let p = criterion_dir().join(group).join(id).join("new/estimates.json");
+    let p = criterion_dir()
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
     v["median"]["point_estimate"].as_f64()
 }
@@ -265,7 +271,8 @@ fn mib(b: usize) -> String {
 }
 
 /// Prints the table of medians and ratios for `rows` and writes it to
-/// `<criterion dir>/ratios-<bench>.md`.
+/// `<criterion dir>/ratios-<bench>.md`. (A filter that matches nothing, e.g. `cargo bench
+/// --bench rows -- none`, rewrites the table from the stored estimates without timing.)
 pub fn report(bench: &str, rows: &[Row]) {
     let mut s = String::from(
         "| benchmark | kernel ms | naive ms | probe ms | kernel speed ÷ naive | kernel speed ÷ probe \
@@ -278,7 +285,7 @@ pub fn report(bench: &str, rows: &[Row]) {
             median_ns(&r.group, "naive"),
             median_ns(&r.group, "probe"),
         );
-        let gbs = |t: Option<f64>| t.map_or("—".into(), |t| format!("{:.2}", r.bytes as f64 / t));
+        let gbs = |t: Option<f64>| t.map_or("—".into(), |t| format!("{:.3}", r.bytes as f64 / t));
         let (before, peak) = r
             .peaks
             .iter()
@@ -293,7 +300,10 @@ pub fn report(bench: &str, rows: &[Row]) {
             ratio(n, k),
             ratio(p, k),
             gbs(k),
-            k.map_or("—".into(), |t| format!("{:.0}", r.elements as f64 / t * 1e3)),
+            k.map_or("—".into(), |t| format!(
+                "{:.1}",
+                r.elements as f64 / t * 1e3
+            )),
             gbs(p),
             mib(peak),
             mib(peak - before),

@@ -191,8 +191,25 @@ pub struct Row {
     pub label: String,
     pub elements: u64,
     pub bytes: u64,
-    /// (id, live heap before, peak during) of each benchmark's first call.
-    pub peaks: Vec<(String, usize, usize)>,
+    /// (id, live heap before, peak during, loss value) of each benchmark's first call.
+    pub peaks: Vec<(String, usize, usize, Option<f64>)>,
+}
+
+/// What a benchmarked call returns: the loss value (kernel, naive) or not (probe).
+pub trait Value {
+    fn value(&self) -> Option<f64>;
+}
+
+impl Value for f32 {
+    fn value(&self) -> Option<f64> {
+        Some(*self as f64)
+    }
+}
+
+impl Value for u64 {
+    fn value(&self) -> Option<f64> {
+        None
+    }
 }
 
 pub struct Group<'a> {
@@ -219,10 +236,11 @@ impl<'a> Group<'a> {
     }
 
     /// Benchmarks `f` (one forward + backward call) as `id`, after recording the peak heap
-    /// of a first call.
-    pub fn run<R>(&mut self, id: &str, mut f: impl FnMut() -> R) {
-        let (before, peak) = peak_of(&mut f);
-        self.row.peaks.push((id.into(), before, peak));
+    /// and the value of a first call.
+    pub fn run<R: Value>(&mut self, id: &str, mut f: impl FnMut() -> R) {
+        let mut v = None;
+        let (before, peak) = peak_of(|| v = f().value());
+        self.row.peaks.push((id.into(), before, peak, v));
         self.g.bench_function(id, |b| b.iter(&mut f));
     }
 
@@ -276,8 +294,9 @@ fn mib(b: usize) -> String {
 pub fn report(bench: &str, rows: &[Row]) {
     let mut s = String::from(
         "| benchmark | kernel ms | naive ms | probe ms | kernel speed ÷ naive | kernel speed ÷ probe \
-         | kernel GB/s | kernel Melem/s | probe GB/s | peak heap MiB (kernel call) | kernel's own MiB |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | kernel GB/s | kernel Melem/s | probe GB/s | peak heap MiB (kernel call) | kernel's own MiB \
+         | value: naive ÷ kernel − 1 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let (k, n, p) = (
@@ -286,13 +305,17 @@ pub fn report(bench: &str, rows: &[Row]) {
             median_ns(&r.group, "probe"),
         );
         let gbs = |t: Option<f64>| t.map_or("—".into(), |t| format!("{:.3}", r.bytes as f64 / t));
-        let (before, peak) = r
-            .peaks
-            .iter()
-            .find(|p| p.0 == "kernel")
-            .map_or((0, 0), |p| (p.1, p.2));
+        let first = |id: &str| r.peaks.iter().find(|p| p.0 == id);
+        let (before, peak) = first("kernel").map_or((0, 0), |p| (p.1, p.2));
+        let dv = match (
+            first("kernel").and_then(|p| p.3),
+            first("naive").and_then(|p| p.3),
+        ) {
+            (Some(a), Some(b)) => format!("{:.1e}", b / a - 1.0),
+            _ => "—".into(),
+        };
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.label,
             ms(k),
             ms(n),
@@ -307,6 +330,7 @@ pub fn report(bench: &str, rows: &[Row]) {
             gbs(p),
             mib(peak),
             mib(peak - before),
+            dv,
         );
     }
     println!("\n{s}");

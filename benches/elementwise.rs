@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{bytes, bytes_mut, probe, sigmoid, softplus, Group, Io, Rng, Row};
+use common::{bytes, bytes_mut, sigmoid, softplus, Group, Io, Rng, Row};
 use criterion::Criterion;
 use losscheck::kernels::classification::{self as cls, Binary, ClassArgs};
 use losscheck::kernels::regression::{self as reg, ElementwiseArgs, Regression};
@@ -69,15 +69,7 @@ fn regression<T: Io>(c: &mut Criterion, loss: Regression) -> Row {
     let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let pred: Vec<T> = rng.uniform_vec(N, -4.0, 4.0);
     let target: Vec<T> = rng.uniform_vec(N, -0.5, 0.5);
-    let s = std::mem::size_of::<T>();
-    let id = loss.id();
-    let mut g = Group::new(
-        c,
-        &format!("{id}_{}_16M", T::NAME),
-        &format!("{id} {} 16M", T::NAME),
-        N as u64,
-        (4 * N * s) as u64,
-    );
+    let mut g = Group::new::<T>(c, [loss.id(), "16M", "16M"], N, 4, 0);
     let mut out = reg::Output::<T, f32>::default();
     g.run("kernel", || {
         let args = ElementwiseArgs::new(black_box(&pred), black_box(&target));
@@ -96,12 +88,10 @@ fn regression<T: Io>(c: &mut Criterion, loss: Regression) -> Row {
         ),
         _ => naive_mse(black_box(&pred), black_box(&target), &mut gp, &mut gt),
     });
-    g.run("probe", || {
-        probe(
-            &[bytes(&pred), bytes(&target)],
-            &mut [bytes_mut(&mut gp), bytes_mut(&mut gt)],
-        )
-    });
+    g.probe(
+        &[bytes(&pred), bytes(&target)],
+        &mut [bytes_mut(&mut gp), bytes_mut(&mut gt)],
+    );
     g.finish()
 }
 
@@ -109,14 +99,7 @@ fn bce_logits<T: Io>(c: &mut Criterion) -> Row {
     let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let z: Vec<T> = rng.normal(N, 0.0, 3.0);
     let t: Vec<T> = rng.uniform_vec(N, 0.0, 1.0);
-    let s = std::mem::size_of::<T>();
-    let mut g = Group::new(
-        c,
-        &format!("bce_logits_{}_16M", T::NAME),
-        &format!("bce_logits {} 16M", T::NAME),
-        N as u64,
-        (3 * N * s) as u64,
-    );
+    let mut g = Group::new::<T>(c, ["bce_logits", "16M", "16M"], N, 3, 0);
     let mut out = cls::Output::<T, f32>::default();
     g.run("kernel", || {
         let args = ClassArgs::new(black_box(&z), black_box(&t));
@@ -128,9 +111,7 @@ fn bce_logits<T: Io>(c: &mut Criterion) -> Row {
     g.run("naive", || {
         naive_bce_logits(black_box(&z), black_box(&t), &mut grad)
     });
-    g.run("probe", || {
-        probe(&[bytes(&z), bytes(&t)], &mut [bytes_mut(&mut grad)])
-    });
+    g.probe(&[bytes(&z), bytes(&t)], &mut [bytes_mut(&mut grad)]);
     g.finish()
 }
 

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{bytes, bytes_mut, probe, Group, Io, Rng, Row};
+use common::{bytes, bytes_mut, Group, Io, Rng, Row};
 use criterion::Criterion;
 use losscheck::kernels::classification::multiclass::{CrossEntropyArgs, Output};
 use std::hint::black_box;
@@ -63,14 +63,8 @@ fn naive<T: Io>(z: &[T], y: &[i64], c: usize, g: &mut [T], e: &mut [f32]) -> f32
 fn group<T: Io>(c: &mut Criterion, n: usize, k: usize, confident: bool) -> Row {
     let (z, y) = inputs::<T>(n, k, confident);
     let dist = if confident { "confident" } else { "normal" };
-    let s = std::mem::size_of::<T>();
-    let mut g = Group::new(
-        c,
-        &format!("cross_entropy_{}_{n}x{k}_{dist}", T::NAME),
-        &format!("cross_entropy {} [{n}, {k}] {dist}", T::NAME),
-        (n * k) as u64,
-        (2 * n * k * s + 8 * n) as u64,
-    );
+    let (tag, label) = (format!("{n}x{k}_{dist}"), format!("[{n}, {k}] {dist}"));
+    let mut g = Group::new::<T>(c, ["cross_entropy", &tag, &label], n * k, 2, 8 * n);
     let mut out = Output::<T, f32>::default();
     g.run("kernel", || {
         let args = CrossEntropyArgs::new(black_box(&z), n, k).class_ids(black_box(&y));
@@ -83,9 +77,7 @@ fn group<T: Io>(c: &mut Criterion, n: usize, k: usize, confident: bool) -> Row {
     g.run("naive", || {
         naive(black_box(&z), black_box(&y), k, &mut grad, &mut e)
     });
-    g.run("probe", || {
-        probe(&[bytes(&z), bytes(&y)], &mut [bytes_mut(&mut grad)])
-    });
+    g.probe(&[bytes(&z), bytes(&y)], &mut [bytes_mut(&mut grad)]);
     g.finish()
 }
 

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{bytes, bytes_mut, probe, sigmoid, softplus, Group, Io, Rng, Row};
+use common::{bytes, bytes_mut, sigmoid, softplus, Group, Io, Rng, Row};
 use criterion::Criterion;
 use losscheck::kernels::contrastive::{info_nce, InfoNceParams, Output, RowArgs};
 use losscheck::kernels::preference::{self as pref, dpo_into, DpoArgs};
@@ -125,13 +125,8 @@ fn info_nce_group(c: &mut Criterion) -> Row {
     let q: Vec<f32> = rng.normal(ROWS * DIM, 0.0, 1.0);
     let k: Vec<f32> = rng.normal(ROWS * DIM, 0.0, 1.0);
     let e = 2 * ROWS * DIM;
-    let mut g = Group::new(
-        c,
-        &format!("info_nce_f32_{ROWS}x{DIM}"),
-        &format!("info_nce f32 [{ROWS}, {DIM}]"),
-        e as u64,
-        (2 * e * 4) as u64,
-    );
+    let (tag, label) = (format!("{ROWS}x{DIM}"), format!("[{ROWS}, {DIM}]"));
+    let mut g = Group::new::<f32>(c, ["info_nce", &tag, &label], e, 2, 0);
     let params = InfoNceParams {
         temperature: TAU as f64,
         ..InfoNceParams::default()
@@ -151,26 +146,17 @@ fn info_nce_group(c: &mut Criterion) -> Row {
     g.run("naive", || {
         naive_info_nce(black_box(&q), black_box(&k), &mut gq, &mut gk, &mut ds)
     });
-    g.run("probe", || {
-        probe(
-            &[bytes(&q), bytes(&k)],
-            &mut [bytes_mut(&mut gq), bytes_mut(&mut gk)],
-        )
-    });
+    g.probe(
+        &[bytes(&q), bytes(&k)],
+        &mut [bytes_mut(&mut gq), bytes_mut(&mut gk)],
+    );
     g.finish()
 }
 
 fn dpo_group<T: Io>(c: &mut Criterion) -> Row {
     let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let x: [Vec<T>; 4] = std::array::from_fn(|_| rng.normal(PAIRS, -150.0, 20.0));
-    let s = std::mem::size_of::<T>();
-    let mut g = Group::new(
-        c,
-        &format!("dpo_{}_1M", T::NAME),
-        &format!("dpo {} 1M pairs", T::NAME),
-        PAIRS as u64,
-        (6 * PAIRS * s) as u64,
-    );
+    let mut g = Group::new::<T>(c, ["dpo", "1M", "1M pairs"], PAIRS, 6, 0);
     let mut out = pref::Output::<T, f32>::default();
     g.run("kernel", || {
         let args = DpoArgs::new(&x[0], &x[1], &x[2], &x[3]);
@@ -182,10 +168,8 @@ fn dpo_group<T: Io>(c: &mut Criterion) -> Row {
     g.run("naive", || {
         naive_dpo(black_box([&x[0], &x[1], &x[2], &x[3]]), &mut gc, &mut gr)
     });
-    g.run("probe", || {
-        let reads = [bytes(&x[0]), bytes(&x[1]), bytes(&x[2]), bytes(&x[3])];
-        probe(&reads, &mut [bytes_mut(&mut gc), bytes_mut(&mut gr)])
-    });
+    let reads = [bytes(&x[0]), bytes(&x[1]), bytes(&x[2]), bytes(&x[3])];
+    g.probe(&reads, &mut [bytes_mut(&mut gc), bytes_mut(&mut gr)]);
     g.finish()
 }
 

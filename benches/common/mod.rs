@@ -218,16 +218,30 @@ pub struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    /// `elements` per call; `bytes` read + written per call (inputs + gradients).
-    pub fn new(c: &'a mut Criterion, group: &str, label: &str, elements: u64, bytes: u64) -> Self {
-        let mut g = c.benchmark_group(group);
+    /// Group `<loss>_<dtype>_<tag>` (labelled `<loss> <dtype> <label>`): `elements` per call,
+    /// `arrays` input + gradient arrays of `elements` `T`s and `extra` bytes (class ids) read
+    /// or written per call.
+    pub fn new<T: Io>(
+        c: &'a mut Criterion,
+        [loss, tag, label]: [&str; 3],
+        elements: usize,
+        arrays: usize,
+        extra: usize,
+    ) -> Self {
+        let group = format!("{loss}_{}_{tag}", T::NAME);
+        let label = format!("{loss} {} {label}", T::NAME);
+        let (elements, bytes) = (
+            elements as u64,
+            (arrays * elements * std::mem::size_of::<T>() + extra) as u64,
+        );
+        let mut g = c.benchmark_group(&group);
         g.throughput(Throughput::ElementsAndBytes { elements, bytes });
         g.sample_size(10);
         Group {
             g,
             row: Row {
-                group: group.into(),
-                label: label.into(),
+                group,
+                label,
                 elements,
                 bytes,
                 peaks: Vec::new(),
@@ -242,6 +256,11 @@ impl<'a> Group<'a> {
         let (before, peak) = peak_of(|| v = f().value());
         self.row.peaks.push((id.into(), before, peak, v));
         self.g.bench_function(id, |b| b.iter(&mut f));
+    }
+
+    /// Benchmarks the memory probe over `reads` and `writes` as `probe`.
+    pub fn probe(&mut self, reads: &[&[u8]], writes: &mut [&mut [u8]]) {
+        self.run("probe", || probe(reads, writes));
     }
 
     pub fn finish(self) -> Row {

@@ -1,86 +1,95 @@
-//! cross_entropy forward + backward (value and ∂/∂logits), `mean`, on [1024, 32000] f32 logits
-//! drawn from N(0, 3²) with random class-id targets: the built-in kernel (f64 compute, the
-//! confident-row formulation, compensated sums over classes and rows, one rounding per output)
-//! against a naive textbook log-softmax in f32 (max, Σ exp, log; gradient softmax − onehot) in
-//! the same run. Both write the gradient into a preallocated [N, C] buffer (`eval_into` reuses
-//! its output). Throughput is in logits per second.
+//! cross_entropy forward + backward (value and ∂/∂logits), `mean`, class-id targets, on
+//! [1024, 32000] and [256, 128000] logits in f32 and bf16 (value in f32), two distributions:
+//! `normal` (logits N(0, 3²), targets uniform over the classes) and `confident` (the same, then
+//! every row's target logit set to the row's max + 30). Per group, in the same run:
 //!
-//! `cargo bench --bench multiclass`
+//! - `kernel`: the built-in kernel (f64 compute, the confident-row formulation, compensated
+//!   sums over classes and rows, one rounding per output), `eval_into` reusing its output;
+//! - `naive`: a textbook log-softmax in f32 (max, Σ exp, log; gradient softmax − onehot, one
+//!   exp per logit kept in an f32 row scratch), loads / stores in the dtype;
+//! - `probe`: the memory probe (reads the logits and targets, writes a gradient-sized buffer).
+//!
+//! Throughput is logits/s and bytes/s (bytes = logits + targets read, gradient written). The
+//! table of ratios is printed at the end and written to `<criterion dir>/ratios-multiclass.md`.
+//!
+//! `nice -n 10 cargo bench --bench multiclass -- --warm-up-time 1 --measurement-time 3`
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+mod common;
+
+use common::{bytes, bytes_mut, Group, Io, Rng, Row};
+use criterion::Criterion;
 use losscheck::kernels::classification::multiclass::{CrossEntropyArgs, Output};
 use std::hint::black_box;
 
-const N: usize = 1024;
-const C: usize = 32000;
-
-fn inputs() -> (Vec<f32>, Vec<i64>) {
-    // A fixed xorshift stream; Box–Muller for N(0, 3²) (libm, like the kernels).
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut z = Vec::with_capacity(N * C);
-    while z.len() < N * C {
-        let (u, v) = (next(), next());
-        let r = 3.0 * libm::sqrt(-2.0 * libm::log(u));
-        let t = 2.0 * std::f64::consts::PI * v;
-        z.push((r * libm::cos(t)) as f32);
-        z.push((r * libm::sin(t)) as f32);
+/// `n` × `c` logits and targets; `confident`: target logit = row max + 30.
+fn inputs<T: Io>(n: usize, c: usize, confident: bool) -> (Vec<T>, Vec<i64>) {
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
+    let mut z: Vec<T> = rng.normal(n * c, 0.0, 3.0);
+    let y: Vec<i64> = (0..n).map(|_| (rng.uniform() * c as f64) as i64).collect();
+    if confident {
+        for (row, &yi) in z.chunks_exact_mut(c).zip(&y) {
+            let m = row.iter().fold(f64::NEG_INFINITY, |m, x| m.max(x.to_f64()));
+            row[yi as usize] = T::from_f64(m + 30.0);
+        }
     }
-    z.truncate(N * C);
-    let y = (0..N).map(|_| (next() * C as f64) as i64).collect();
     (z, y)
 }
 
 /// Naive baseline: textbook log-softmax in f32, plain running sums, no policy handling.
-fn naive(z: &[f32], y: &[i64], g: &mut [f32]) -> f32 {
-    let inv = 1.0 / N as f32;
+fn naive<T: Io>(z: &[T], y: &[i64], c: usize, g: &mut [T], e: &mut [f32]) -> f32 {
+    let n = y.len();
+    let inv = 1.0 / n as f32;
     let mut loss = 0.0f32;
-    for i in 0..N {
-        let row = &z[i * C..(i + 1) * C];
-        let gr = &mut g[i * C..(i + 1) * C];
-        let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for i in 0..n {
+        let row = &z[i * c..(i + 1) * c];
+        let gr = &mut g[i * c..(i + 1) * c];
+        let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x.f()));
         let mut s = 0.0f32;
-        for (o, &x) in gr.iter_mut().zip(row) {
-            let e = libm::expf(x - m);
-            *o = e;
-            s += e;
+        for (o, &x) in e.iter_mut().zip(row) {
+            *o = libm::expf(x.f() - m);
+            s += *o;
         }
-        let lse = m + libm::logf(s);
         let yi = y[i] as usize;
-        loss += lse - row[yi];
+        loss += m + libm::logf(s) - row[yi].f();
         let r = inv / s;
-        for o in gr.iter_mut() {
-            *o *= r;
+        for (o, &x) in gr.iter_mut().zip(e.iter()) {
+            *o = T::of(x * r);
         }
-        gr[yi] -= inv;
+        gr[yi] = T::of(e[yi] * r - inv);
     }
     loss * inv
 }
 
-fn bench(c: &mut Criterion) {
-    let (z, y) = inputs();
-    let mut g = vec![0.0f32; N * C];
-    let mut group = c.benchmark_group("cross_entropy_f32_1024x32000_fwd_bwd");
-    group.throughput(Throughput::Elements((N * C) as u64));
-    group.sample_size(10);
-    let mut out = Output::<f32, f32>::default();
-    group.bench_function("kernel_into", |b| {
-        b.iter(|| {
-            let args = CrossEntropyArgs::new(black_box(&z), N, C).class_ids(black_box(&y));
-            args.eval_into(&mut out).unwrap();
-            black_box(&out);
-        })
+fn group<T: Io>(c: &mut Criterion, n: usize, k: usize, confident: bool) -> Row {
+    let (z, y) = inputs::<T>(n, k, confident);
+    let dist = if confident { "confident" } else { "normal" };
+    let (tag, label) = (format!("{n}x{k}_{dist}"), format!("[{n}, {k}] {dist}"));
+    let mut g = Group::new::<T>(c, ["cross_entropy", &tag, &label], n * k, 2, 8 * n);
+    let mut out = Output::<T, f32>::default();
+    g.run("kernel", || {
+        let args = CrossEntropyArgs::new(black_box(&z), n, k).class_ids(black_box(&y));
+        args.eval_into(&mut out).unwrap();
+        black_box(out.value[0])
     });
-    group.bench_function("naive_f32", |b| {
-        b.iter(|| black_box(naive(black_box(&z), black_box(&y), &mut g)))
+    drop(out);
+    let mut grad = vec![T::default(); n * k];
+    let mut e = vec![0.0f32; k];
+    g.run("naive", || {
+        naive(black_box(&z), black_box(&y), k, &mut grad, &mut e)
     });
-    group.finish();
+    g.probe(&[bytes(&z), bytes(&y)], &mut [bytes_mut(&mut grad)]);
+    g.finish()
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn main() {
+    common::main("multiclass", |c| {
+        let mut rows = Vec::new();
+        for confident in [false, true] {
+            for (n, k) in [(1024, 32000), (256, 128000)] {
+                rows.push(group::<f32>(c, n, k, confident));
+                rows.push(group::<half::bf16>(c, n, k, confident));
+            }
+        }
+        rows
+    });
+}

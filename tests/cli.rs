@@ -341,7 +341,7 @@ fn eval_handles_every_catalogue_loss() {
                     "{loss} {dtype} case {index}: no enclosure: {v}"
                 );
                 assert!(
-                    v["kernel"]["value"].is_array(),
+                    v["kernel"]["value"]["data"].is_array(),
                     "{loss} {dtype} case {index}: no kernel answer: {v}"
                 );
             }

@@ -7,7 +7,7 @@
 use losscheck::check::fuzz::{self, Report, Settings};
 use losscheck::check::policies;
 use losscheck::check::subject::{FnSubject, Kernels, Subject};
-use losscheck::core::{Case, Dtype, LossError, Reduction, Response, Tensor};
+use losscheck::core::{Case, Dtype, ErrorKind, LossError, Reduction, Response, Tensor};
 
 /// The tensor with every component mapped by `f` and rounded to `dtype`.
 fn mapped(t: &Tensor, dtype: Dtype, f: &dyn Fn(usize, f64) -> f64) -> Tensor {
@@ -50,6 +50,7 @@ fn mask_weight(case: &Case, n: usize) -> Vec<f64> {
 /// `mse` with a weighted `mean` over N′ = Σ m (the unmasked positions) instead of Σ m·w,
 /// computed in f64 from the inputs (a zero weight still removes its term) and rounded once.
 fn mse_weighted_mean_over_n(case: &Case) -> Result<Response, LossError> {
+    losscheck::core::validate(case)?;
     let (p, t) = (
         floats(case, "pred").unwrap(),
         floats(case, "target").unwrap(),
@@ -364,4 +365,151 @@ fn pytorchs_weighted_bce_follows_two_readings_at_once() {
     assert!(r.passed(), "{:?} {:?}", r.verdicts, r.outputs);
     let names: Vec<&str> = r.facts.iter().map(|f| f.name).collect();
     assert_eq!(names, ["weighted_mean_over_n", "bce_grad_clamp"]);
+}
+
+/// A subject without validation: the kernels' answer, or a value of 0 where they reject the
+/// case as invalid input.
+fn accepts_anything(case: &Case) -> Result<Response, LossError> {
+    match losscheck::kernels::evaluate(case) {
+        Err(e) if e.kind == ErrorKind::InvalidInput => Ok(Response {
+            id: case.id,
+            value: Tensor::float(case.out_dtype, vec![], vec![0.0]),
+            grad: Default::default(),
+        }),
+        r => r,
+    }
+}
+
+#[test]
+fn a_subject_that_answers_invalid_input_is_the_invalid_accepted_fact() {
+    let s = FnSubject {
+        name: "no_validation".into(),
+        f: accepts_anything,
+    };
+    follows(
+        &s,
+        &["cross_entropy", "bce", "gaussian_nll", "hinge", "huber"],
+        200,
+        "invalid_accepted",
+    );
+}
+
+#[test]
+fn the_kernels_reject_every_invalid_probe() {
+    let losses: Vec<&str> = losscheck::core::catalogue::ids().collect();
+    let mut st = settings(&losses, 60, true);
+    st.invalid_every = 1;
+    let r = fuzz::check(&Kernels, &st);
+    assert_eq!(r.findings(), 0, "{}", r.terminal());
+    let probes: u64 = r.campaigns.iter().map(|c| c.stats.invalid_probes).sum();
+    let rejected: u64 = r.campaigns.iter().map(|c| c.stats.invalid_rejected).sum();
+    assert!(probes > 20 * r.campaigns.len() as u64, "{probes} probes");
+    assert_eq!(rejected, probes);
+    assert_eq!(facts(&r, "invalid_accepted"), 0);
+}
+
+/// The changes between a case and its probe: inputs whose data or shape differ, params that
+/// differ.
+fn changes(a: &Case, b: &Case) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, t) in &a.inputs {
+        let u = &b.inputs[name];
+        if t.shape != u.shape {
+            out.push(format!("{name}.shape"));
+            continue;
+        }
+        for k in 0..t.len() {
+            let (x, y) = (t.get_f64(k), u.get_f64(k));
+            if x.to_bits() != y.to_bits() && !(x.is_nan() && y.is_nan()) {
+                out.push(format!("{name}[{k}]"));
+            }
+        }
+    }
+    for (name, v) in &a.params {
+        if b.params.get(name) != Some(v) {
+            out.push(format!("param {name}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_invalid_probe_is_one_change_that_validation_rejects_and_every_kind_is_reached() {
+    use losscheck::check::gen;
+    use losscheck::check::invalid::{self, Kind};
+    use std::collections::BTreeSet;
+    let mut reached: BTreeSet<&str> = BTreeSet::new();
+    let mut per_loss: Vec<(String, BTreeSet<&str>)> = Vec::new();
+    for loss in losscheck::core::catalogue::ids() {
+        let mut kinds = BTreeSet::new();
+        for index in 0..40 {
+            let case = gen::generate(loss, Dtype::F16, 7, index);
+            if losscheck::core::validate(&case).is_err() {
+                continue;
+            }
+            for kind in Kind::ALL {
+                for p in invalid::variants(&case, kind) {
+                    assert!(invalid::is_invalid(&p.case), "{loss}: {}", p.what);
+                    let c = changes(&case, &p.case);
+                    assert_eq!(c.len(), 1, "{loss}: {} changed {c:?}", p.what);
+                    assert_eq!(p.kind, kind);
+                    kinds.insert(kind.name());
+                }
+            }
+            // the probe a campaign sends is one of the variants
+            if let Some(p) = invalid::probe(&case, index, 1) {
+                assert!(invalid::is_invalid(&p.case));
+            }
+        }
+        reached.extend(kinds.iter().copied());
+        per_loss.push((loss.to_string(), kinds));
+    }
+    for kind in Kind::ALL {
+        assert!(reached.contains(kind.name()), "{} never reached", kind.name());
+    }
+    let has = |loss: &str, kind: Kind| {
+        per_loss
+            .iter()
+            .any(|(l, k)| l == loss && k.contains(kind.name()))
+    };
+    assert!(has("cross_entropy", Kind::ClassOutOfRange));
+    assert!(has("bce", Kind::OutOfDomain));
+    assert!(has("gaussian_nll", Kind::OutOfDomain));
+    assert!(has("hinge", Kind::BadLabel));
+    assert!(has("huber", Kind::ParamOutOfDomain));
+    assert!(has("mse", Kind::ShapeMismatch));
+    for (loss, kinds) in &per_loss {
+        assert!(
+            kinds.contains(Kind::ParamOutOfDomain.name()) || kinds.contains(Kind::ShapeMismatch.name()),
+            "{loss}: no probe at all ({kinds:?})"
+        );
+    }
+}
+
+/// gaussian_nll with the clamp differentiated (`torch.clamp(var, min=eps)` inside autograd):
+/// ∂/∂var = 0 where var < eps, the kernels' elsewhere.
+fn var_clamp_differentiated(case: &Case) -> Result<Response, LossError> {
+    let mut r = losscheck::kernels::evaluate(case)?;
+    let eps = case.float_param("eps").unwrap();
+    let var = floats(case, "var").unwrap().to_vec();
+    if let Some(g) = r.grad.get_mut("var") {
+        // (a NaN or infinite straight-through gradient is NaN·0 through autograd: kept)
+        *g = mapped(g, case.dtype, &|i, x| {
+            if var[i] < eps && x.is_finite() {
+                0.0
+            } else {
+                x
+            }
+        });
+    }
+    Ok(r)
+}
+
+#[test]
+fn a_differentiated_var_clamp_is_the_var_clamp_gradient_fact() {
+    let s = FnSubject {
+        name: "var_clamp".into(),
+        f: var_clamp_differentiated,
+    };
+    follows(&s, &["gaussian_nll"], 600, "var_clamp_gradient");
 }

@@ -47,6 +47,10 @@ pub struct Config {
     /// and at every other probe the first row alone) and record the fact when a row's value or
     /// gradient differs in any bit from the full batch's; 0 (the default): never.
     pub batch_every: u64,
+    /// Probe every `invalid_every`-th case (indices 0, k, 2k, …) with an invalid variant of it
+    /// ([`crate::check::invalid::probe`]): an answer with numbers is the `invalid_accepted`
+    /// fact; 0 (the default): never.
+    pub invalid_every: u64,
 }
 
 impl Config {
@@ -60,6 +64,7 @@ impl Config {
             max_bits: BTreeMap::new(),
             repeat_every: 0,
             batch_every: 0,
+            invalid_every: 0,
         }
     }
 }
@@ -148,6 +153,10 @@ pub struct Stats {
     pub correctly_rounded: f64,
     pub verdicts: BTreeMap<Verdict, u64>,
     pub facts: BTreeMap<&'static str, u64>,
+    /// Invalid-input probes sent ([`Config::invalid_every`]) and, of those, rejected with an
+    /// error; the accepted ones are the `invalid_accepted` facts.
+    pub invalid_probes: u64,
+    pub invalid_rejected: u64,
     /// Cases per generator regime.
     pub regimes: BTreeMap<String, u64>,
     pub failures: Vec<Finding>,
@@ -168,6 +177,7 @@ impl Stats {
             "correctly_rounded": self.correctly_rounded,
             "verdicts": self.verdicts.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "facts": self.facts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "invalid_probes": self.invalid_probes, "invalid_rejected": self.invalid_rejected,
             "regimes": self.regimes,
             "failures": self.failures.iter().map(Finding::to_json).collect::<Vec<_>>(),
             "worst": self.worst.as_ref().map(Finding::to_json),
@@ -192,6 +202,9 @@ pub struct Outcome {
     pub hard: bool,
     /// Not sent: the generated case is outside the subject's declared capabilities (why).
     pub skipped: Option<String>,
+    /// The invalid-input probe of this case, when one was sent: `Some(true)` when the subject
+    /// rejected it with an error (`invalid_input` or `internal`), `Some(false)` otherwise.
+    pub invalid_rejected: Option<bool>,
 }
 
 /// Generate, evaluate and judge case `index` (probed when `cfg.repeat_every` and
@@ -366,6 +379,7 @@ fn judge_inner(
                 unsupported: false,
                 hard: false,
                 skipped: Some(why),
+                invalid_rejected: None,
             }
         }
     };
@@ -380,6 +394,7 @@ fn judge_inner(
                 unsupported: false,
                 hard: false,
                 skipped: None,
+                invalid_rejected: None,
             };
         }
     };
@@ -447,6 +462,14 @@ fn judge_inner(
             }
         }
     }
+    let mut invalid_rejected = None;
+    if due(cfg.invalid_every) && !unsupported {
+        if let Some(p) = crate::check::invalid::probe(&case, index, cfg.invalid_every) {
+            if let Ok(request) = subject.prepare(p.case.clone()) {
+                invalid_rejected = invalid_probe(&mut report, subject, &request, &p);
+            }
+        }
+    }
     Outcome {
         index,
         case,
@@ -455,6 +478,53 @@ fn judge_inner(
         unsupported,
         hard,
         skipped: None,
+        invalid_rejected,
+    }
+}
+
+/// Send an invalid variant of a case (`request`, made by `p`): an error is right (`invalid_input`
+/// as PROTOCOL.md asks, or `internal` — rejected all the same), `unsupported` is coverage, an
+/// answer with numbers is the `invalid_accepted` fact, a fault is a finding of its own.
+/// Whether the subject rejected it (`None`: `unsupported`).
+fn invalid_probe(
+    report: &mut CaseReport,
+    subject: &dyn Subject,
+    request: &Case,
+    p: &crate::check::invalid::Probe,
+) -> Option<bool> {
+    match subject.answer(request) {
+        Ok(Err(e)) if e.kind == losscheck_core::ErrorKind::Unsupported => None,
+        Ok(Err(_)) => Some(true),
+        Ok(Ok(a)) => {
+            let value = if a.value.is_empty() {
+                "an empty tensor".to_string()
+            } else {
+                losscheck_core::tensor::encode_f64(a.value.get_f64(0)).to_string()
+            };
+            report.facts.push(compare::Fact {
+                name: "invalid_accepted",
+                detail: format!(
+                    "accepted invalid input ({}: {}) and answered value[0] = {value}",
+                    p.kind.name(),
+                    p.what
+                ),
+            });
+            Some(false)
+        }
+        Err(f) => {
+            let fr = fault_report(request, &f);
+            for v in fr.verdicts {
+                if !report.verdicts.contains(&v) {
+                    report.verdicts.push(v);
+                }
+            }
+            report.error = Some(format!(
+                "on the invalid variant of this case ({}): {}",
+                p.what,
+                fr.error.unwrap_or_default()
+            ));
+            Some(false)
+        }
     }
 }
 
@@ -496,6 +566,8 @@ pub fn run_with(
         correctly_rounded: 0.0,
         verdicts: BTreeMap::new(),
         facts: BTreeMap::new(),
+        invalid_probes: 0,
+        invalid_rejected: 0,
         regimes: BTreeMap::new(),
         failures: Vec::new(),
         worst: None,
@@ -532,6 +604,10 @@ pub fn run_with(
                 });
             }
             continue;
+        }
+        if let Some(rejected) = o.invalid_rejected {
+            st.invalid_probes += 1;
+            st.invalid_rejected += u64::from(rejected);
         }
         let r = o.report.expect("report");
         if o.unsupported {

@@ -45,6 +45,11 @@
 //!   `none` is asked again for a sub-batch of its rows — the first half, at every other probe
 //!   the first row alone — whose answer must equal the full batch's on those rows bit for bit
 //!   (`batch_variant`).
+//! - Every [`Settings::invalid_every`]-th case (default 25) is followed by an invalid variant
+//!   of it ([`crate::check::invalid`]: one change DESIGN.md's validation rejects — the kinds of
+//!   change taken in turn); an answer with numbers is the `invalid_accepted` fact, an error of
+//!   any kind but `unsupported` is a rejection (PyTorch raises, the adapter answers
+//!   `internal`), a fault is a finding.
 //! - An answer that is a wrong number under DESIGN.md's readings but follows a known
 //!   alternative reading (weighted mean over N, `kl_div` mean over N·C, PyTorch's bce gradient
 //!   clamp: [`crate::check::policies::READINGS`]) is that reading's fact, not `accuracy`.
@@ -107,6 +112,9 @@ pub struct Settings {
     /// Probe every k-th case of a separable loss with reduction `none` for `batch_variant`
     /// answers (0: never; [`Config::batch_every`]).
     pub batch_every: u64,
+    /// Probe every k-th case with an invalid variant of it (`invalid_accepted`; 0: never;
+    /// [`Config::invalid_every`]).
+    pub invalid_every: u64,
 }
 
 impl Default for Settings {
@@ -125,6 +133,7 @@ impl Default for Settings {
             keep_per_class: 20,
             repeat_every: 50,
             batch_every: 50,
+            invalid_every: 25,
         }
     }
 }
@@ -691,6 +700,7 @@ pub fn run(subject: &dyn Subject, s: &Settings, progress: &dyn Progress) -> Resu
             max_bits: s.max_bits.clone(),
             repeat_every: s.repeat_every,
             batch_every: s.batch_every,
+            invalid_every: s.invalid_every,
             keep_failures: 0,
             ..Config::new(&loss, dtype, s.cases, s.seed)
         };
@@ -941,20 +951,22 @@ fn render(r: &Report, md: bool) -> String {
             if s.strict_policy { ", strict policy (facts are findings)" } else { "" },
             r.seconds
         );
-        o += "| loss | dtype | cases | judged | unsupported | skipped | worst value bits | worst grad bits | findings | facts |\n";
-        o += "|---|---|---:|---:|---:|---:|---:|---:|---|---|\n";
+        o += "| loss | dtype | cases | judged | unsupported | skipped | invalid probes rejected | worst value bits | worst grad bits | findings | facts |\n";
+        o += "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n";
         for c in &r.campaigns {
             let st = &c.stats;
             let facts: BTreeMap<String, u64> =
                 st.facts.iter().map(|(k, v)| (k.to_string(), *v)).collect();
             o += &format!(
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {}/{} | {:.2} | {:.2} | {} | {} |\n",
                 st.loss,
                 st.dtype,
                 st.cases,
                 judged(st),
                 st.unsupported,
                 st.skipped,
+                st.invalid_rejected,
+                st.invalid_probes,
                 st.value_bits.max,
                 st.grad_bits.max,
                 if c.findings.is_empty() {
@@ -970,7 +982,9 @@ fn render(r: &Report, md: bool) -> String {
             );
         }
         o += "\n`unsupported`: answered `unsupported` (coverage, not findings). `skipped`: generated cases outside the \
-              subject's declared capabilities, not sent.\n";
+              subject's declared capabilities, not sent. `invalid probes rejected`: invalid variants of cases sent \
+              (one change DESIGN.md's validation rejects) and answered with an error; the others are the \
+              `invalid_accepted` fact.\n";
     } else {
         o += &format!(
             "losscheck fuzz {}: seed {}, {} cases per loss × dtype, accuracy findings above {mb} bits{}\n\n",

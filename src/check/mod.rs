@@ -8,6 +8,7 @@ pub mod exec;
 pub mod exhaustive;
 pub mod fuzz;
 pub mod gen;
+pub mod invalid;
 pub mod metamorphic;
 pub mod policies;
 pub mod subject;

@@ -92,11 +92,31 @@ pub const READINGS: &[Reading] = &[
         judged: Judged::Alternative(bce_grad_clamp),
     },
     Reading {
+        name: "var_clamp_gradient",
+        class: Class::Fact,
+        source: "gaussian_nll's ∂/∂var as the gradient of the clamped function, 0 where var < eps \
+                 (torch.clamp(var, min=eps) or jnp.maximum(var, eps) inside autograd; the \
+                 FAILURES.md gaussian_nll entries); DESIGN.md's is PyTorch's gaussian_nll_loss, \
+                 which clamps var under no_grad: the straight-through ½(1/v′ − (target−mean)²/v′²) \
+                 for every var ≥ 0.",
+        judged: Judged::Alternative(var_clamp_gradient),
+    },
+    Reading {
         name: "kink_selection",
         class: Class::Fact,
         source: "at a primitive kink, a Clarke selection other than the kernels' (nearest 0): \
                  PyTorch's sign(0) = 0 for |r|, max's subgradient 0 or 1, … (DESIGN.md: Kinks).",
         judged: Judged::Elsewhere("check/compare.rs: kink_theta"),
+    },
+    Reading {
+        name: "invalid_accepted",
+        class: Class::Fact,
+        source: "invalid input (DESIGN.md: Invalid input — a class id out of range, a probability \
+                 outside [0, 1], a negative weight, a param outside its domain, …) answered with \
+                 numbers instead of an error: PyTorch's binary_cross_entropy_with_logits takes \
+                 targets outside [0, 1], its mse_loss broadcasts a mismatched target (with a \
+                 UserWarning); optax's losses check nothing under jit.",
+        judged: Judged::Elsewhere("check/campaign.rs: the invalid_every probe (check/invalid.rs)"),
     },
     Reading {
         name: "nondeterministic",
@@ -366,6 +386,38 @@ fn bce_grad_clamp(case: &Case, oracle: &OracleOutput) -> Option<OracleOutput> {
         !k.members
             .iter()
             .any(|m| m.input == "prob" && clamped.contains(&m.index))
+    });
+    (!clamped.is_empty()).then_some(o)
+}
+
+/// `gaussian_nll`'s ∂/∂var with the clamp differentiated: exactly 0 at every active position
+/// with var < eps where the straight-through gradient is finite (var = eps is the clamp's
+/// kink, whose Clarke segment already holds both readings; a NaN or infinite straight-through
+/// gradient stays: autograd's chain rule multiplies it by 0 into NaN), elsewhere the oracle's. Applies when such a position exists.
+fn var_clamp_gradient(case: &Case, oracle: &OracleOutput) -> Option<OracleOutput> {
+    if case.loss != "gaussian_nll" || !case.grad.iter().any(|g| g == "var") {
+        return None;
+    }
+    let eps = case.float_param("eps")?;
+    let var = case.inputs.get("var").and_then(Tensor::f)?;
+    let prec = factor_prec(oracle);
+    let inputs = losscheck_oracles::point_inputs(case, prec);
+    let rows = oracle.checked.rows;
+    let red = losscheck_oracles::reduce::Reducer::new(case, &inputs, rows, prec).ok()?;
+    let mut o = oracle.clone();
+    let g = o.grads.get_mut("var")?;
+    let mut clamped = Vec::new();
+    for i in (0..rows.min(g.len()).min(var.len())).filter(|&i| red.is_active(i)) {
+        let finite = !g[i].is_nan() && g[i].rounded.is_finite();
+        if var[i].is_finite() && var[i] < eps && finite && !g[i].enclosure.is_zero() {
+            g[i] = exact_of(Ival::zero(prec), g[i].dtype, 1.0);
+            clamped.push(i);
+        }
+    }
+    o.kinks.retain(|k| {
+        !k.members
+            .iter()
+            .any(|m| m.input == "var" && clamped.contains(&m.index))
     });
     (!clamped.is_empty()).then_some(o)
 }

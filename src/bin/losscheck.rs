@@ -100,6 +100,14 @@ enum Command {
     /// Exit status: 0 = no findings, 1 = findings, 2 = usage error (e.g. a loss that is not
     /// elementwise, or f32 without --shard).
     Exhaustive(ExhaustiveArgs),
+    /// Merge the shard files of a sharded report (`losscheck report --shard K/N`, one per
+    /// K = 0..N-1, e.g. from a CI matrix or a Slurm array) into the report: the same report
+    /// as an unsharded run with the same options, timings aside (the sweeps and the
+    /// counterexamples run here). docs/distributed.md.
+    ///
+    /// Exit status: 0 = no kernel findings, 1 = findings, 2 = a shard missing, repeated or run
+    /// with other options.
+    Merge(MergeArgs),
 }
 
 #[derive(Args)]
@@ -172,6 +180,11 @@ struct FuzzArgs {
     /// findings.jsonl. Accepted findings are reported but do not fail the run.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Run only the K-th of N shares of every campaign (case indices i with i mod N = K); the
+    /// shard also writes DIR/shard.json, and `losscheck merge --fuzz DIR0 DIR1 …` combines the
+    /// N shards' directories into one (docs/distributed.md).
+    #[arg(long, value_name = "K/N", value_parser = exhaustive::Shard::parse)]
+    shard: Option<exhaustive::Shard>,
 }
 
 fn parse_max_bits(s: &str) -> Result<(Dtype, f64), String> {
@@ -226,6 +239,34 @@ struct ReportArgs {
     /// report does not re-run them).
     #[arg(long, default_value = "reports/exhaustive")]
     certificates: PathBuf,
+    /// Run only the K-th of N shares of every campaign (case indices i with i mod N = K) and
+    /// write OUT/shard-K-of-N.json instead of the report; `losscheck merge` makes the report
+    /// from the N shard files (docs/distributed.md).
+    #[arg(long, value_name = "K/N", value_parser = exhaustive::Shard::parse)]
+    shard: Option<exhaustive::Shard>,
+    /// Continue an interrupted run: campaigns already recorded in OUT/.checkpoint/ (each is
+    /// recorded there as it finishes) are read, not re-run. Same options needed; a record made
+    /// with other settings is ignored.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The shard files of one sharded run (`losscheck report --shard K/N`), all N of them; with
+    /// --fuzz, the N output directories of `losscheck fuzz --shard K/N`.
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+    /// Merge fuzz shards (directories with shard.json and findings.jsonl) instead of report
+    /// shards.
+    #[arg(long)]
+    fuzz: bool,
+    /// Output directory of the merged report (default: reports; with --fuzz: fuzz-out).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where the exhaustive certificates are read from.
+    #[arg(long, default_value = "reports/exhaustive")]
+    certificates: PathBuf,
 }
 
 #[derive(Args)]
@@ -257,6 +298,7 @@ fn main() -> ExitCode {
         Command::Fuzz(a) => cmd_fuzz(a),
         Command::Serve { subject } => cmd_serve(&subject),
         Command::Exhaustive(a) => cmd_exhaustive(a),
+        Command::Merge(a) => cmd_merge(a),
     };
     match r {
         Ok(code) => code,
@@ -783,16 +825,83 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
     opts.losses = c.losses.clone();
     opts.dtypes = c.dtypes.clone();
     plan(c, &Kernels)?; // validates --loss, notes what is skipped
-    let mut r = report::run(&opts);
+    let checkpoints = a.out.join(".checkpoint");
+    if !a.resume {
+        let _ = std::fs::remove_dir_all(&checkpoints);
+    }
+    opts.checkpoint = Some(checkpoints.clone());
+    opts.resume = a.resume;
+    if let Some(shard) = a.shard {
+        opts.shard = shard;
+        let doc = report::run_shard(&opts);
+        let file = a
+            .out
+            .join(format!("shard-{}-of-{}.json", shard.index, shard.count));
+        report::write_atomic(&file, &(doc.to_string() + "\n"))?;
+        let _ = std::fs::remove_dir_all(&checkpoints);
+        println!(
+            "wrote {} (shard {} of a sharded report: `losscheck merge {}/shard-*-of-{}.json` makes the report)",
+            file.display(),
+            shard.text(),
+            a.out.display(),
+            shard.count
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = report::run(&opts);
+    let code = write_report(r, &a.out, &a.certificates)?;
+    let _ = std::fs::remove_dir_all(&checkpoints);
+    Ok(code)
+}
+
+fn cmd_merge(a: MergeArgs) -> Result<ExitCode, String> {
+    let read = |p: &PathBuf| -> Result<serde_json::Value, String> {
+        let t = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&t).map_err(|e| format!("{}: not JSON: {e}", p.display()))
+    };
+    if a.fuzz {
+        let out = a.out.clone().unwrap_or_else(|| PathBuf::from("fuzz-out"));
+        let shards = a
+            .shards
+            .iter()
+            .map(|d| read(&d.join("shard.json")))
+            .collect::<Result<Vec<_>, String>>()?;
+        let findings: Vec<PathBuf> = a
+            .shards
+            .iter()
+            .map(|d| d.join("findings.jsonl"))
+            .filter(|f| f.exists())
+            .collect();
+        let r = fuzz::merge(&shards, Some(&out), &findings)?;
+        print!("{}", r.terminal());
+        return Ok(ExitCode::from(r.exit_code()));
+    }
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("reports"));
+    let shards = a
+        .shards
+        .iter()
+        .map(read)
+        .collect::<Result<Vec<_>, String>>()?;
+    let r = report::merge(&shards, true)?;
+    write_report(r, &out, &a.certificates)
+}
+
+/// Add the certificates, write the report under `out`, print its summary; exit 1 on kernel
+/// findings.
+fn write_report(
+    mut r: report::Report,
+    out: &std::path::Path,
+    certificates: &std::path::Path,
+) -> Result<ExitCode, String> {
     // the committed exhaustive certificates (`losscheck exhaustive`), read, not re-run
-    let certs = exhaustive::report_section(&a.certificates);
+    let certs = exhaustive::report_section(certificates);
     if !certs.is_empty() {
         r.sections.push(report::Section::new(
             exhaustive::REPORT_SECTION_TITLE,
             &certs,
         ));
     }
-    let written = r.write(&a.out)?;
+    let written = r.write(out)?;
     for st in r.kernels.iter().chain(&r.zoo) {
         println!("{:<40} {}", st.subject, campaign::summary_line(st));
     }
@@ -809,7 +918,7 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
     println!(
         "wrote {} files under {}; {} findings (kernels)",
         written.len(),
-        a.out.display(),
+        out.display(),
         findings
     );
     Ok(if findings == 0 {
@@ -903,6 +1012,7 @@ fn cmd_fuzz(a: FuzzArgs) -> Result<ExitCode, String> {
         baseline,
         out: Some(a.out.clone()),
         replay_subject: replay_subject(&a.target),
+        shard: a.shard.unwrap_or(exhaustive::Shard::ALL),
         ..fuzz::Settings::default()
     };
     let (jobs, _) = fuzz::plan(subject.as_ref(), &settings)?;

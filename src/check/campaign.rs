@@ -6,6 +6,7 @@
 
 use crate::check::compare::{self, CaseReport, Verdict};
 use crate::check::gen;
+pub use crate::check::shard::Shard;
 use crate::check::subject::{Answer, Subject};
 use losscheck_core::{Case, Dtype, Response, Tensor};
 use rayon::prelude::*;
@@ -51,6 +52,9 @@ pub struct Config {
     /// ([`crate::check::invalid::probe`]): an answer with numbers is the `invalid_accepted`
     /// fact; 0 (the default): never.
     pub invalid_every: u64,
+    /// Run only this shard's cases: the indices i with i mod N = K (`--shard K/N`; interleaved,
+    /// so every shard gets every regime); [`merge`] combines the shards' [`record`]s.
+    pub shard: Shard,
 }
 
 impl Config {
@@ -65,6 +69,7 @@ impl Config {
             repeat_every: 0,
             batch_every: 0,
             invalid_every: 0,
+            shard: Shard::ALL,
         }
     }
 }
@@ -162,9 +167,48 @@ pub struct Stats {
     pub failures: Vec<Finding>,
     pub worst: Option<Finding>,
     pub seconds: f64,
+    /// Every judged case's bits of error, in index order (what [`merge`] needs to recompute
+    /// the summaries of a sharded campaign exactly).
+    pub samples: Vec<Sample>,
+}
+
+/// One judged case's bits of error.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub index: u64,
+    pub value_bits: f64,
+    /// `None` when the case asked for no gradient.
+    pub grad_bits: Option<f64>,
+    pub value_correctly_rounded: bool,
 }
 
 impl Stats {
+    /// No case run yet, of `cfg`'s campaign.
+    pub fn empty(cfg: &Config, subject: &str) -> Stats {
+        Stats {
+            subject: subject.to_string(),
+            loss: cfg.loss.clone(),
+            dtype: cfg.dtype,
+            seed: cfg.seed,
+            cases: 0,
+        unsupported: 0,
+            skipped: 0,
+            oracle_errors: 0,
+            hard_cases: 0,
+            value_bits: BitsSummary::default(),
+            grad_bits: BitsSummary::default(),
+            correctly_rounded: 0.0,
+            verdicts: BTreeMap::new(),
+            facts: BTreeMap::new(),
+            invalid_probes: 0,
+            invalid_rejected: 0,
+            regimes: BTreeMap::new(),
+            failures: Vec::new(),
+            worst: None,
+            seconds: 0.0,
+            samples: Vec::new(),
+        }
+    }
     pub fn findings(&self) -> u64 {
         self.verdicts.values().sum()
     }
@@ -542,8 +586,10 @@ pub fn run_with(
 ) -> Stats {
     let t0 = Instant::now();
     let done = AtomicU64::new(0);
+    let shard = cfg.shard;
     let outcomes: Vec<Outcome> = (0..cfg.cases)
         .into_par_iter()
+        .filter(|&k| shard.contains(k))
         .map(|k| {
             let o = run_one(cfg, subject, k);
             done.fetch_add(1, Ordering::Relaxed);
@@ -551,30 +597,8 @@ pub fn run_with(
             o
         })
         .collect();
-    let mut st = Stats {
-        subject: subject.name(),
-        loss: cfg.loss.clone(),
-        dtype: cfg.dtype,
-        seed: cfg.seed,
-        cases: cfg.cases,
-        unsupported: 0,
-        skipped: 0,
-        oracle_errors: 0,
-        hard_cases: 0,
-        value_bits: BitsSummary::default(),
-        grad_bits: BitsSummary::default(),
-        correctly_rounded: 0.0,
-        verdicts: BTreeMap::new(),
-        facts: BTreeMap::new(),
-        invalid_probes: 0,
-        invalid_rejected: 0,
-        regimes: BTreeMap::new(),
-        failures: Vec::new(),
-        worst: None,
-        seconds: 0.0,
-    };
-    let (mut vb, mut gb) = (Vec::new(), Vec::new());
-    let mut cr = 0u64;
+    let mut st = Stats::empty(cfg, &subject.name());
+    st.cases = outcomes.len() as u64;
     let mut worst_key = (false, f64::NEG_INFINITY);
     for o in outcomes {
         if let Some(r) = gen::regime_of(&cfg.loss, cfg.dtype, cfg.seed, o.index) {
@@ -587,21 +611,10 @@ pub fn run_with(
         if o.hard {
             st.hard_cases += 1;
         }
-        if let Some(e) = o.oracle_error {
+        if o.oracle_error.is_some() {
             st.oracle_errors += 1;
             if st.failures.len() < cfg.keep_failures {
-                st.failures.push(Finding {
-                    index: o.index,
-                    verdicts: vec![],
-                    value_bits: f64::NAN,
-                    grad_bits: f64::NAN,
-                    case: o.case,
-                    report: CaseReport {
-                        error: Some(format!("oracle: {e}")),
-                        ..Default::default()
-                    },
-                    replay: replay_command(&cfg.loss, cfg.dtype, cfg.seed, o.index, &st.subject),
-                });
+                st.failures.push(finding_of(cfg, &st.subject, o));
             }
             continue;
         }
@@ -609,18 +622,17 @@ pub fn run_with(
             st.invalid_probes += 1;
             st.invalid_rejected += u64::from(rejected);
         }
-        let r = o.report.expect("report");
+        let r = o.report.as_ref().expect("report");
         if o.unsupported {
             st.unsupported += 1;
             continue;
         }
-        vb.push(r.value_bits);
-        if !r.outputs.iter().all(|x| x.output == "value") {
-            gb.push(r.grad_bits);
-        }
-        if r.value_correctly_rounded {
-            cr += 1;
-        }
+        st.samples.push(Sample {
+            index: o.index,
+            value_bits: r.value_bits,
+            grad_bits: (!r.outputs.iter().all(|x| x.output == "value")).then_some(r.grad_bits),
+            value_correctly_rounded: r.value_correctly_rounded,
+        });
         for v in &r.verdicts {
             *st.verdicts.entry(*v).or_default() += 1;
         }
@@ -628,29 +640,256 @@ pub fn run_with(
             *st.facts.entry(f.name).or_default() += 1;
         }
         let key = (!r.verdicts.is_empty(), r.value_bits.max(r.grad_bits));
-        let finding = || Finding {
+        let failing = !r.verdicts.is_empty() && st.failures.len() < cfg.keep_failures;
+        if (key.0 && !worst_key.0) || (key.0 == worst_key.0 && key.1 > worst_key.1) {
+            worst_key = key;
+            st.worst = Some(finding_of(cfg, &st.subject, clone_outcome(&o)));
+        }
+        if failing {
+            st.failures.push(finding_of(cfg, &st.subject, o));
+        }
+    }
+    summarize_samples(&mut st);
+    st.seconds = t0.elapsed().as_secs_f64();
+    st
+}
+
+/// The bits summaries and the correctly rounded share, from the samples.
+fn summarize_samples(st: &mut Stats) {
+    let judged = st.samples.len().max(1) as f64;
+    let cr = st.samples.iter().filter(|x| x.value_correctly_rounded).count();
+    st.correctly_rounded = cr as f64 / judged;
+    st.value_bits = BitsSummary::of(st.samples.iter().map(|x| x.value_bits).collect());
+    st.grad_bits = BitsSummary::of(st.samples.iter().filter_map(|x| x.grad_bits).collect());
+}
+
+fn clone_outcome(o: &Outcome) -> Outcome {
+    Outcome {
+        index: o.index,
+        case: o.case.clone(),
+        report: o.report.clone(),
+        oracle_error: o.oracle_error.clone(),
+        unsupported: o.unsupported,
+        hard: o.hard,
+        skipped: o.skipped.clone(),
+        invalid_rejected: o.invalid_rejected,
+    }
+}
+
+/// The finding of a judged case (a failure, the worst case, or an oracle error).
+fn finding_of(cfg: &Config, subject: &str, o: Outcome) -> Finding {
+    let replay = replay_command(&cfg.loss, cfg.dtype, cfg.seed, o.index, subject);
+    match (o.oracle_error, o.report) {
+        (None, Some(r)) => Finding {
             index: o.index,
             verdicts: r.verdicts.clone(),
             value_bits: r.value_bits,
             grad_bits: r.grad_bits,
-            case: o.case.clone(),
-            report: r.clone(),
-            replay: replay_command(&cfg.loss, cfg.dtype, cfg.seed, o.index, &st.subject),
-        };
-        if (key.0 && !worst_key.0) || (key.0 == worst_key.0 && key.1 > worst_key.1) {
-            worst_key = key;
-            st.worst = Some(finding());
+            case: o.case,
+            report: r,
+            replay,
+        },
+        (e, _) => Finding {
+            index: o.index,
+            verdicts: vec![],
+            value_bits: f64::NAN,
+            grad_bits: f64::NAN,
+            case: o.case,
+            report: CaseReport {
+                error: Some(format!("oracle: {}", e.unwrap_or_default())),
+                ..Default::default()
+            },
+            replay,
+        },
+    }
+}
+
+/// Schema id of [`record`].
+pub const RECORD_SCHEMA: &str = "losscheck-campaign-record/1";
+
+/// A campaign's result as a JSON object that [`merge`] reads back: its counters, every judged
+/// case's bits ([`Sample`]) and the indices of its kept failures and worst case — not the
+/// cases themselves, which [`merge`] regenerates and re-judges from the seed (a record stays
+/// small; the shards of a campaign and a checkpoint of `report --resume` are records).
+pub fn record(cfg: &Config, st: &Stats) -> Value {
+    let counts = |m: &BTreeMap<&'static str, u64>| {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "schema": RECORD_SCHEMA,
+        "subject": st.subject, "loss": st.loss, "dtype": st.dtype.name(), "seed": st.seed,
+        "campaign_cases": cfg.cases, "shard": cfg.shard.text(), "cases": st.cases,
+        "keep_failures": cfg.keep_failures, "repeat_every": cfg.repeat_every,
+        "batch_every": cfg.batch_every, "invalid_every": cfg.invalid_every,
+        "max_bits": cfg.max_bits.iter().map(|(d, b)| (d.name().to_string(), json!(b))).collect::<serde_json::Map<_, _>>(),
+        "unsupported": st.unsupported, "skipped": st.skipped, "oracle_errors": st.oracle_errors,
+        "hard_cases": st.hard_cases,
+        "verdicts": st.verdicts.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "facts": counts(&st.facts),
+        "invalid_probes": st.invalid_probes, "invalid_rejected": st.invalid_rejected,
+        "regimes": st.regimes,
+        "samples": st.samples.iter().map(|x| json!([x.index, x.value_bits, x.grad_bits, x.value_correctly_rounded])).collect::<Vec<_>>(),
+        "failures": st.failures.iter().map(|f| f.index).collect::<Vec<_>>(),
+        "worst": st.worst.as_ref().map(|f| json!([f.index, !f.verdicts.is_empty(), f.value_bits.max(f.grad_bits)])),
+        "seconds": st.seconds,
+    })
+}
+
+/// The names a record's counters may hold (facts and verdicts are `&'static str` in
+/// [`Stats`]): every verdict and every fact any part of losscheck records.
+fn static_name(name: &str) -> Option<&'static str> {
+    const FACTS: &[&str] = &["kink_selection", "nondeterministic", "batch_variant"];
+    crate::check::policies::READINGS
+        .iter()
+        .map(|r| r.name)
+        .chain(FACTS.iter().copied())
+        .find(|&n| n == name)
+}
+
+/// The campaign's settings a record was made with, for `cfg` to match.
+fn check_settings(cfg: &Config, r: &Value) -> Result<(), String> {
+    let u = |k: &str| r[k].as_u64();
+    let same = r["loss"] == cfg.loss.as_str()
+        && r["dtype"] == cfg.dtype.name()
+        && u("seed") == Some(cfg.seed)
+        && u("campaign_cases") == Some(cfg.cases)
+        && u("keep_failures") == Some(cfg.keep_failures as u64)
+        && u("repeat_every") == Some(cfg.repeat_every)
+        && u("batch_every") == Some(cfg.batch_every)
+        && u("invalid_every") == Some(cfg.invalid_every);
+    if !same {
+        return Err(format!(
+            "record of {} {} (seed {}, {} cases) was made with other settings than this campaign's ({} {}, seed {}, {} cases)",
+            r["loss"], r["dtype"], r["seed"], r["campaign_cases"], cfg.loss, cfg.dtype, cfg.seed, cfg.cases
+        ));
+    }
+    Ok(())
+}
+
+/// Combine records of one campaign — its N shards, each once, or a single whole-campaign record
+/// (a checkpoint) — into the campaign's [`Stats`], equal to what an unsharded run gives (the
+/// counters summed, the bits summaries recomputed from every sample, the first
+/// `keep_failures` failures by index and the worst case regenerated and re-judged by
+/// `subject`), `seconds` summed.
+pub fn merge(cfg: &Config, subject: &dyn Subject, records: &[Value]) -> Result<Stats, String> {
+    combine(cfg, subject, records, true)
+}
+
+/// One record read back as its [`Stats`] (a checkpoint of `report --resume`, or a shard's
+/// share alone), its failures and worst case re-judged; `cfg` is the record's campaign
+/// (its shard included).
+pub fn from_record(cfg: &Config, subject: &dyn Subject, record: &Value) -> Result<Stats, String> {
+    if record["shard"] != cfg.shard.text().as_str() {
+        return Err(format!("record of shard {}, not {}", record["shard"], cfg.shard.text()));
+    }
+    combine(cfg, subject, std::slice::from_ref(record), false)
+}
+
+/// The N shards' records of one campaign combined without re-judging anything: counters and
+/// bits summaries as [`merge`]'s, no failures and no worst case (the fuzzer's statistics keep
+/// none; its findings are in its own files).
+pub fn merge_counts(cfg: &Config, subject: &str, records: &[Value]) -> Result<Stats, String> {
+    combine_parts(cfg, subject, records, true).map(|(st, _, _)| st)
+}
+
+fn combine(cfg: &Config, subject: &dyn Subject, records: &[Value], whole: bool) -> Result<Stats, String> {
+    let name = subject.name();
+    let (mut st, failures, worst) = combine_parts(cfg, &name, records, whole)?;
+    let rejudge = |index: u64| finding_of(cfg, &name, run_one(cfg, subject, index));
+    st.failures = failures.par_iter().map(|&i| rejudge(i)).collect();
+    st.worst = worst.map(rejudge);
+    Ok(st)
+}
+
+/// The combined counters and samples, the failures' indices (the first `keep_failures`) and
+/// the worst case's index.
+fn combine_parts(
+    cfg: &Config,
+    name: &str,
+    records: &[Value],
+    whole: bool,
+) -> Result<(Stats, Vec<u64>, Option<u64>), String> {
+    let first = records.first().ok_or("no record to merge")?;
+    let count = Shard::parse(first["shard"].as_str().unwrap_or(""))?.count;
+    let mut seen = vec![false; count as usize];
+    let mut st = Stats::empty(cfg, name);
+    let mut failures: Vec<u64> = Vec::new();
+    let mut worst: Option<(bool, f64, u64)> = None;
+    for r in records {
+        if r["schema"] != RECORD_SCHEMA {
+            return Err(format!("not a campaign record ({RECORD_SCHEMA}): schema {}", r["schema"]));
         }
-        if !r.verdicts.is_empty() && st.failures.len() < cfg.keep_failures {
-            st.failures.push(finding());
+        if r["subject"] != name {
+            return Err(format!("record of subject {} merged as {name}", r["subject"]));
+        }
+        check_settings(cfg, r)?;
+        let shard = Shard::parse(r["shard"].as_str().unwrap_or(""))?;
+        if shard.count != count {
+            return Err(format!(
+                "{} {}: shards of {} and of {count} mixed",
+                cfg.loss, cfg.dtype, shard.count
+            ));
+        }
+        if std::mem::replace(&mut seen[shard.index as usize], true) {
+            return Err(format!("{} {}: shard {} given twice", cfg.loss, cfg.dtype, shard.text()));
+        }
+        let u = |k: &str| r[k].as_u64().unwrap_or(0);
+        st.cases += u("cases");
+        st.unsupported += u("unsupported");
+        st.skipped += u("skipped");
+        st.oracle_errors += u("oracle_errors");
+        st.hard_cases += u("hard_cases");
+        st.invalid_probes += u("invalid_probes");
+        st.invalid_rejected += u("invalid_rejected");
+        st.seconds += r["seconds"].as_f64().unwrap_or(0.0);
+        for (k, v) in r["verdicts"].as_object().into_iter().flatten() {
+            let verdict = Verdict::parse(k).ok_or_else(|| format!("unknown verdict {k:?}"))?;
+            *st.verdicts.entry(verdict).or_default() += v.as_u64().unwrap_or(0);
+        }
+        for (k, v) in r["facts"].as_object().into_iter().flatten() {
+            let fact = static_name(k).ok_or_else(|| format!("unknown fact {k:?}"))?;
+            *st.facts.entry(fact).or_default() += v.as_u64().unwrap_or(0);
+        }
+        for (k, v) in r["regimes"].as_object().into_iter().flatten() {
+            *st.regimes.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+        }
+        for x in r["samples"].as_array().into_iter().flatten() {
+            let bad = || format!("bad sample {x}");
+            st.samples.push(Sample {
+                index: x[0].as_u64().ok_or_else(bad)?,
+                value_bits: x[1].as_f64().ok_or_else(bad)?,
+                grad_bits: x[2].as_f64(),
+                value_correctly_rounded: x[3].as_bool().ok_or_else(bad)?,
+            });
+        }
+        failures.extend(r["failures"].as_array().into_iter().flatten().filter_map(Value::as_u64));
+        // the worst case: failing before passing, then the most bits, then the lowest index
+        // (what the unsharded run's scan in index order keeps)
+        if let (Some(i), Some(f), Some(b)) =
+            (r["worst"][0].as_u64(), r["worst"][1].as_bool(), r["worst"][2].as_f64())
+        {
+            let better = worst.map_or(true, |(wf, wb, wi)| {
+                (f, b) > (wf, wb) || ((f, b) == (wf, wb) && i < wi)
+            });
+            if better {
+                worst = Some((f, b, i));
+            }
         }
     }
-    let judged = vb.len().max(1) as f64;
-    st.correctly_rounded = cr as f64 / judged;
-    st.value_bits = BitsSummary::of(vb);
-    st.grad_bits = BitsSummary::of(gb);
-    st.seconds = t0.elapsed().as_secs_f64();
-    st
+    if let Some(k) = seen.iter().position(|&s| !s).filter(|_| whole) {
+        return Err(format!(
+            "{} {}: shard {k}/{count} is missing",
+            cfg.loss, cfg.dtype
+        ));
+    }
+    st.samples.sort_by_key(|x| x.index);
+    summarize_samples(&mut st);
+    failures.sort_unstable();
+    failures.dedup();
+    failures.truncate(cfg.keep_failures);
+    Ok((st, failures, worst.map(|(_, _, i)| i)))
 }
 
 /// Shrink a finding's case (fewer elements, simpler values) while it still draws its first

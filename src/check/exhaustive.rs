@@ -87,48 +87,7 @@ pub fn elementwise_losses() -> Vec<&'static str> {
         .collect()
 }
 
-/// A contiguous range `K` of `N` of the primary input's bit patterns: patterns
-/// [⌊K·2ʷ/N⌋, ⌊(K+1)·2ʷ/N⌋), w the dtype's width. The `N` shards cover every pattern once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u64,
-    pub count: u64,
-}
-
-impl Shard {
-    /// The whole pattern space.
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
-    /// Parse `K/N` (0 ≤ K < N).
-    pub fn parse(s: &str) -> Result<Shard, String> {
-        let (k, n) = s
-            .split_once('/')
-            .ok_or_else(|| format!("expected K/N (e.g. 3/64), got {s:?}"))?;
-        let k: u64 = k
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad shard index {k:?}"))?;
-        let n: u64 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad shard count {n:?}"))?;
-        if n == 0 || k >= n {
-            return Err(format!("shard K/N needs 0 <= K < N, got {k}/{n}"));
-        }
-        Ok(Shard { index: k, count: n })
-    }
-
-    /// The patterns of this shard in `dtype`.
-    pub fn range(self, dtype: Dtype) -> Range<u64> {
-        let total = 1u64 << dtype.width();
-        let at = |k: u64| ((k as u128 * total as u128) / self.count as u128) as u64;
-        at(self.index)..at(self.index + 1)
-    }
-
-    pub fn is_all(self) -> bool {
-        self.count == 1
-    }
-}
+pub use crate::check::shard::Shard;
 
 /// One combination of the other inputs' values and of the params (the primary input takes
 /// every pattern). Float values are exact in the dtype; params are binary64.

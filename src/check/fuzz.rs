@@ -59,7 +59,7 @@
 //! - A baseline ([`Baseline`]) accepts findings by loss, dtype and verdict; accepted findings
 //!   are recorded (`"accepted": true`) and counted but do not make the run fail.
 
-use crate::check::campaign::{self, Config, Outcome, Stats};
+use crate::check::campaign::{self, Config, Outcome, Shard, Stats};
 use crate::check::compare::CaseReport;
 use crate::check::gen;
 use crate::check::subject::Subject;
@@ -115,6 +115,8 @@ pub struct Settings {
     /// Probe every k-th case with an invalid variant of it (`invalid_accepted`; 0: never;
     /// [`Config::invalid_every`]).
     pub invalid_every: u64,
+    /// Run only this share of every campaign's cases (`--shard K/N`; docs/distributed.md).
+    pub shard: Shard,
 }
 
 impl Default for Settings {
@@ -134,6 +136,23 @@ impl Default for Settings {
             repeat_every: 50,
             batch_every: 50,
             invalid_every: 25,
+            shard: Shard::ALL,
+        }
+    }
+}
+
+impl Settings {
+    /// The campaign of `loss` × `dtype` under these settings (the fuzzer keeps no failures in
+    /// its statistics: it streams them).
+    pub fn config(&self, loss: &str, dtype: Dtype) -> Config {
+        Config {
+            max_bits: self.max_bits.clone(),
+            repeat_every: self.repeat_every,
+            batch_every: self.batch_every,
+            invalid_every: self.invalid_every,
+            shard: self.shard,
+            keep_failures: 0,
+            ..Config::new(loss, dtype, self.cases, self.seed)
         }
     }
 }
@@ -555,7 +574,7 @@ fn finding_json(
         "case_file": case_file.map(|p| p.display().to_string()),
         "replay": replay_line(case_file, &s.replay_subject),
         "minimal": minimal.is_some(), "shrunk_from": minimal,
-        "accepted": accepted,
+        "accepted": accepted, "shard": s.shard.text(),
     })
 }
 
@@ -692,18 +711,12 @@ pub fn run(subject: &dyn Subject, s: &Settings, progress: &dyn Progress) -> Resu
     let (jobs, notes) = plan(subject, s)?;
     let sink = Sink::new(s.out.as_deref())?;
     let name = subject.name();
-    progress.start(s.cases * jobs.len() as u64);
+    let share = (0..s.cases).filter(|&i| s.shard.contains(i)).count() as u64;
+    progress.start(share * jobs.len() as u64);
     let mut campaigns = Vec::new();
     for (loss, dtype) in jobs {
         progress.campaign(&loss, dtype);
-        let cfg = Config {
-            max_bits: s.max_bits.clone(),
-            repeat_every: s.repeat_every,
-            batch_every: s.batch_every,
-            invalid_every: s.invalid_every,
-            keep_failures: 0,
-            ..Config::new(&loss, dtype, s.cases, s.seed)
-        };
+        let cfg = s.config(&loss, dtype);
         // first case per class (lowest index), for shrinking
         let firsts: Mutex<BTreeMap<String, (u64, Case, CaseReport)>> = Mutex::new(BTreeMap::new());
         let counts: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
@@ -870,8 +883,189 @@ pub fn run(subject: &dyn Subject, s: &Settings, progress: &dyn Progress) -> Resu
     };
     if let Some(d) = &s.out {
         write_summary(&mut report, d)?;
+        if !s.shard.is_all() {
+            let p = d.join("shard.json");
+            std::fs::write(&p, shard_json(&report).to_string() + "\n")
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        }
     }
     Ok(report)
+}
+
+/// Schema id of a fuzz shard's `shard.json`.
+pub const SHARD_SCHEMA: &str = "losscheck-fuzz-shard/1";
+
+/// What [`merge`] needs of a shard: the settings, and per campaign its record, its finding
+/// counts and its distinct failures (with their minimal cases).
+fn shard_json(r: &Report) -> Value {
+    let s = &r.settings;
+    let campaigns: Vec<Value> = r
+        .campaigns
+        .iter()
+        .map(|c| {
+            let cfg = s.config(&c.stats.loss, c.stats.dtype);
+            let distinct: Vec<Value> = c
+                .distinct
+                .iter()
+                .map(|d| {
+                    json!({"loss": d.loss, "dtype": d.dtype.name(), "verdict": d.verdict, "count": d.count,
+                           "first_index": d.first_index, "minimal": d.minimal.to_json(), "shrunk": d.shrunk,
+                           "detail": d.detail, "error": d.error, "value_bits": d.value_bits, "grad_bits": d.grad_bits,
+                           "case_file": d.case_file.as_ref().map(|p| p.display().to_string()),
+                           "replay": d.replay, "accepted": d.accepted})
+                })
+                .collect();
+            json!({"record": campaign::record(&cfg, &c.stats), "findings": c.findings,
+                   "accepted": c.accepted, "distinct": distinct})
+        })
+        .collect();
+    json!({
+        "schema": SHARD_SCHEMA, "subject": r.subject, "shard": s.shard.text(),
+        "settings": {"cases": s.cases, "seed": s.seed, "strict_policy": s.strict_policy,
+                     "max_bits": s.max_bits.iter().map(|(d, b)| (d.name().to_string(), json!(b))).collect::<serde_json::Map<_, _>>(),
+                     "repeat_every": s.repeat_every, "batch_every": s.batch_every, "invalid_every": s.invalid_every,
+                     "replay_subject": s.replay_subject},
+        "notes": r.notes, "campaigns": campaigns, "seconds": r.seconds,
+    })
+}
+
+/// `losscheck merge --fuzz`: one fuzz report from the `shard.json` of each of the N shards of a
+/// run (`fuzz --shard K/N`, each shard once, the same subject and settings): per campaign the
+/// records merged ([`campaign::merge`] without re-judging: the fuzzer keeps no failures in its
+/// statistics), finding counts summed, and per verdict the distinct failure of the shard that
+/// met it first (lowest case index) — the one an unsharded run would have shrunk. The merged
+/// findings.jsonl is the shards' lines concatenated (their case files stay where they are).
+pub fn merge(shards: &[Value], out: Option<&Path>, findings: &[PathBuf]) -> Result<Report, String> {
+    let first = shards.first().ok_or("no fuzz shard to merge")?;
+    for sh in shards {
+        if sh["schema"] != SHARD_SCHEMA {
+            return Err(format!("not a fuzz shard ({SHARD_SCHEMA}): schema {}", sh["schema"]));
+        }
+        if sh["settings"] != first["settings"] || sh["subject"] != first["subject"] {
+            return Err(format!(
+                "shards {} and {} are of different runs (subject or settings differ)",
+                first["shard"], sh["shard"]
+            ));
+        }
+    }
+    let st = &first["settings"];
+    let mut settings = Settings {
+        cases: st["cases"].as_u64().ok_or("shard settings lack cases")?,
+        seed: st["seed"].as_u64().ok_or("shard settings lack seed")?,
+        strict_policy: st["strict_policy"].as_bool().unwrap_or(false),
+        repeat_every: st["repeat_every"].as_u64().unwrap_or(0),
+        batch_every: st["batch_every"].as_u64().unwrap_or(0),
+        invalid_every: st["invalid_every"].as_u64().unwrap_or(0),
+        replay_subject: st["replay_subject"].as_str().unwrap_or("").to_string(),
+        out: out.map(Path::to_path_buf),
+        ..Settings::default()
+    };
+    settings.max_bits = st["max_bits"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(d, b)| Some((Dtype::parse(d)?, b.as_f64()?)))
+        .collect();
+    // campaigns in the first shard's order
+    let mut campaigns = Vec::new();
+    for c in first["campaigns"].as_array().into_iter().flatten() {
+        let (loss, dtype) = (&c["record"]["loss"], &c["record"]["dtype"]);
+        let parts: Vec<&Value> = shards
+            .iter()
+            .flat_map(|sh| sh["campaigns"].as_array().into_iter().flatten())
+            .filter(|x| &x["record"]["loss"] == loss && &x["record"]["dtype"] == dtype)
+            .collect();
+        let d = dtype.as_str().and_then(Dtype::parse).ok_or("bad dtype in a shard")?;
+        let cfg = Config {
+            shard: Shard::ALL,
+            ..settings.config(loss.as_str().unwrap_or(""), d)
+        };
+        let records: Vec<Value> = parts.iter().map(|x| x["record"].clone()).collect();
+        let stats = campaign::merge_counts(&cfg, first["subject"].as_str().unwrap_or(""), &records)
+            .map_err(|e| format!("{} {}: {e}", cfg.loss, cfg.dtype))?;
+        let sum = |key: &str| {
+            let mut m: BTreeMap<String, u64> = BTreeMap::new();
+            for x in &parts {
+                for (k, v) in x[key].as_object().into_iter().flatten() {
+                    *m.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+                }
+            }
+            m
+        };
+        let (found, accepted) = (sum("findings"), sum("accepted"));
+        let mut distinct: BTreeMap<String, Distinct> = BTreeMap::new();
+        for x in &parts {
+            for v in x["distinct"].as_array().into_iter().flatten() {
+                let dd = distinct_of(v)?;
+                let keep = distinct
+                    .get(&dd.verdict)
+                    .map_or(true, |o| dd.first_index < o.first_index);
+                if keep {
+                    distinct.insert(dd.verdict.clone(), dd);
+                }
+            }
+        }
+        let distinct: Vec<Distinct> = distinct
+            .into_values()
+            .map(|mut dd| {
+                dd.count = found.get(&dd.verdict).copied().unwrap_or(dd.count);
+                dd
+            })
+            .collect();
+        campaigns.push(CampaignReport { stats, findings: found, accepted, distinct });
+    }
+    let mut report = Report {
+        subject: first["subject"].as_str().unwrap_or("").to_string(),
+        settings,
+        campaigns,
+        notes: first["notes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect(),
+        findings_file: out.map(|d| d.join("findings.jsonl")),
+        summary_file: out.map(|d| d.join("summary.md")),
+        stderr: None,
+        seconds: shards.iter().filter_map(|s| s["seconds"].as_f64()).sum(),
+    };
+    if let Some(d) = out {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        let mut lines = String::new();
+        for f in findings {
+            lines += &std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        }
+        let p = d.join("findings.jsonl");
+        std::fs::write(&p, lines).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        write_summary(&mut report, d)?;
+    }
+    Ok(report)
+}
+
+fn distinct_of(v: &Value) -> Result<Distinct, String> {
+    let (minimal, _) = Case::from_json(&v["minimal"]).map_err(|e| e.to_string())?;
+    Ok(Distinct {
+        loss: v["loss"].as_str().unwrap_or("").to_string(),
+        dtype: v["dtype"].as_str().and_then(Dtype::parse).ok_or("bad dtype")?,
+        verdict: v["verdict"].as_str().unwrap_or("").to_string(),
+        count: v["count"].as_u64().unwrap_or(0),
+        first_index: v["first_index"].as_u64().unwrap_or(0),
+        minimal,
+        shrunk: v["shrunk"].as_bool().unwrap_or(false),
+        detail: v["detail"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        error: v["error"].as_str().map(String::from),
+        value_bits: v["value_bits"].as_f64().unwrap_or(f64::NAN),
+        grad_bits: v["grad_bits"].as_f64().unwrap_or(f64::NAN),
+        case_file: v["case_file"].as_str().map(PathBuf::from),
+        replay: v["replay"].as_str().unwrap_or("").to_string(),
+        accepted: v["accepted"].as_bool().unwrap_or(false),
+    })
 }
 
 fn write_summary(report: &mut Report, dir: &Path) -> Result<(), String> {
@@ -932,6 +1126,15 @@ fn case_text(c: &Case, file: Option<&Path>, limit: usize) -> String {
     )
 }
 
+/// ", shard K/N of them" (nothing for an unsharded run).
+fn shard_text(shard: Shard) -> String {
+    if shard.is_all() {
+        String::new()
+    } else {
+        format!(" (this run: shard {} of them)", shard.text())
+    }
+}
+
 fn render(r: &Report, md: bool) -> String {
     let mut o = String::new();
     let s = &r.settings;
@@ -945,9 +1148,10 @@ fn render(r: &Report, md: bool) -> String {
         o += &format!("# losscheck fuzz: {}\n\n", r.subject);
         o +=
             &format!(
-            "Seed {}, {} cases per loss × dtype, accuracy findings above {mb} bits{}; {:.1} s.\n\n",
+            "Seed {}, {} cases per loss × dtype{}, accuracy findings above {mb} bits{}; {:.1} s.\n\n",
             s.seed,
             s.cases,
+            shard_text(s.shard),
             if s.strict_policy { ", strict policy (facts are findings)" } else { "" },
             r.seconds
         );
@@ -987,10 +1191,11 @@ fn render(r: &Report, md: bool) -> String {
               `invalid_accepted` fact.\n";
     } else {
         o += &format!(
-            "losscheck fuzz {}: seed {}, {} cases per loss × dtype, accuracy findings above {mb} bits{}\n\n",
+            "losscheck fuzz {}: seed {}, {} cases per loss × dtype{}, accuracy findings above {mb} bits{}\n\n",
             r.subject,
             s.seed,
             s.cases,
+            shard_text(s.shard),
             if s.strict_policy { ", strict policy" } else { "" }
         );
         for c in &r.campaigns {

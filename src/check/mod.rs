@@ -11,5 +11,6 @@ pub mod gen;
 pub mod invalid;
 pub mod metamorphic;
 pub mod policies;
+pub mod shard;
 pub mod subject;
 pub mod suite;

@@ -16,7 +16,7 @@ pub mod breakdown;
 pub mod html;
 pub mod plot;
 
-use crate::check::campaign::{self, Config, Stats};
+use crate::check::campaign::{self, Config, Shard, Stats};
 use crate::check::compare::Verdict;
 use crate::check::subject::{Kernels, Subject};
 use crate::zoo::{self, ZooEntry, ZooSubject};
@@ -77,6 +77,14 @@ pub struct Options {
     pub progress: bool,
     /// A first look (`--quick`): recorded in the report.
     pub quick: bool,
+    /// Run only this share of every campaign's cases ([`run_shard`]; `--shard K/N`).
+    pub shard: Shard,
+    /// Where each finished campaign's record is written, so that an interrupted run resumes
+    /// from it (`--resume`); `None`: no checkpoints.
+    pub checkpoint: Option<PathBuf>,
+    /// Read the campaigns already recorded under [`Options::checkpoint`] instead of re-running
+    /// them (a record made with other settings is ignored and its campaign re-run).
+    pub resume: bool,
 }
 
 impl Options {
@@ -96,6 +104,9 @@ impl Options {
             counterexamples: true,
             progress: true,
             quick: false,
+            shard: Shard::ALL,
+            checkpoint: None,
+            resume: false,
         }
     }
     /// A first look: 500 kernel cases, 200 per zoo entry, 16-point sweeps.
@@ -236,16 +247,34 @@ fn campaigns(
     if cases == 0 {
         return Vec::new();
     }
-    let bar = progress_bar(opts.progress, cases * jobs.len() as u64, unit);
+    let share = (0..cases).filter(|&i| opts.shard.contains(i)).count() as u64;
+    let bar = progress_bar(opts.progress, share * jobs.len() as u64, unit);
     let all = jobs
         .iter()
         .map(|(subject, loss, dtype)| {
             bar.set_message(format!("{} {loss} {dtype}", subject.name()));
-            let cfg = Config {
-                keep_failures: 50,
-                ..Config::new(loss, *dtype, cases, opts.seed)
-            };
+            let cfg = campaign_config(opts, loss, *dtype, cases);
+            let file = opts
+                .checkpoint
+                .as_ref()
+                .map(|d| d.join(checkpoint_name(&subject.name(), loss, *dtype, opts.shard)));
+            let resumed = file
+                .as_ref()
+                .filter(|_| opts.resume)
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|r| campaign::from_record(&cfg, *subject, &r).ok());
+            if let Some(st) = resumed {
+                bar.inc(share);
+                return st;
+            }
             let st = campaign::run(&cfg, *subject, &|| bar.inc(1));
+            if let Some(f) = &file {
+                // a checkpoint that cannot be written costs a resume, not the report
+                if let Err(e) = write_atomic(f, &campaign::record(&cfg, &st).to_string()) {
+                    bar.println(format!("losscheck: checkpoint not written: {e}"));
+                }
+            }
             if !bar.is_hidden() {
                 bar.println(format!(
                     "{:<40} {}",
@@ -260,36 +289,186 @@ fn campaigns(
     all
 }
 
+/// The settings of one of the report's campaigns.
+pub fn campaign_config(opts: &Options, loss: &str, dtype: Dtype, cases: u64) -> Config {
+    Config {
+        keep_failures: 50,
+        shard: opts.shard,
+        ..Config::new(loss, dtype, cases, opts.seed)
+    }
+}
+
+/// The checkpoint file of a campaign (under [`Options::checkpoint`]).
+fn checkpoint_name(subject: &str, loss: &str, dtype: Dtype, shard: Shard) -> String {
+    let safe: String = subject
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
+        .collect();
+    format!("{safe}__{loss}__{dtype}__{}-of-{}.json", shard.index, shard.count)
+}
+
 /// Run everything the report shows.
 pub fn run(opts: &Options) -> Report {
-    let losses = opts.losses();
-    let dtypes = opts.dtypes();
-    let kernels = Kernels;
-    let zoo_entries = opts.zoo();
-    let zoo_subjects: Vec<ZooSubject> = zoo_entries.iter().map(|(e, _)| ZooSubject(e)).collect();
-    let mut timings = Timings::default();
+    let (kstats, zstats, timings) = run_campaigns(opts);
+    finish(opts, kstats, zstats, timings)
+}
 
-    // 1. the kernels' campaign
-    let t = Instant::now();
-    let mut kjobs: Vec<(&dyn Subject, String, Dtype)> = Vec::new();
-    for l in &losses {
-        for &d in &dtypes {
-            kjobs.push((&kernels, l.clone(), d));
+/// Campaigns to run: subject, loss, dtype.
+type Jobs<'a> = Vec<(&'a dyn Subject, String, Dtype)>;
+
+/// The kernels' and the zoo baselines' campaigns, in report order.
+fn jobs<'a>(opts: &Options, kernels: &'a Kernels, zoo_subjects: &'a [ZooSubject]) -> (Jobs<'a>, Jobs<'a>) {
+    let mut kjobs: Jobs = Vec::new();
+    for l in &opts.losses() {
+        for &d in &opts.dtypes() {
+            kjobs.push((kernels, l.clone(), d));
         }
     }
-    let kstats = campaigns(&kjobs, opts.cases, opts, "kernel cases");
-    timings.kernels = t.elapsed().as_secs_f64();
-
-    // 2. the zoo baselines
-    let t = Instant::now();
-    let mut zjobs: Vec<(&dyn Subject, String, Dtype)> = Vec::new();
-    for ((e, ds), s) in zoo_entries.iter().zip(&zoo_subjects) {
+    let mut zjobs: Jobs = Vec::new();
+    for ((e, ds), s) in opts.zoo().iter().zip(zoo_subjects) {
         for &d in ds {
             zjobs.push((s, e.loss.to_string(), d));
         }
     }
+    (kjobs, zjobs)
+}
+
+/// The zoo subjects of the report's entries.
+fn zoo_subjects(opts: &Options) -> Vec<ZooSubject> {
+    opts.zoo().iter().map(|(e, _)| ZooSubject(e)).collect()
+}
+
+/// Run the campaigns (the kernels', then the zoo's): the part of the report that `--shard`
+/// splits and `--resume` checkpoints.
+pub fn run_campaigns(opts: &Options) -> (Vec<Stats>, Vec<Stats>, Timings) {
+    let kernels = Kernels;
+    let zoo_subjects = zoo_subjects(opts);
+    let (kjobs, zjobs) = jobs(opts, &kernels, &zoo_subjects);
+    let mut timings = Timings::default();
+    let t = Instant::now();
+    let kstats = campaigns(&kjobs, opts.cases, opts, "kernel cases");
+    timings.kernels = t.elapsed().as_secs_f64();
+    let t = Instant::now();
     let zstats = campaigns(&zjobs, opts.zoo_cases, opts, "zoo cases");
     timings.zoo = t.elapsed().as_secs_f64();
+    (kstats, zstats, timings)
+}
+
+/// Schema id of a shard file (`report --shard K/N`).
+pub const SHARD_SCHEMA: &str = "losscheck-report-shard/1";
+
+/// The options a shard file carries, for [`merge`] to rebuild the report's.
+fn options_json(o: &Options) -> Value {
+    json!({
+        "seed": o.seed, "cases": o.cases, "zoo_cases": o.zoo_cases,
+        "losses": o.losses, "dtypes": o.dtypes.iter().map(|d| d.name()).collect::<Vec<_>>(),
+        "sweep_points": o.sweep.points, "sweep_cases_per_point": o.sweep.cases_per_point,
+        "counterexamples": o.counterexamples, "quick": o.quick,
+    })
+}
+
+/// `report --shard K/N`: this shard's share of every campaign, as one JSON document of
+/// campaign records (no report: [`merge`] makes it from all N shards).
+pub fn run_shard(opts: &Options) -> Value {
+    let (kstats, zstats, timings) = run_campaigns(opts);
+    let record = |st: &Stats, cases: u64| {
+        campaign::record(&campaign_config(opts, &st.loss, st.dtype, cases), st)
+    };
+    json!({
+        "schema": SHARD_SCHEMA,
+        "shard": opts.shard.text(),
+        "options": options_json(opts),
+        "kernels": kstats.iter().map(|st| record(st, opts.cases)).collect::<Vec<_>>(),
+        "zoo": zstats.iter().map(|st| record(st, opts.zoo_cases)).collect::<Vec<_>>(),
+        "seconds": {"kernels": timings.kernels, "zoo": timings.zoo},
+    })
+}
+
+/// `losscheck merge`: the report from the N shard files of one sharded run (each shard once,
+/// all made with the same options): every campaign's records merged
+/// ([`campaign::merge`], equal to the unsharded campaign), then the sweeps and counterexamples,
+/// which are run here. The report equals the unsharded run's, timings aside.
+pub fn merge(shards: &[Value], progress: bool) -> Result<Report, String> {
+    let first = shards.first().ok_or("no shard to merge")?;
+    for s in shards {
+        if s["schema"] != SHARD_SCHEMA {
+            return Err(format!("not a report shard ({SHARD_SCHEMA}): schema {}", s["schema"]));
+        }
+        if s["options"] != first["options"] {
+            return Err(format!(
+                "shards {} and {} were run with different options: {} vs {}",
+                first["shard"], s["shard"], first["options"], s["options"]
+            ));
+        }
+    }
+    let o = &first["options"];
+    let u = |k: &str| o[k].as_u64().ok_or_else(|| format!("shard options lack {k}"));
+    let mut opts = Options::new(u("seed")?, u("cases")?);
+    opts.zoo_cases = u("zoo_cases")?;
+    opts.sweep.points = u("sweep_points")? as usize;
+    opts.sweep.cases_per_point = u("sweep_cases_per_point")?;
+    opts.counterexamples = o["counterexamples"].as_bool().unwrap_or(true);
+    opts.quick = o["quick"].as_bool().unwrap_or(false);
+    opts.progress = progress;
+    opts.losses = o["losses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    opts.dtypes = o["dtypes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            v.as_str()
+                .and_then(Dtype::parse)
+                .ok_or_else(|| format!("bad dtype {v} in the shard options"))
+        })
+        .collect::<Result<_, _>>()?;
+    let kernels = Kernels;
+    let zoo_subjects = zoo_subjects(&opts);
+    let (kjobs, zjobs) = jobs(&opts, &kernels, &zoo_subjects);
+    let mut timings = Timings::default();
+    for s in shards {
+        timings.kernels += s["seconds"]["kernels"].as_f64().unwrap_or(0.0);
+        timings.zoo += s["seconds"]["zoo"].as_f64().unwrap_or(0.0);
+    }
+    let merged = |part: &str, jobs: &[(&dyn Subject, String, Dtype)], cases: u64| {
+        if cases == 0 {
+            return Ok(Vec::new());
+        }
+        jobs.iter()
+            .map(|(subject, loss, dtype)| {
+                let name = subject.name();
+                let records: Vec<Value> = shards
+                    .iter()
+                    .flat_map(|s| s[part].as_array().into_iter().flatten())
+                    .filter(|r| r["subject"] == name.as_str() && r["loss"] == loss.as_str() && r["dtype"] == dtype.name())
+                    .cloned()
+                    .collect();
+                let cfg = Config {
+                    shard: Shard::ALL,
+                    ..campaign_config(&opts, loss, *dtype, cases)
+                };
+                campaign::merge(&cfg, *subject, &records)
+                    .map_err(|e| format!("{name} {loss} {dtype}: {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let kstats = merged("kernels", &kjobs, opts.cases)?;
+    let zstats = merged("zoo", &zjobs, opts.zoo_cases)?;
+    Ok(finish(&opts, kstats, zstats, timings))
+}
+
+/// The rest of the report, from the campaigns' results: the breakdown sweeps and the
+/// counterexamples.
+pub fn finish(opts: &Options, kstats: Vec<Stats>, zstats: Vec<Stats>, mut timings: Timings) -> Report {
+    let losses = opts.losses();
+    let dtypes = opts.dtypes();
+    let kernels = Kernels;
+    let zoo_entries = opts.zoo();
+    let zoo_subjects = zoo_subjects(opts);
 
     // 3. the breakdown sweeps
     let t = Instant::now();

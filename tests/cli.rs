@@ -254,6 +254,8 @@ fn every_command_has_help() {
         vec!["report", "--help"],
         vec!["fuzz", "--help"],
         vec!["serve", "--help"],
+        vec!["exhaustive", "--help"],
+        vec!["merge", "--help"],
     ] {
         let out = bin().args(&cmd).output().unwrap();
         assert!(out.status.success(), "{cmd:?}");
@@ -347,4 +349,50 @@ fn eval_handles_every_catalogue_loss() {
             }
         }
     }
+}
+
+#[test]
+fn report_with_an_exec_peer_puts_it_side_by_side_and_writes_its_own_tables() {
+    let out = std::env::temp_dir().join(format!("losscheck-peer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let peer = format!(
+        "exec:{} serve --subject zoo:mse_accumulate_in_dtype",
+        env!("CARGO_BIN_EXE_losscheck")
+    );
+    let o = bin()
+        .args(["report", "--loss", "mse", "--loss", "bce", "--dtype", "f16"])
+        .args(["--cases", "80", "--zoo-cases", "60", "--sweep-points", "4", "--subject", &peer])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    let name = "exec:zoo:mse_accumulate_in_dtype";
+    // its error-table row for mse f16, and its breakdown series (only mse: it declares nothing else)
+    assert!(md.contains(&format!("| {name} | f16 | 60 |")), "{md}");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let peers = j["peer_campaigns"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0]["loss"], "mse");
+    // the zoo entry accumulates in f16: the peer is flagged
+    assert!(peers[0]["verdicts"].as_object().is_some_and(|v| !v.is_empty()), "{}", peers[0]);
+    let own = std::fs::read_to_string(out.join("peers/exec-zoo-mse_accumulate_in_dtype.md")).unwrap();
+    assert!(own.contains("| mse | f16 | 60 |"), "{own}");
+    // each replay line names the command, and replays the case with the same verdict
+    let line = own.lines().find(|l| l.starts_with("- mse f16 case")).expect("a failure line");
+    let replay = line.split('`').nth(1).unwrap();
+    assert!(replay.contains("--subject 'exec:"), "{replay}");
+    let index: String = replay.rsplit(' ').next().unwrap().to_string();
+    let r = bin()
+        .args(["verify", "--subject", &peer, "--loss", "mse", "--dtype", "f16", "--seed", "1", "--index", &index])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&r.stdout).unwrap();
+    let verdict = line.split(": ").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(
+        v["verdicts"].as_array().unwrap().iter().any(|x| x == verdict),
+        "{line} → {v}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -243,7 +243,7 @@ fn report_json_has_the_documented_fields() {
     {
         check_fields(
             c,
-            "Campaign objects (`campaigns[]`, `zoo_campaigns[]`)",
+            "Campaign objects (`campaigns[]`, `zoo_campaigns[]`, `peer_campaigns[]`)",
             true,
         );
     }

@@ -249,6 +249,12 @@ struct ReportArgs {
     /// with other settings is ignored.
     #[arg(long)]
     resume: bool,
+    /// An external implementation side by side with the kernels and the zoo: `exec:CMD`, a
+    /// program speaking the exec protocol (e.g. `exec:python3 adapters/torch_adapter.py
+    /// --device cpu`); repeatable. Each runs every report loss × dtype it declares, with the
+    /// zoo's case count; its own tables go to OUT/peers/<name and version>.md and .json.
+    #[arg(long = "subject", value_name = "exec:CMD")]
+    peers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -273,7 +279,8 @@ struct MergeArgs {
 struct VerifyArgs {
     #[command(flatten)]
     campaign: CampaignArgs,
-    /// The subject: `kernels` (the built-in kernels).
+    /// The subject: `kernels` (the built-in kernels), `zoo:NAME`, or `exec:CMD` (a program
+    /// speaking the exec protocol: the replay of a report peer's case).
     #[arg(long, default_value = "kernels")]
     subject: String,
     /// Replay only case number INDEX of the campaign (needs exactly one --loss and --dtype).
@@ -749,7 +756,15 @@ fn print_failures(all: &[Stats], subject: &dyn Subject) {
 }
 
 fn cmd_verify(a: VerifyArgs) -> Result<ExitCode, String> {
-    let subject = subject_named(&a.subject)?;
+    let subject = match a.subject.strip_prefix("exec:") {
+        Some(cmd) => open_subject(&SubjectArgs {
+            exec: Some(cmd.to_string()),
+            subject: None,
+            timeout_ms: 10_000,
+            workers: None,
+        })?,
+        None => subject_named(&a.subject)?,
+    };
     if let Some(index) = a.index {
         let ([loss], [dtype]) = (a.campaign.losses.as_slice(), a.campaign.dtypes.as_slice()) else {
             return Err("--index needs exactly one --loss and one --dtype".into());
@@ -832,6 +847,9 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
     opts.checkpoint = Some(checkpoints.clone());
     opts.resume = a.resume;
     if let Some(shard) = a.shard {
+        if !a.peers.is_empty() {
+            return Err("--subject exec:CMD is not available with --shard (run the peers in an unsharded report)".into());
+        }
         opts.shard = shard;
         let doc = report::run_shard(&opts);
         let file = a
@@ -848,7 +866,24 @@ fn cmd_report(a: ReportArgs) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let r = report::run(&opts);
+    let mut peers: Vec<Box<dyn Subject>> = Vec::new();
+    for p in &a.peers {
+        let cmd = p.strip_prefix("exec:").ok_or_else(|| {
+            format!("--subject {p:?}: a report peer is exec:CMD (the kernels and the zoo are always in the report)")
+        })?;
+        peers.push(open_subject(&SubjectArgs {
+            exec: Some(cmd.to_string()),
+            subject: None,
+            timeout_ms: 10_000,
+            workers: None,
+        })?);
+    }
+    let peer_refs: Vec<(&dyn Subject, String)> = peers
+        .iter()
+        .zip(&a.peers)
+        .map(|(b, p)| (b.as_ref(), exec::shell_quote(p)))
+        .collect();
+    let r = report::run_with_peers(&opts, &peer_refs);
     let code = write_report(r, &a.out, &a.certificates)?;
     let _ = std::fs::remove_dir_all(&checkpoints);
     Ok(code)

@@ -204,6 +204,8 @@ pub struct Timings {
     pub zoo: f64,
     pub sweeps: f64,
     pub counterexamples: f64,
+    /// External implementations (`--subject exec:CMD`).
+    pub peers: f64,
 }
 
 /// Everything the report shows.
@@ -214,6 +216,8 @@ pub struct Report {
     pub kernels: Vec<Stats>,
     /// The zoo baselines' campaigns, entry × dtype.
     pub zoo: Vec<Stats>,
+    /// External implementations side by side (`--subject exec:CMD`), subject × loss × dtype.
+    pub peers: Vec<Stats>,
     pub sweeps: Vec<Sweep>,
     pub counterexamples: Vec<Counterexample>,
     pub timings: Timings,
@@ -244,6 +248,18 @@ fn campaigns(
     opts: &Options,
     unit: &str,
 ) -> Vec<Stats> {
+    campaigns_with(jobs, cases, opts, unit, &BTreeMap::new())
+}
+
+/// [`campaigns`] with an accuracy threshold per dtype (peers: DESIGN.md's breakdown rule, as
+/// `losscheck fuzz` holds a foreign implementation to).
+fn campaigns_with(
+    jobs: &[(&dyn Subject, String, Dtype)],
+    cases: u64,
+    opts: &Options,
+    unit: &str,
+    max_bits: &BTreeMap<Dtype, f64>,
+) -> Vec<Stats> {
     if cases == 0 {
         return Vec::new();
     }
@@ -253,7 +269,10 @@ fn campaigns(
         .iter()
         .map(|(subject, loss, dtype)| {
             bar.set_message(format!("{} {loss} {dtype}", subject.name()));
-            let cfg = campaign_config(opts, loss, *dtype, cases);
+            let cfg = Config {
+                max_bits: max_bits.clone(),
+                ..campaign_config(opts, loss, *dtype, cases)
+            };
             let file = opts
                 .checkpoint
                 .as_ref()
@@ -309,8 +328,45 @@ fn checkpoint_name(subject: &str, loss: &str, dtype: Dtype, shard: Shard) -> Str
 
 /// Run everything the report shows.
 pub fn run(opts: &Options) -> Report {
-    let (kstats, zstats, timings) = run_campaigns(opts);
-    finish(opts, kstats, zstats, timings)
+    run_with_peers(opts, &[])
+}
+
+/// Run everything the report shows, with external implementations (`--subject exec:CMD`)
+/// side by side: each peer on every report loss × dtype it supports, with the zoo's budget
+/// ([`Options::zoo_cases`]) and the breakdown rule as its accuracy threshold, in the error
+/// tables, the facts and the breakdown sweeps.
+///
+/// Each peer comes with how a replay command names it (`'exec:CMD'`): its findings' replay
+/// lines use that, its tables its handshake name and version.
+pub fn run_with_peers(opts: &Options, peers: &[(&dyn Subject, String)]) -> Report {
+    let (kstats, zstats, mut timings) = run_campaigns(opts);
+    let t = Instant::now();
+    let mut pjobs: Jobs = Vec::new();
+    for &(p, _) in peers {
+        for l in opts.losses() {
+            for d in opts.dtypes() {
+                if p.supports(&l, d) {
+                    pjobs.push((p, l.clone(), d));
+                }
+            }
+        }
+    }
+    let max_bits = crate::check::fuzz::default_max_bits();
+    let mut pstats = campaigns_with(&pjobs, opts.zoo_cases, opts, "peer cases", &max_bits);
+    for st in &mut pstats {
+        let replay_name = peers
+            .iter()
+            .find(|(p, _)| p.name() == st.subject)
+            .map_or(st.subject.clone(), |(_, r)| r.clone());
+        for f in st.failures.iter_mut().chain(st.worst.as_mut()) {
+            f.replay = campaign::replay_command(&st.loss, st.dtype, st.seed, f.index, &replay_name);
+        }
+    }
+    timings.peers = t.elapsed().as_secs_f64();
+    let subjects: Vec<&dyn Subject> = peers.iter().map(|(p, _)| *p).collect();
+    let mut r = finish_with(opts, kstats, zstats, timings, &subjects);
+    r.peers = pstats;
+    r
 }
 
 /// Campaigns to run: subject, loss, dtype.
@@ -463,7 +519,17 @@ pub fn merge(shards: &[Value], progress: bool) -> Result<Report, String> {
 
 /// The rest of the report, from the campaigns' results: the breakdown sweeps and the
 /// counterexamples.
-pub fn finish(opts: &Options, kstats: Vec<Stats>, zstats: Vec<Stats>, mut timings: Timings) -> Report {
+pub fn finish(opts: &Options, kstats: Vec<Stats>, zstats: Vec<Stats>, timings: Timings) -> Report {
+    finish_with(opts, kstats, zstats, timings, &[])
+}
+
+fn finish_with(
+    opts: &Options,
+    kstats: Vec<Stats>,
+    zstats: Vec<Stats>,
+    mut timings: Timings,
+    peers: &[&dyn Subject],
+) -> Report {
     let losses = opts.losses();
     let dtypes = opts.dtypes();
     let kernels = Kernels;
@@ -476,6 +542,12 @@ pub fn finish(opts: &Options, kstats: Vec<Stats>, zstats: Vec<Stats>, mut timing
         .iter()
         .map(|l| {
             let mut v: Vec<(&dyn Subject, Vec<Dtype>)> = vec![(&kernels, dtypes.clone())];
+            for &p in peers {
+                let ds: Vec<Dtype> = dtypes.iter().copied().filter(|&d| p.supports(l, d)).collect();
+                if !ds.is_empty() {
+                    v.push((p, ds));
+                }
+            }
             for ((e, ds), s) in zoo_entries.iter().zip(&zoo_subjects) {
                 if e.loss == l {
                     v.push((s, ds.clone()));
@@ -544,6 +616,7 @@ pub fn finish(opts: &Options, kstats: Vec<Stats>, zstats: Vec<Stats>, mut timing
         options: opts.clone(),
         kernels: kstats,
         zoo: zstats,
+        peers: Vec::new(),
         sweeps,
         counterexamples,
         timings,
@@ -670,10 +743,21 @@ impl Report {
             if o.quick { " (`--quick`: a first look, coarse sweeps)" } else { "" },
             o.seed
         ));
+        if !self.peers.is_empty() {
+            let mut names: Vec<&str> = self.peers.iter().map(|s| s.subject.as_str()).collect();
+            names.dedup();
+            md.push_str(&format!(
+                "Peers side by side (`--subject exec:CMD`): {} — {} cases per loss × dtype each supports, judged by the \
+                 breakdown rule (as `losscheck fuzz` judges a foreign implementation); their own tables are in `peers/`.\n\n",
+                names.join(", "),
+                o.zoo_cases
+            ));
+        }
         let t = &self.timings;
         md.push_str(&format!(
-            "Seconds: kernels' campaign {:.1}, zoo baselines {:.1}, breakdown sweeps {:.1} ({} points × {} cases per subject × dtype), counterexamples {:.1}.\n\n",
-            t.kernels, t.zoo, t.sweeps, o.sweep.points, o.sweep.cases_per_point, t.counterexamples
+            "Seconds: kernels' campaign {:.1}, zoo baselines {:.1}, breakdown sweeps {:.1} ({} points × {} cases per subject × dtype), counterexamples {:.1}{}.\n\n",
+            t.kernels, t.zoo, t.sweeps, o.sweep.points, o.sweep.cases_per_point, t.counterexamples,
+            if self.peers.is_empty() { String::new() } else { format!(", peers {:.1}", t.peers) }
         ));
         md.push_str("## Kernels: error per loss × dtype\n\n");
         md.push_str("| loss | dtype | cases | value bits max | p99 | median | grad bits max | p99 | median | correctly rounded | findings | hard cases |\n");
@@ -768,6 +852,7 @@ impl Report {
             let rows: Vec<&Stats> = self
                 .kernels
                 .iter()
+                .chain(&self.peers)
                 .chain(&self.zoo)
                 .filter(|s| s.loss == l)
                 .collect();
@@ -814,7 +899,7 @@ impl Report {
 
         md.push_str("## Policies and facts per subject\n\n");
         md.push_str("Facts are not findings (DESIGN.md): kink selections, clamps, denominators the policy allows, …, counted over the campaign's cases.\n\n| subject | loss | dtype | facts |\n|---|---|---|---|\n");
-        for st in self.kernels.iter().chain(&self.zoo) {
+        for st in self.kernels.iter().chain(&self.peers).chain(&self.zoo) {
             if !st.facts.is_empty() {
                 md.push_str(&format!(
                     "| {} | {} | {} | {} |\n",
@@ -884,11 +969,13 @@ impl Report {
             "timings": {
                 "kernels": self.timings.kernels, "zoo": self.timings.zoo,
                 "sweeps": self.timings.sweeps, "counterexamples": self.timings.counterexamples,
+                "peers": self.timings.peers,
             },
             "campaigns": self.kernels.iter().map(strip).collect::<Vec<_>>(),
             // the zoo's failures are thousands of cases: kept are the worst case and the
             // counterexample
             "zoo_campaigns": self.zoo.iter().map(|s| { let mut v = strip(s); v["failures"] = json!([]); v }).collect::<Vec<_>>(),
+            "peer_campaigns": self.peers.iter().map(strip).collect::<Vec<_>>(),
             "sweeps": self.sweeps.iter().map(|s| { let mut v = s.to_json(); v.as_object_mut().unwrap().remove("seconds"); v }).collect::<Vec<_>>(),
             "breakdown": breakdown,
             "bar_violations": bar_violations(self),
@@ -919,6 +1006,46 @@ impl Report {
     /// atomically; returns the paths written.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
         let mut written = Vec::new();
+        // each peer's own results, under its name and version
+        let mut peers: BTreeMap<&str, Vec<&Stats>> = BTreeMap::new();
+        for st in &self.peers {
+            peers.entry(st.subject.as_str()).or_default().push(st);
+        }
+        for (name, stats) in peers {
+            let safe: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '-' })
+                .collect();
+            let mut md = format!(
+                "# {name} — losscheck report, seed {}\n\n| loss | dtype | cases | value bits max | p99 | median | grad bits max | p99 | median | correctly rounded | verdicts |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+                self.options.seed
+            );
+            for st in &stats {
+                md.push_str(&format!("| {} | {} | {} |\n", st.loss, st.dtype, bits_row(st)));
+            }
+            md.push('\n');
+            for st in &stats {
+                for f in &st.failures {
+                    md.push_str(&format!(
+                        "- {} {} case {}: {} — `{}`\n",
+                        st.loss,
+                        st.dtype,
+                        f.index,
+                        f.verdicts.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
+                        f.replay
+                    ));
+                }
+            }
+            let json = json!({"subject": name, "seed": self.options.seed,
+                              "campaigns": stats.iter().map(|s| s.to_json()).collect::<Vec<_>>()});
+            for (p, text) in [
+                (dir.join("peers").join(format!("{safe}.md")), md),
+                (dir.join("peers").join(format!("{safe}.json")), serde_json::to_string_pretty(&json).unwrap() + "\n"),
+            ] {
+                write_atomic(&p, &text)?;
+                written.push(p);
+            }
+        }
         for (rel, svg) in self.plots() {
             let p = dir.join(rel);
             write_atomic(&p, &svg)?;

@@ -271,3 +271,23 @@ fn report_json_has_the_documented_fields() {
         .starts_with('.')));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_report_probes_invalid_input_and_every_built_in_subject_rejects_it() {
+    let r = small_report();
+    let probed: u64 = r.kernels.iter().chain(&r.zoo).map(|s| s.invalid_probes).sum();
+    let rejected: u64 = r.kernels.iter().chain(&r.zoo).map(|s| s.invalid_rejected).sum();
+    assert!(probed > 0);
+    // the kernels and the zoo entries all validate with catalogue::validate
+    assert_eq!(rejected, probed);
+    let md = r.markdown();
+    let kernels_row = md
+        .lines()
+        .find(|l| l.starts_with("| kernels | ") && l.contains(" / "))
+        .expect("the kernels' policy row");
+    assert!(kernels_row.contains(&format!(
+        "{} / {}",
+        r.kernels.iter().map(|s| s.invalid_rejected).sum::<u64>(),
+        r.kernels.iter().map(|s| s.invalid_probes).sum::<u64>()
+    )));
+}

@@ -308,10 +308,15 @@ fn campaigns_with(
     all
 }
 
+/// Every this many cases of a report campaign, an invalid variant of the case is sent too
+/// (the `invalid_accepted` fact; [`crate::check::invalid`]).
+pub const INVALID_EVERY: u64 = 50;
+
 /// The settings of one of the report's campaigns.
 pub fn campaign_config(opts: &Options, loss: &str, dtype: Dtype, cases: u64) -> Config {
     Config {
         keep_failures: 50,
+        invalid_every: INVALID_EVERY,
         shard: opts.shard,
         ..Config::new(loss, dtype, cases, opts.seed)
     }
@@ -898,6 +903,32 @@ impl Report {
         }
 
         md.push_str("## Policies and facts per subject\n\n");
+        md.push_str(&format!(
+            "Per subject, over all its campaigns: the invalid-input probes (every {}th case is followed by an invalid \
+             variant of it — a class id out of range, a probability outside [0, 1], a negative weight, a param outside its \
+             domain, a shape one element short — that must be rejected with an error; one answered with numbers is the \
+             `invalid_accepted` fact), the empty means answered with anything but 0 (the `policy` verdict), and the \
+             campaigns with facts.\n\n| subject | invalid input rejected / probed | empty mean (`policy`) | campaigns with facts |\n|---|---:|---:|---:|\n",
+            INVALID_EVERY
+        ));
+        let mut per: Vec<(&str, u64, u64, u64, u64)> = Vec::new();
+        for st in self.kernels.iter().chain(&self.peers).chain(&self.zoo) {
+            let policy = st.verdicts.get(&Verdict::Policy).copied().unwrap_or(0);
+            let with_facts = u64::from(!st.facts.is_empty());
+            match per.iter_mut().find(|p| p.0 == st.subject) {
+                Some(p) => {
+                    p.1 += st.invalid_rejected;
+                    p.2 += st.invalid_probes;
+                    p.3 += policy;
+                    p.4 += with_facts;
+                }
+                None => per.push((&st.subject, st.invalid_rejected, st.invalid_probes, policy, with_facts)),
+            }
+        }
+        for (subject, rejected, probed, policy, facts) in per {
+            md.push_str(&format!("| {subject} | {rejected} / {probed} | {policy} | {facts} |\n"));
+        }
+        md.push('\n');
         md.push_str("Facts are not findings (DESIGN.md): kink selections, clamps, denominators the policy allows, …, counted over the campaign's cases.\n\n| subject | loss | dtype | facts |\n|---|---|---|---|\n");
         for st in self.kernels.iter().chain(&self.peers).chain(&self.zoo) {
             if !st.facts.is_empty() {

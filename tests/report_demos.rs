@@ -60,7 +60,10 @@ fn robustness_gradients_are_bounded_except_mse_and_match_closed_forms() {
         (v, g)
     };
     let closed: Vec<(&str, Box<dyn Fn(f64) -> (f64, f64)>)> = vec![
-        ("mse", Box::new(|x| (x * x, 2.0 * x)) as Box<dyn Fn(f64) -> (f64, f64)>),
+        (
+            "mse",
+            Box::new(|x| (x * x, 2.0 * x)) as Box<dyn Fn(f64) -> (f64, f64)>,
+        ),
         ("mae", Box::new(move |x: f64| (x.abs(), sign(x)))),
         (
             "huber δ=1",
@@ -81,8 +84,16 @@ fn robustness_gradients_are_bounded_except_mse_and_match_closed_forms() {
         let g = d.ys(1, name);
         for (i, &x) in r.iter().enumerate() {
             let (ev, eg) = f(x);
-            assert!(close(v[i], ev, F32_REL), "{name} value at r = {x}: {} vs {ev}", v[i]);
-            assert!(close(g[i], eg, F32_REL), "{name} grad at r = {x}: {} vs {eg}", g[i]);
+            assert!(
+                close(v[i], ev, F32_REL),
+                "{name} value at r = {x}: {} vs {ev}",
+                v[i]
+            );
+            assert!(
+                close(g[i], eg, F32_REL),
+                "{name} grad at r = {x}: {} vs {eg}",
+                g[i]
+            );
         }
     }
     // bounded gradients: huber, mae, log_cosh by 1, quantile by max(τ, 1 − τ)
@@ -126,7 +137,10 @@ fn masked_mean_per_token_gradient_ratio_is_the_ratio_of_the_denominators() {
     let gm = demos::seq_grad(&s, Reduction::Mean);
     let gs = demos::seq_grad(&s, Reduction::SequenceMean);
     for row in 0..s.b * s.t {
-        let (a, b) = (&gm[row * s.c..(row + 1) * s.c], &gs[row * s.c..(row + 1) * s.c]);
+        let (a, b) = (
+            &gm[row * s.c..(row + 1) * s.c],
+            &gs[row * s.c..(row + 1) * s.c],
+        );
         if s.target[row] == -100 {
             assert!(a.iter().chain(b).all(|&g| g == 0.0), "padding row {row}");
             continue;
@@ -140,8 +154,14 @@ fn masked_mean_per_token_gradient_ratio_is_the_ratio_of_the_denominators() {
         d[s.target[row] as usize] -= 1.0;
         let (den_m, den_s) = (n_valid, b_nonempty * len_of(row));
         for j in 0..s.c {
-            assert!((a[j] - d[j] / den_m).abs() <= 1e-6 * l2(&d) / den_m, "row {row}");
-            assert!((b[j] - d[j] / den_s).abs() <= 1e-6 * l2(&d) / den_s, "row {row}");
+            assert!(
+                (a[j] - d[j] / den_m).abs() <= 1e-6 * l2(&d) / den_m,
+                "row {row}"
+            );
+            assert!(
+                (b[j] - d[j] / den_s).abs() <= 1e-6 * l2(&d) / den_s,
+                "row {row}"
+            );
         }
         // the ratio of the per-token gradients is the ratio of the denominators
         assert!(
@@ -160,8 +180,16 @@ fn masked_mean_per_token_gradient_ratio_is_the_ratio_of_the_denominators() {
         assert!(close(wm[i], 1.0 / n_valid, 1e-6), "{}", wm[i]);
         assert!(close(ws[i], 1.0 / (b_nonempty * len_of(row)), 1e-6));
     }
-    assert!(close(d.number("ratio at length 1"), n_valid / b_nonempty, 1e-6));
-    assert!(close(d.number("ratio at length 8"), n_valid / (8.0 * b_nonempty), 1e-6));
+    assert!(close(
+        d.number("ratio at length 1"),
+        n_valid / b_nonempty,
+        1e-6
+    ));
+    assert!(close(
+        d.number("ratio at length 8"),
+        n_valid / (8.0 * b_nonempty),
+        1e-6
+    ));
 }
 
 #[test]
@@ -172,7 +200,10 @@ fn info_nce_entropy_falls_monotonically_with_the_temperature_and_the_positive_wi
     assert!((taus[40] - 0.01).abs() < 1e-15);
     // cosine similarities and row softmaxes, computed here
     let unit = |x: &[f32], i: usize| {
-        let v: Vec<f64> = x[i * e.d..(i + 1) * e.d].iter().map(|&c| c as f64).collect();
+        let v: Vec<f64> = x[i * e.d..(i + 1) * e.d]
+            .iter()
+            .map(|&c| c as f64)
+            .collect();
         let n = l2(&v);
         v.into_iter().map(|c| c / n).collect::<Vec<_>>()
     };
@@ -204,7 +235,12 @@ fn info_nce_entropy_falls_monotonically_with_the_temperature_and_the_positive_wi
             .collect();
         let h: Vec<f64> = probs
             .iter()
-            .map(|p| -p.iter().filter(|&&x| x > 0.0).map(|x| x * x.ln()).sum::<f64>())
+            .map(|p| {
+                -p.iter()
+                    .filter(|&&x| x > 0.0)
+                    .map(|x| x * x.ln())
+                    .sum::<f64>()
+            })
             .collect();
         if let Some(ph) = &prev {
             for a in 0..e.n {
@@ -237,7 +273,10 @@ fn info_nce_entropy_falls_monotonically_with_the_temperature_and_the_positive_wi
 
 #[test]
 fn dpo_gradient_is_beta_sigmoid_of_minus_beta_h_and_grows_with_the_reference_margin() {
-    let m: Vec<f64> = demos::reference_margins().iter().map(|&x| x as f64).collect();
+    let m: Vec<f64> = demos::reference_margins()
+        .iter()
+        .map(|&x| x as f64)
+        .collect();
     let (pc, pr) = (demos::DPO_POLICY.0 as f64, demos::DPO_POLICY.1 as f64);
     let d = demos::dpo_reference();
     for beta in demos::DPO_BETAS {
@@ -245,7 +284,11 @@ fn dpo_gradient_is_beta_sigmoid_of_minus_beta_h_and_grows_with_the_reference_mar
         for (i, &mr) in m.iter().enumerate() {
             let h = (pc - pr) - mr;
             let want = -beta * sigma(-beta * h);
-            assert!(close(gc[i], want, F32_REL), "β {beta} margin {mr}: {} vs {want}", gc[i]);
+            assert!(
+                close(gc[i], want, F32_REL),
+                "β {beta} margin {mr}: {} vs {want}",
+                gc[i]
+            );
             assert_eq!(gr[i], -gc[i]);
             let lv = (1.0 + (-beta * h).exp()).ln();
             assert!(close(v[i], lv, F32_REL), "value β {beta} margin {mr}");
@@ -326,7 +369,10 @@ fn multi_term_gradient_norm_is_linear_in_its_weight_and_the_crossover_is_their_r
     // independent closed forms: ∇ mean CE = (softmax − onehot)/N, ∇ mean mse(θ, 0) = 2θ/K
     let mut ga = Vec::new();
     for i in 0..b.n {
-        let z: Vec<f64> = b.theta[i * b.c..(i + 1) * b.c].iter().map(|&x| x as f64).collect();
+        let z: Vec<f64> = b.theta[i * b.c..(i + 1) * b.c]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let mut p = softmax(&z);
         p[b.target[i] as usize] -= 1.0;
         ga.extend(p.into_iter().map(|x| x / b.n as f64));
@@ -337,7 +383,11 @@ fn multi_term_gradient_norm_is_linear_in_its_weight_and_the_crossover_is_their_r
     let lam = demos::lambdas();
     let (ya, yb) = (d.ys(0, "cross_entropy"), d.ys(0, "λ · mse(θ, 0)"));
     for (i, &l) in lam.iter().enumerate() {
-        assert!(close(ya[i], na, 1e-6), "CE norm at λ = {l}: {} vs {na}", ya[i]);
+        assert!(
+            close(ya[i], na, 1e-6),
+            "CE norm at λ = {l}: {} vs {na}",
+            ya[i]
+        );
         // linear in the weight
         assert!(close(yb[i] / l, nb1, 1e-6), "mse norm / λ at λ = {l}");
     }
@@ -352,7 +402,10 @@ fn multi_term_gradient_norm_is_linear_in_its_weight_and_the_crossover_is_their_r
             assert!(yb[i] > ya[i], "above λ* the penalty dominates (λ = {l})");
         }
     }
-    assert!(lam[0] < star && star < lam[lam.len() - 1], "λ* inside the grid");
+    assert!(
+        lam[0] < star && star < lam[lam.len() - 1],
+        "λ* inside the grid"
+    );
 }
 
 #[test]
@@ -361,7 +414,10 @@ fn f16_underflow_shares_from_f64_match_the_kernel_and_the_chosen_scale_is_clean(
     // the gradient of the mean, (softmax − onehot)/N, computed here in f64
     let mut g = Vec::new();
     for i in 0..b.n {
-        let z: Vec<f64> = b.logits[i * b.c..(i + 1) * b.c].iter().map(|x| x.to_f64()).collect();
+        let z: Vec<f64> = b.logits[i * b.c..(i + 1) * b.c]
+            .iter()
+            .map(|x| x.to_f64())
+            .collect();
         let mut p = softmax(&z);
         p[b.target[i] as usize] -= 1.0;
         g.extend(p.into_iter().map(|x| x / b.n as f64));
@@ -391,7 +447,10 @@ fn f16_underflow_shares_from_f64_match_the_kernel_and_the_chosen_scale_is_clean(
     // the chosen scale: no flush and no inf, checked on a fresh kernel call and on the f64 gradient
     let (lo, hi) = window.expect("a clean window");
     let c = chosen.expect("a chosen scale");
-    assert!(lo <= c && c <= hi && lo > 0 && hi < 24, "window 2^{lo}..2^{hi}, chosen 2^{c}");
+    assert!(
+        lo <= c && c <= hi && lo > 0 && hi < 24,
+        "window 2^{lo}..2^{hi}, chosen 2^{c}"
+    );
     let gk = demos::f16_scaled_grad(&b, c);
     assert!(gk.iter().all(|x| *x != f16::ZERO && x.is_finite()));
     let s = 2f64.powi(c);
@@ -416,7 +475,10 @@ fn the_section_is_in_every_writer_and_each_plot_is_well_formed() {
     o.progress = false;
     o.sweep.points = 2;
     o.dtypes = vec![Dtype::F32];
-    let all: BTreeSet<&str> = demos::DEMOS.iter().flat_map(|d| d.1.iter().copied()).collect();
+    let all: BTreeSet<&str> = demos::DEMOS
+        .iter()
+        .flat_map(|d| d.1.iter().copied())
+        .collect();
     o.losses = all.iter().map(|s| s.to_string()).collect();
     let t = std::time::Instant::now();
     let r = report::run(&o);
@@ -436,13 +498,18 @@ fn the_section_is_in_every_writer_and_each_plot_is_well_formed() {
     for d in &r.demos {
         let svg = &plots[&format!("plots/demo-{}.svg", d.name)];
         let doc = roxmltree::Document::parse(svg).expect("well-formed SVG");
-        let lines: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("polyline")).collect();
+        let lines: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .collect();
         let want: usize = d.figure.panels.iter().map(|p| p.lines.len()).sum();
         assert_eq!(lines.len(), want, "{}", d.name);
         for p in &d.figure.panels {
             for l in &p.lines {
                 assert!(
-                    lines.iter().any(|n| n.attribute("data-series") == Some(l.name.as_str())),
+                    lines
+                        .iter()
+                        .any(|n| n.attribute("data-series") == Some(l.name.as_str())),
                     "{}: {}",
                     d.name,
                     l.name
@@ -450,6 +517,17 @@ fn the_section_is_in_every_writer_and_each_plot_is_well_formed() {
             }
         }
         assert!(!svg.contains("font-face") && !svg.contains("<path"));
+        // a `|` in a cell would split it: every row has the header's cells
+        assert!(
+            d.table.iter().flatten().all(|c| !c.contains('|')),
+            "{}",
+            d.name
+        );
+        assert!(
+            d.table.iter().all(|r| r.len() == d.table[0].len()),
+            "{}",
+            d.name
+        );
     }
     // html: every plot inline
     let html = r.html();
@@ -458,7 +536,9 @@ fn the_section_is_in_every_writer_and_each_plot_is_well_formed() {
     // json: the documented fields of docs/report-schema.md's demos table
     let v = r.to_json();
     let doc = include_str!("../docs/report-schema.md");
-    let start = doc.find("## Demonstrations (`demos[]`)").expect("schema section");
+    let start = doc
+        .find("## Demonstrations (`demos[]`)")
+        .expect("schema section");
     let fields: Vec<(&str, &str)> = doc[start..]
         .lines()
         .skip(1)
@@ -483,7 +563,11 @@ fn the_section_is_in_every_writer_and_each_plot_is_well_formed() {
             };
             assert!(ok, "demos[].{f} should be {ty}");
         }
-        assert!(obj.keys().all(|k| fields.iter().any(|(f, _)| f == k)), "{:?}", obj.keys());
+        assert!(
+            obj.keys().all(|k| fields.iter().any(|(f, _)| f == k)),
+            "{:?}",
+            obj.keys()
+        );
     }
     assert_eq!(v["schema"], report::SCHEMA);
     // deterministic: the same demonstrations again

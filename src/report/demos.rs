@@ -199,7 +199,13 @@ pub fn num(x: f64) -> String {
 }
 
 fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
+    if x == 0.0 {
+        "0%".into()
+    } else if 100.0 * x >= 0.1 {
+        format!("{:.1}%", 100.0 * x)
+    } else {
+        format!("{}%", num(100.0 * x))
+    }
 }
 
 fn f64s<T: crate::Element>(v: &[T]) -> Vec<f64> {
@@ -284,7 +290,7 @@ pub fn robustness() -> Demo {
         format!("l({ROBUST_R})"),
         format!("∂l/∂pred at −{ROBUST_R}"),
         format!("∂l/∂pred at {ROBUST_R}"),
-        "max |∂l/∂pred| on the grid".to_string(),
+        "largest abs(∂l/∂pred) on the grid".to_string(),
     ]];
     let mut numbers = BTreeMap::new();
     for (i, (name, v, g)) in curves.iter().enumerate() {
@@ -324,7 +330,8 @@ pub fn robustness() -> Demo {
         numbers,
         table,
         figure: Figure {
-            title: "Robustness: mse, mae, huber (δ = 1), quantile, log_cosh against the residual".into(),
+            title: "Robustness: mse, mae, huber (δ = 1), quantile, log_cosh against the residual"
+                .into(),
             panels: vec![vp, gp],
         },
     }
@@ -353,7 +360,9 @@ pub fn seq_batch() -> SeqBatch {
     let (b, t, c) = (4, 8, 6);
     let lengths = vec![8, 4, 2, 1];
     let mut rng = Rng(2);
-    let logits = (0..b * t * c).map(|_| (1.5 * rng.normal()) as f32).collect();
+    let logits = (0..b * t * c)
+        .map(|_| (1.5 * rng.normal()) as f32)
+        .collect();
     let mut target = vec![-100i64; b * t];
     for (i, &len) in lengths.iter().enumerate() {
         for k in 0..len {
@@ -536,10 +545,7 @@ pub fn positive_probs(e: &EmbBatch, tau: f64) -> Vec<f64> {
         p,
     )
     .expect("info_nce");
-    out.value
-        .iter()
-        .map(|&l| libm::exp(-(l as f64)))
-        .collect()
+    out.value.iter().map(|&l| libm::exp(-(l as f64))).collect()
 }
 
 /// The rows of softmax(ŝ/τ) in f64 (cosine similarities; the kernel returns only the loss).
@@ -601,7 +607,14 @@ pub fn info_nce_temperature() -> Demo {
     .y_range(0.0, 1.0)
     .line(Line::new("mean over rows", 0, zip(&inv, &mean_p)))
     .line(Line::new("min over rows", 1, zip(&inv, &min_p)))
-    .line(Line::new("1/N (uniform)", 7, vec![(inv[0], 1.0 / e.n as f64), (inv[40], 1.0 / e.n as f64)]).dashed());
+    .line(
+        Line::new(
+            "1/N (uniform)",
+            7,
+            vec![(inv[0], 1.0 / e.n as f64), (inv[40], 1.0 / e.n as f64)],
+        )
+        .dashed(),
+    );
     let p2 = Panel::new("entropy of a row's softmax (nats)", "1/τ (log2)", "entropy")
         .log2_x()
         .line(Line::new("mean over rows", 0, zip(&inv, &mean_h)))
@@ -609,7 +622,10 @@ pub fn info_nce_temperature() -> Demo {
         .line(Line::new("ln N (uniform)", 7, vec![(inv[0], ln_n), (inv[40], ln_n)]).dashed());
     let at = |tau: f64| {
         let p = positive_probs(&e, tau);
-        let h: Vec<f64> = info_nce_softmax(&e, tau).iter().map(|r| entropy(r)).collect();
+        let h: Vec<f64> = info_nce_softmax(&e, tau)
+            .iter()
+            .map(|r| entropy(r))
+            .collect();
         (
             p.iter().sum::<f64>() / p.len() as f64,
             p.iter().copied().fold(1.0, f64::min),
@@ -722,7 +738,7 @@ pub fn dpo_reference() -> Demo {
     let mut numbers = BTreeMap::new();
     let mut table = vec![vec![
         "β".to_string(),
-        "|∂l/∂πc| at ref margin −20".into(),
+        "abs(∂l/∂πc) at ref margin −20".into(),
         "at 0 (no preference)".into(),
         "at +5 (= the policy's: h = 0)".into(),
         "at +20".into(),
@@ -844,13 +860,23 @@ pub fn bce_grad(b: &DetBatch, pos_weight: Option<f32>) -> Vec<f64> {
     if let Some(pw) = &pw {
         a = a.pos_weight(pw);
     }
-    f64s(&bce_logits::<f32, f32>(&a).expect("bce_logits").grad.expect("grad"))
+    f64s(
+        &bce_logits::<f32, f32>(&a)
+            .expect("bce_logits")
+            .grad
+            .expect("grad"),
+    )
 }
 
 /// The f32 kernel's focal gradient (reduction `sum`).
 pub fn focal_grad(b: &DetBatch, alpha: Option<f64>, gamma: f64) -> Vec<f64> {
     let a = ClassArgs::new(&b.logits, &b.target).reduction(Reduction::Sum);
-    f64s(&focal::<f32, f32>(&a, alpha, gamma).expect("focal").grad.expect("grad"))
+    f64s(
+        &focal::<f32, f32>(&a, alpha, gamma)
+            .expect("focal")
+            .grad
+            .expect("grad"),
+    )
 }
 
 /// The γ grid of the focal sweep: 0, ¼, …, 5.
@@ -865,7 +891,10 @@ pub fn focal_vs_bce() -> Demo {
     let n_pos = b.target.iter().filter(|&&t| t == 1.0).count();
     let pw = ((n - n_pos) as f64 / n_pos as f64) as f32;
     let configs: Vec<(String, (f64, f64, f64))> = vec![
-        ("bce_logits".to_string(), gradient_shares(&b, &bce_grad(&b, None))),
+        (
+            "bce_logits".to_string(),
+            gradient_shares(&b, &bce_grad(&b, None)),
+        ),
         (
             format!("bce_logits, pos_weight = {pw}"),
             gradient_shares(&b, &bce_grad(&b, Some(pw))),
@@ -901,12 +930,7 @@ pub fn focal_vs_bce() -> Demo {
         .iter()
         .map(|&g| gradient_shares(&b, &focal_grad(&b, Some(0.25), g)))
         .collect();
-    let col = |k: usize| -> Vec<f64> {
-        sweep
-            .iter()
-            .map(|s| [s.0, s.1, s.2][k])
-            .collect()
-    };
+    let col = |k: usize| -> Vec<f64> { sweep.iter().map(|s| [s.0, s.1, s.2][k]).collect() };
     let flat = |v: f64| vec![(gs[0], v), (gs[gs.len() - 1], v)];
     let (bp, be, bh) = configs[0].1;
     let panel = Panel::new(
@@ -1038,16 +1062,12 @@ pub fn multi_term() -> Demo {
     }
     let i1 = ls.iter().position(|&l| l == 1.0).expect("λ = 1");
     let lambda_star = na[i1] / nb[i1];
-    let p1 = Panel::new(
-        "per-term gradient norms ‖∂/∂θ‖₂",
-        "λ (log2)",
-        "norm (log2)",
-    )
-    .log2_x()
-    .log2_y()
-    .line(Line::new("cross_entropy", 0, zip(&ls, &na)))
-    .line(Line::new("λ · mse(θ, 0)", 1, zip(&ls, &nb)))
-    .line(Line::new("total", 2, zip(&ls, &nt)).dashed());
+    let p1 = Panel::new("per-term gradient norms ‖∂/∂θ‖₂", "λ (log2)", "norm (log2)")
+        .log2_x()
+        .log2_y()
+        .line(Line::new("cross_entropy", 0, zip(&ls, &na)))
+        .line(Line::new("λ · mse(θ, 0)", 1, zip(&ls, &nb)))
+        .line(Line::new("total", 2, zip(&ls, &nt)).dashed());
     let p2 = Panel::new(
         "cosine of the total gradient with each term's",
         "λ (log2)",
@@ -1250,7 +1270,10 @@ pub fn f16_loss_scaling() -> Demo {
     let (gmin, gmax) = g.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
         (lo.min(x.abs()), hi.max(x.abs()))
     });
-    let ks: Vec<f64> = rows.iter().map(|r| libm::exp2(r.log2_scale as f64)).collect();
+    let ks: Vec<f64> = rows
+        .iter()
+        .map(|r| libm::exp2(r.log2_scale as f64))
+        .collect();
     let col = |f: &dyn Fn(&ScaleRow) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
     let p1 = Panel::new(
         "share of gradient elements lost in f16",
@@ -1259,14 +1282,43 @@ pub fn f16_loss_scaling() -> Demo {
     )
     .log2_x()
     .y_range(0.0, 1.0)
-    .line(Line::new("flushed to 0 (kernel, f16)", 1, zip(&ks, &col(&|r| r.flushed_kernel))).markers())
-    .line(Line::new("flushed to 0 (f64 count)", 0, zip(&ks, &col(&|r| r.flushed_f64))).dashed())
-    .line(Line::new("subnormal (< 2^−14: precision lost)", 2, zip(&ks, &col(&|r| r.subnormal_f64))))
+    .line(
+        Line::new(
+            "flushed to 0 (kernel, f16)",
+            1,
+            zip(&ks, &col(&|r| r.flushed_kernel)),
+        )
+        .markers(),
+    )
+    .line(
+        Line::new(
+            "flushed to 0 (f64 count)",
+            0,
+            zip(&ks, &col(&|r| r.flushed_f64)),
+        )
+        .dashed(),
+    )
+    .line(Line::new(
+        "subnormal (< 2^−14: precision lost)",
+        2,
+        zip(&ks, &col(&|r| r.subnormal_f64)),
+    ))
     .line(Line::new(
         "inf elements / 1000 (kernel)",
         3,
         zip(&ks, &col(&|r| (r.grad_inf as f64 / 1000.0).min(1.0))),
     ));
+    let p1 = match window {
+        Some((a, bb)) => p1.line(
+            Line::new(
+                "clean window (no flush, no inf)",
+                4,
+                (a..=bb).map(|k| (libm::exp2(k as f64), 0.05)).collect(),
+            )
+            .markers(),
+        ),
+        None => p1,
+    };
     let mut table = vec![vec![
         "loss scale".to_string(),
         "flushed to 0 (kernel)".into(),
@@ -1276,14 +1328,21 @@ pub fn f16_loss_scaling() -> Demo {
         "s·L inf in f16".into(),
     ]];
     for r in &rows {
-        if r.log2_scale % 4 == 0 || Some(r.log2_scale) == chosen || window.is_some_and(|(a, b)| r.log2_scale == a || r.log2_scale == b) {
+        if r.log2_scale % 4 == 0
+            || Some(r.log2_scale) == chosen
+            || window.is_some_and(|(a, b)| r.log2_scale == a || r.log2_scale == b)
+        {
             table.push(vec![
                 format!("2^{}", r.log2_scale),
                 pct(r.flushed_kernel),
                 pct(r.flushed_f64),
                 pct(r.subnormal_f64),
                 r.grad_inf.to_string(),
-                if r.value_inf_f16 { "inf".into() } else { "finite".into() },
+                if r.value_inf_f16 {
+                    "inf".into()
+                } else {
+                    "finite".into()
+                },
             ]);
         }
     }

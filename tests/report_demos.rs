@@ -30,6 +30,9 @@ fn l2(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
+/// A closed form r ↦ (loss, ∂loss/∂pred).
+type Closed = Box<dyn Fn(f64) -> (f64, f64)>;
+
 const F32_REL: f64 = 2.0 / (1u64 << 24) as f64; // one f32 rounding, with margin
 
 #[test]
@@ -59,11 +62,8 @@ fn robustness_gradients_are_bounded_except_mse_and_match_closed_forms() {
         };
         (v, g)
     };
-    let closed: Vec<(&str, Box<dyn Fn(f64) -> (f64, f64)>)> = vec![
-        (
-            "mse",
-            Box::new(|x| (x * x, 2.0 * x)) as Box<dyn Fn(f64) -> (f64, f64)>,
-        ),
+    let closed: Vec<(&str, Closed)> = vec![
+        ("mse", Box::new(|x| (x * x, 2.0 * x)) as Closed),
         ("mae", Box::new(move |x: f64| (x.abs(), sign(x)))),
         (
             "huber δ=1",
@@ -533,6 +533,12 @@ fn the_section_is_in_every_writer_and_each_plot_is_well_formed() {
     let html = r.html();
     assert!(html.contains("<h2>Seed demonstrations</h2>"));
     assert_eq!(html.matches("<svg").count(), r.sweeps.len() + 7);
+    // every table row of the Markdown is a row of the HTML (no cell split or lost)
+    let md_rows = md
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|-"))
+        .count();
+    assert_eq!(html.matches("<tr>").count(), md_rows);
     // json: the documented fields of docs/report-schema.md's demos table
     let v = r.to_json();
     let doc = include_str!("../docs/report-schema.md");

@@ -116,8 +116,11 @@ impl Demo {
     }
 }
 
-/// Every demonstration: (name, the losses it runs, the function).
-pub const DEMOS: &[(&str, &[&str], fn() -> Demo)] = &[
+/// A demonstration's entry: (name, the losses it runs, the function).
+pub type Entry = (&'static str, &'static [&'static str], fn() -> Demo);
+
+/// Every demonstration.
+pub const DEMOS: &[Entry] = &[
     (
         "robustness",
         &["mse", "mae", "huber", "quantile", "log_cosh"],

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod breakdown;
+pub mod demos;
 pub mod html;
 pub mod plot;
 
@@ -206,6 +207,8 @@ pub struct Timings {
     pub counterexamples: f64,
     /// External implementations (`--subject exec:CMD`).
     pub peers: f64,
+    /// The seed demonstrations ([`demos`]).
+    pub demos: f64,
 }
 
 /// Everything the report shows.
@@ -221,6 +224,8 @@ pub struct Report {
     pub sweeps: Vec<Sweep>,
     pub counterexamples: Vec<Counterexample>,
     pub timings: Timings,
+    /// The seed demonstrations ([`demos`]): those whose losses the report covers.
+    pub demos: Vec<demos::Demo>,
     /// Extra sections, appended in order.
     pub sections: Vec<Section>,
 }
@@ -617,6 +622,11 @@ fn finish_with(
     }
     timings.counterexamples = t.elapsed().as_secs_f64();
 
+    // 5. the seed demonstrations
+    let t = Instant::now();
+    let demos = demos::run(&losses);
+    timings.demos = t.elapsed().as_secs_f64();
+
     Report {
         options: opts.clone(),
         kernels: kstats,
@@ -625,6 +635,7 @@ fn finish_with(
         sweeps,
         counterexamples,
         timings,
+        demos,
         sections: Vec::new(),
     }
 }
@@ -760,8 +771,8 @@ impl Report {
         }
         let t = &self.timings;
         md.push_str(&format!(
-            "Seconds: kernels' campaign {:.1}, zoo baselines {:.1}, breakdown sweeps {:.1} ({} points × {} cases per subject × dtype), counterexamples {:.1}{}.\n\n",
-            t.kernels, t.zoo, t.sweeps, o.sweep.points, o.sweep.cases_per_point, t.counterexamples,
+            "Seconds: kernels' campaign {:.1}, zoo baselines {:.1}, breakdown sweeps {:.1} ({} points × {} cases per subject × dtype), counterexamples {:.1}, seed demonstrations {:.1}{}.\n\n",
+            t.kernels, t.zoo, t.sweeps, o.sweep.points, o.sweep.cases_per_point, t.counterexamples, t.demos,
             if self.peers.is_empty() { String::new() } else { format!(", peers {:.1}", t.peers) }
         ));
         md.push_str("## Kernels: error per loss × dtype\n\n");
@@ -965,6 +976,13 @@ impl Report {
                     .join(", ")
             ));
         }
+        if !self.demos.is_empty() {
+            md.push_str(&format!(
+                "\n## {}\n\n{}\n",
+                demos::SECTION_TITLE,
+                demos::markdown(&self.demos).trim_end()
+            ));
+        }
         for s in &self.sections {
             md.push_str(&format!("\n## {}\n\n{}\n", s.title, s.markdown.trim_end()));
         }
@@ -1001,6 +1019,7 @@ impl Report {
                 "kernels": self.timings.kernels, "zoo": self.timings.zoo,
                 "sweeps": self.timings.sweeps, "counterexamples": self.timings.counterexamples,
                 "peers": self.timings.peers,
+                "demos": self.timings.demos,
             },
             "campaigns": self.kernels.iter().map(strip).collect::<Vec<_>>(),
             // the zoo's failures are thousands of cases: kept are the worst case and the
@@ -1011,6 +1030,7 @@ impl Report {
             "breakdown": breakdown,
             "bar_violations": bar_violations(self),
             "counterexamples": self.counterexamples.iter().map(Counterexample::to_json).collect::<Vec<_>>(),
+            "demos": self.demos.iter().map(demos::Demo::to_json).collect::<Vec<_>>(),
             "sections": self.sections.iter().map(|s| json!({"title": s.title, "markdown": s.markdown})).collect::<Vec<_>>(),
         })
     }
@@ -1020,6 +1040,7 @@ impl Report {
         self.sweeps
             .iter()
             .map(|s| (format!("plots/{}.svg", s.loss), plot::svg(s)))
+            .chain(self.demos.iter().map(|d| (d.plot_path(), d.svg())))
             .collect()
     }
 

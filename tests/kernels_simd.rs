@@ -209,3 +209,81 @@ fn nb(x: f64) -> u64 {
         x.to_bits()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// cross_entropy: the same bits whatever the number of threads.
+
+use losscheck::kernels::classification::multiclass::{CrossEntropyArgs, Output};
+use losscheck::Reduction;
+
+fn ce_bits<T: losscheck::Element>(
+    z: &[T],
+    y: &[i64],
+    c: usize,
+    r: Reduction,
+    smoothing: f64,
+    cw: Option<&[T]>,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut args = CrossEntropyArgs::new(z, y.len(), c)
+        .class_ids(y)
+        .reduction(r)
+        .label_smoothing(smoothing);
+    if let Some(w) = cw {
+        args = args.class_weight(w);
+    }
+    let out: Output<T, f32> = args.eval().unwrap();
+    (
+        out.value.iter().map(|&v| nb(v as f64)).collect(),
+        out.grad.unwrap().iter().map(|v| nb(v.to_f64())).collect(),
+    )
+}
+
+fn ce_inputs<T: losscheck::Element>(n: usize, c: usize, seed: u64) -> (Vec<T>, Vec<i64>, Vec<T>) {
+    let mut s = seed;
+    let mut z: Vec<T> = (0..n * c)
+        .map(|_| {
+            // roughly N(0, 3²) by the sum of three uniforms
+            let u = lcg(&mut s) + lcg(&mut s) + lcg(&mut s) - 1.5;
+            T::from_f64(6.0 * u)
+        })
+        .collect();
+    let y: Vec<i64> = (0..n)
+        .map(|i| if i % 17 == 5 { -100 } else { (lcg(&mut s) * c as f64) as i64 })
+        .collect();
+    // some confident rows, a NaN row, an inf row, a −inf logit
+    for i in (0..n).step_by(7) {
+        if y[i] >= 0 {
+            z[i * c + y[i] as usize] = T::from_f64(40.0);
+        }
+    }
+    z[3 * c + 1] = T::from_f64(f64::NAN);
+    z[4 * c + 2] = T::from_f64(f64::INFINITY);
+    z[6 * c] = T::from_f64(f64::NEG_INFINITY);
+    let w: Vec<T> = (0..c).map(|j| T::from_f64(0.25 + (j % 5) as f64)).collect();
+    (z, y, w)
+}
+
+fn thread_invariance<T: losscheck::Element>() {
+    let (n, c) = (300, 1500); // 450k logits: above the parallel threshold
+    let (z, y, w) = ce_inputs::<T>(n, c, 99);
+    for r in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        for (eps, cw) in [(0.0, None), (0.0, Some(&w[..])), (0.1, None)] {
+            let mut seen = None;
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let got = pool.install(|| ce_bits(&z, &y, c, r, eps, cw));
+                match &seen {
+                    None => seen = Some(got),
+                    Some(s) => assert!(*s == got, "{:?} {r:?} ε={eps} weights={}: {threads} threads differ from 1", T::DTYPE, cw.is_some()),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_independent_of_thread_count() {
+    thread_invariance::<f32>();
+    thread_invariance::<bf16>();
+    thread_invariance::<f16>();
+}

@@ -336,6 +336,38 @@ fn scale_to_bf16_body(e: &[f64], r: f64, mul: f64, out: &mut [bf16]) {
 }
 
 #[inline(always)]
+fn max_finite_body(xs: &[f64]) -> (f64, bool) {
+    let mut acc = [f64::NEG_INFINITY; L];
+    let mut chk = [0.0f64; L];
+    let mut ch = xs.chunks_exact(L);
+    for c in &mut ch {
+        for l in 0..L {
+            let x = c[l];
+            acc[l] = if x > acc[l] { x } else { acc[l] };
+            chk[l] += x * 0.0;
+        }
+    }
+    max_fold(&acc, &chk, ch.remainder())
+}
+
+#[inline(always)]
+fn first_index_body(xs: &[f64], v: f64) -> usize {
+    let mut ch = xs.chunks_exact(L);
+    let mut base = 0;
+    for c in &mut ch {
+        let mut hit = false;
+        for l in 0..L {
+            hit |= c[l] == v;
+        }
+        if hit {
+            return base + c.iter().position(|&x| x == v).unwrap_or(0);
+        }
+        base += L;
+    }
+    ch.remainder().iter().position(|&x| x == v).map_or(xs.len(), |p| base + p)
+}
+
+#[inline(always)]
 fn exp_slice_body(xs: &[f64], out: &mut [f64]) {
     for (o, &x) in out.iter_mut().zip(xs) {
         *o = exp(x);
@@ -379,6 +411,18 @@ dispatched! {
     /// out[j] = [`exp`](xs[j]) (for the certification and for callers with a whole slice).
     exp_slice, exp_slice_plain, exp_slice_avx2, exp_slice_body,
     (xs: &[f64], out: &mut [f64]) -> ()
+}
+
+dispatched! {
+    /// (max_j x_j, every x_j finite), as [`widen_max_f32`] does it.
+    max_finite, max_finite_plain, max_finite_avx2, max_finite_body,
+    (xs: &[f64]) -> (f64, bool)
+}
+
+dispatched! {
+    /// The first j with xs[j] == v (xs.len() if none).
+    first_index, first_index_plain, first_index_avx2, first_index_body,
+    (xs: &[f64], v: f64) -> usize
 }
 
 #[cfg(test)]

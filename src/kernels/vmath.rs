@@ -211,6 +211,7 @@ const L: usize = 8;
 /// Σ xs with 8 lane accumulators (fixed order: lane j takes xs[8i + j], the lanes combined as
 /// ((0+4)+(2+6)) + ((1+5)+(3+7)), then the tail in order). Relative error ≤ (C/8 + 4)·2⁻⁵³
 /// for non-negative terms.
+#[allow(dead_code)] // the documented order, as exp_shift_sum inlines it
 #[inline(always)]
 fn lane_sum(xs: &[f64]) -> f64 {
     let mut acc = [0.0f64; L];
@@ -292,12 +293,33 @@ fn widen_max_bf16_body(z: &[bf16], out: &mut [f64]) -> (f64, bool) {
     max_fold(&acc, &chk, tail)
 }
 
+/// In place e_j ← exp_nonpos(e_j − m), returning Σ e_j in [`lane_sum`]'s order (fused: 8
+/// independent lanes per step, which also keeps several exp chains in flight).
+#[inline(always)]
+fn exp_shift_sum(e: &mut [f64], m: f64) -> f64 {
+    let mut acc = [0.0f64; L];
+    let mut ch = e.chunks_exact_mut(L);
+    for c in &mut ch {
+        for l in 0..L {
+            let v = exp_nonpos(c[l] - m);
+            c[l] = v;
+            acc[l] += v;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for x in ch.into_remainder() {
+        *x = exp_nonpos(*x - m);
+        s += *x;
+    }
+    s
+}
+
 #[inline(always)]
 fn exp_shift_sum_except_body(e: &mut [f64], m: f64, k: usize) -> f64 {
-    for x in e.iter_mut() {
-        *x = exp_nonpos(*x - m);
-    }
-    lane_sum(&e[..k]) + lane_sum(&e[k + 1..])
+    let (lo, hi) = e.split_at_mut(k);
+    let s = exp_shift_sum(lo, m);
+    hi[0] = exp_nonpos(hi[0] - m);
+    s + exp_shift_sum(&mut hi[1..], m)
 }
 
 #[inline(always)]
@@ -388,11 +410,98 @@ dispatched! {
     (z: &[bf16], out: &mut [f64]) -> (f64, bool)
 }
 
-dispatched! {
-    /// In place e_j ← [`exp_nonpos`](e_j − m) (every e_j ≤ m), and Σ_{j≠k} e_j by
-    /// [`lane_sum`]'s fixed order (k < e.len()).
-    exp_shift_sum_except, exp_shift_sum_except_plain, exp_shift_sum_except_avx2,
-    exp_shift_sum_except_body, (e: &mut [f64], m: f64, k: usize) -> f64
+/// In place e_j ← [`exp_nonpos`](e_j − m) (every e_j ≤ m), and Σ_{j≠k} e_j: the sums of
+/// e[..k] and e[k+1..] each in [`lane_sum`]'s fixed order (k < e.len()).
+#[inline]
+pub fn exp_shift_sum_except(e: &mut [f64], m: f64, k: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the features were detected at run time.
+        return unsafe { exp_shift_sum_except_avx2(e, m, k) };
+    }
+    exp_shift_sum_except_plain(e, m, k)
+}
+
+/// [`exp_shift_sum_except`] compiled for the baseline target.
+#[doc(hidden)]
+#[inline(never)]
+pub fn exp_shift_sum_except_plain(e: &mut [f64], m: f64, k: usize) -> f64 {
+    exp_shift_sum_except_body(e, m, k)
+}
+
+/// [`exp_shift_sum_except`] with AVX2 + FMA intrinsics (two 4-lane chains per step: the
+/// compiler's vectorizer keeps one, and the exp's fma chain is latency-bound). The same
+/// operations in the same order per lane as [`exp_nonpos`], each correctly rounded, and the
+/// same summation order: the same bits as the plain path.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA ([`has_avx2_fma`]).
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+pub unsafe fn exp_shift_sum_except_avx2(e: &mut [f64], m: f64, k: usize) -> f64 {
+    let (lo, hi) = e.split_at_mut(k);
+    let s = exp_shift_sum_avx2(lo, m);
+    hi[0] = exp_nonpos(hi[0] - m);
+    s + exp_shift_sum_avx2(&mut hi[1..], m)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn exp4(x: std::arch::x86_64::__m256d, m: std::arch::x86_64::__m256d) -> std::arch::x86_64::__m256d {
+    use std::arch::x86_64::*;
+    let v = _mm256_sub_pd(x, m);
+    let lim = _mm256_set1_pd(-746.0);
+    // v < −746 ? −746 : v (NaN stays: the comparison is false)
+    let d = _mm256_blendv_pd(v, lim, _mm256_cmp_pd::<_CMP_LT_OQ>(v, lim));
+    let sh = _mm256_set1_pd(SHIFT_NONPOS);
+    let t = _mm256_fmadd_pd(d, _mm256_set1_pd(LOG2E), sh);
+    let kk = _mm256_sub_pd(t, sh);
+    let nk = _mm256_xor_pd(kk, _mm256_set1_pd(-0.0));
+    let r = _mm256_fmadd_pd(nk, _mm256_set1_pd(LN2_HI), d);
+    let r = _mm256_fmadd_pd(nk, _mm256_set1_pd(LN2_LO), r);
+    let mut q = _mm256_set1_pd(Q[9]);
+    for &c in Q[..9].iter().rev() {
+        q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(c));
+    }
+    let one = _mm256_set1_pd(1.0);
+    let u = _mm256_fmadd_pd(r, q, one);
+    let p = _mm256_fmadd_pd(r, u, one);
+    let bits = _mm256_slli_epi64::<52>(_mm256_and_si256(
+        _mm256_castpd_si256(t),
+        _mm256_set1_epi64x(0x7ff),
+    ));
+    _mm256_mul_pd(_mm256_mul_pd(p, _mm256_castsi256_pd(bits)), _mm256_set1_pd(TWO_M64))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn exp_shift_sum_avx2(e: &mut [f64], m: f64) -> f64 {
+    use std::arch::x86_64::*;
+    let mv = _mm256_set1_pd(m);
+    let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut ch = e.chunks_exact_mut(L);
+    for c in &mut ch {
+        let p = c.as_mut_ptr();
+        let v0 = exp4(_mm256_loadu_pd(p), mv);
+        let v1 = exp4(_mm256_loadu_pd(p.add(4)), mv);
+        _mm256_storeu_pd(p, v0);
+        _mm256_storeu_pd(p.add(4), v1);
+        a0 = _mm256_add_pd(a0, v0);
+        a1 = _mm256_add_pd(a1, v1);
+    }
+    let mut acc = [0.0f64; L];
+    _mm256_storeu_pd(acc.as_mut_ptr(), a0);
+    _mm256_storeu_pd(acc.as_mut_ptr().add(4), a1);
+    let mut s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for x in ch.into_remainder() {
+        *x = exp_nonpos(*x - m);
+        s += *x;
+    }
+    s
 }
 
 dispatched! {

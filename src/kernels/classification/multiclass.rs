@@ -57,7 +57,24 @@
 //!   [12, 0, …, 0] (C = 10) with target 0 gives log1p(9·e^−12) and −9e^−12/(1 + 9e^−12) to the
 //!   last bit, where PyTorch loses 15 bits in f32 and returns 0 in 16-bit (FAILURES.md).
 //! - Sums over classes (s′, Σ a_c·(m − z_c), A′) and over rows are compensated
-//!   ([`CompensatedSum`]).
+//!   ([`CompensatedSum`]) — except on the fast path below, where s′ is a plain 8-lane sum.
+//! - **Fast path** (class-id targets without label smoothing, class weights allowed, a row
+//!   whose logits are all finite and whose w_y > 0 — the cheap test is part of the first
+//!   pass): the same confident-row formulas, with the three passes over the row in
+//!   [`vmath`](crate::kernels::vmath) (AVX2 + FMA chosen at run time, the same bits as the
+//!   plain build): widen (16-bit in bulk) + max, e_j = e^{z_j − m} by vmath's exp (< 2⁻⁵¹
+//!   relatively, certified against MPFR) fused with the 8-lane sum of s′, then the gradient
+//!   stored straight into the output. l stays a sum of non-negative terms, so its relative
+//!   error is about (C/8 + 10)·2⁻⁵³ (≤ 2⁻³⁸ for C ≤ 2²⁰; the f32 bar needs 2⁻²⁵); see
+//!   `ce_row_hard`. Every other row (NaN, ±inf, smoothing, soft targets, w_y = 0) takes the
+//!   exact path above, unchanged.
+//! - **Threads** (feature `parallel`, on by default): with class-id targets, batches of at
+//!   least 2¹⁸ logits are spread over rayon's current pool, in tasks of about 2¹⁶ logits. Each
+//!   row is computed on its own (its scratch is its thread's) and the row terms are summed
+//!   afterwards in row order, so the result is the same bits for any number of threads
+//!   (`tests/kernels_simd.rs` runs pools of 1, 2 and 3). Without the feature, or in a pool
+//!   of one thread, the rows run on the calling thread. Besides the gradient, the only
+//!   allocations are one f64 pair per row (∝ N) and one `[C]` scratch per task.
 //! - multi_margin's u = margin − x_y + x_j is formed as margin + (x_j − x_y) with both
 //!   additions error-free (TwoSum) and the parts added last, so the sign of max(0, u) is
 //!   always right and its value within about one f64 ulp, however much u cancels.

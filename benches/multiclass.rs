@@ -3,14 +3,19 @@
 //! `normal` (logits N(0, 3²), targets uniform over the classes) and `confident` (the same, then
 //! every row's target logit set to the row's max + 30). Per group, in the same run:
 //!
-//! - `kernel`: the built-in kernel (f64 compute, the confident-row formulation, compensated
-//!   sums over classes and rows, one rounding per output), `eval_into` reusing its output;
+//! - `kernel`: the built-in kernel (f64 compute, the confident-row formulation, the vmath
+//!   fast path for finite rows with class-id targets, compensated sums over rows, one rounding
+//!   per output), `eval_into` reusing its output, inside a rayon pool of **one** thread;
+//! - `kernel_t2`: the same inside a pool of two threads (the rows spread over both; the same
+//!   bits);
 //! - `naive`: a textbook log-softmax in f32 (max, Σ exp, log; gradient softmax − onehot, one
 //!   exp per logit kept in an f32 row scratch), loads / stores in the dtype;
 //! - `probe`: the memory probe (reads the logits and targets, writes a gradient-sized buffer).
 //!
 //! Throughput is logits/s and bytes/s (bytes = logits + targets read, gradient written). The
-//! table of ratios is printed at the end and written to `<criterion dir>/ratios-multiclass.md`.
+//! table of ratios is printed at the end and written to `<criterion dir>/ratios-multiclass.md`
+//! (`kernel` there is the one-thread kernel), then a second table with `kernel_t2`
+//! (`ratios-multiclass-t2.md`).
 //!
 //! `nice -n 10 cargo bench --bench multiclass -- --warm-up-time 1 --measurement-time 3`
 
@@ -65,13 +70,20 @@ fn group<T: Io>(c: &mut Criterion, n: usize, k: usize, confident: bool) -> Row {
     let dist = if confident { "confident" } else { "normal" };
     let (tag, label) = (format!("{n}x{k}_{dist}"), format!("[{n}, {k}] {dist}"));
     let mut g = Group::new::<T>(c, ["cross_entropy", &tag, &label], n * k, 2, 8 * n);
-    let mut out = Output::<T, f32>::default();
-    g.run("kernel", || {
-        let args = CrossEntropyArgs::new(black_box(&z), n, k).class_ids(black_box(&y));
-        args.eval_into(&mut out).unwrap();
-        black_box(out.value[0])
-    });
-    drop(out);
+    for (id, threads) in [("kernel", 1), ("kernel_t2", 2)] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut out = Output::<T, f32>::default();
+        g.run(id, || {
+            pool.install(|| {
+                let args = CrossEntropyArgs::new(black_box(&z), n, k).class_ids(black_box(&y));
+                args.eval_into(&mut out).unwrap();
+                black_box(out.value[0])
+            })
+        });
+    }
     let mut grad = vec![T::default(); n * k];
     let mut e = vec![0.0f32; k];
     g.run("naive", || {
@@ -81,15 +93,52 @@ fn group<T: Io>(c: &mut Criterion, n: usize, k: usize, confident: bool) -> Row {
     g.finish()
 }
 
+/// The two-thread kernel's medians and ratios (`ratios-multiclass-t2.md`).
+fn report_t2(rows: &[Row]) {
+    let mut s = String::from(
+        "| benchmark | kernel (1 thread) ms | kernel_t2 (2 threads) ms | t2 speed-up | \
+         naive ms | probe ms | kernel_t2 speed ÷ naive | kernel_t2 speed ÷ probe | kernel_t2 GB/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let f = |x: Option<f64>| x.map_or("—".to_string(), |t| format!("{:.2}", t / 1e6));
+    let r2 = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "—".into(),
+    };
+    for r in rows {
+        let m = |id| common::median_ns(&r.group, id);
+        let (k1, k2, nv, pr) = (m("kernel"), m("kernel_t2"), m("naive"), m("probe"));
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.label,
+            f(k1),
+            f(k2),
+            r2(k1, k2),
+            f(nv),
+            f(pr),
+            r2(nv, k2),
+            r2(pr, k2),
+            k2.map_or("—".into(), |t| format!("{:.3}", r.bytes as f64 / t)),
+        );
+    }
+    println!("\n{s}");
+    let path = common::criterion_dir().join("ratios-multiclass-t2.md");
+    if std::fs::write(&path, &s).is_ok() {
+        println!("(written to {})", path.display());
+    }
+}
+
 fn main() {
-    common::main("multiclass", |c| {
-        let mut rows = Vec::new();
-        for confident in [false, true] {
-            for (n, k) in [(1024, 32000), (256, 128000)] {
-                rows.push(group::<f32>(c, n, k, confident));
-                rows.push(group::<half::bf16>(c, n, k, confident));
-            }
+    // common::main, plus the two-thread table
+    let mut c = Criterion::default().configure_from_args();
+    let mut rows = Vec::new();
+    for confident in [false, true] {
+        for (n, k) in [(1024, 32000), (256, 128000)] {
+            rows.push(group::<f32>(&mut c, n, k, confident));
+            rows.push(group::<half::bf16>(&mut c, n, k, confident));
         }
-        rows
-    });
+    }
+    c.final_summary();
+    common::report("multiclass", &rows);
+    report_t2(&rows);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Times the losscheck bench shapes in PyTorch and JAX/optax on CPU (forward + backward, the
-same distributions, one thread like the losscheck kernels), median of 5 after 2 warm-up calls,
-and writes one table of ratios next to criterion's output: <criterion dir>/peers.md.
+same distributions, --threads T threads (default 1) like the losscheck kernel it is compared
+with), median of 5 after 2 warm-up calls, and writes one table of ratios next to criterion's
+output: <criterion dir>/peers.md (T = 1) or peers-tT.md.
 
 losscheck's medians are read from criterion's estimates
 (<criterion dir>/<group>/kernel/new/estimates.json), so run the Rust benches first:
@@ -195,12 +196,18 @@ def time_jax(kind, dt, xs, other, argnums):
 
 
 def losscheck_ms(group):
-    p = os.path.join(crit, group, "kernel", "new", "estimates.json")
-    try:
-        with open(p) as fh:
-            return json.load(fh)["median"]["point_estimate"] / 1e6
-    except OSError:
-        return None
+    """losscheck's median for `group` at the same thread count: `kernel` is the one-thread
+    kernel; with --threads T > 1 the `kernel_tT` benchmark (multiclass has kernel_t2) if
+    there is one, else the one-thread `kernel` (marked with * in the table)."""
+    ids = ["kernel"] if T == 1 else [f"kernel_t{T}", "kernel"]
+    for kid in ids:
+        p = os.path.join(crit, group, kid, "new", "estimates.json")
+        try:
+            with open(p) as fh:
+                return json.load(fh)["median"]["point_estimate"] / 1e6, kid != "kernel" or T == 1
+        except OSError:
+            pass
+    return None, True
 
 
 rows = []
@@ -208,7 +215,8 @@ for name, dt, kind, extra in cases():
     if args.only not in name:
         continue
     xs, other, argnums = make(kind, extra)
-    r = {"group": name, "losscheck": losscheck_ms(name)}
+    lc, same_threads = losscheck_ms(name)
+    r = {"group": name + ("" if same_threads else " *"), "losscheck": lc}
     for label, which in peers.items():
         fn = time_torch if which == "torch" else time_jax
         r[label] = fn(kind, dt, xs, other, argnums)
@@ -232,13 +240,20 @@ for r in rows:
 note = (
     f"\nthreads: {T} (torch.set_num_threads, XLA single-thread flags, CPU affinity); "
     f"median of {args.reps} after 2 warm-up calls; ratio = losscheck speed ÷ peer speed "
-    "(peer median / losscheck median).\n"
+    "(peer median / losscheck median)."
+    + (
+        f" losscheck: the kernel_t{T} benchmark ({T}-thread rayon pool); * = only a one-thread "
+        "kernel benchmark exists for that group.\n"
+        if T > 1
+        else " losscheck: the one-thread kernel.\n"
+    )
 )
 table = head + body + note
 print("\n" + table)
 if not peers:
     print("no peer installed: nothing timed", file=sys.stderr)
 os.makedirs(crit, exist_ok=True)
-with open(os.path.join(crit, "peers.md"), "w") as fh:
+out_name = "peers.md" if T == 1 else f"peers-t{T}.md"
+with open(os.path.join(crit, out_name), "w") as fh:
     fh.write(table)
-print(f"(written to {os.path.join(crit, 'peers.md')})")
+print(f"(written to {os.path.join(crit, out_name)})")

@@ -57,7 +57,24 @@
 //!   [12, 0, …, 0] (C = 10) with target 0 gives log1p(9·e^−12) and −9e^−12/(1 + 9e^−12) to the
 //!   last bit, where PyTorch loses 15 bits in f32 and returns 0 in 16-bit (FAILURES.md).
 //! - Sums over classes (s′, Σ a_c·(m − z_c), A′) and over rows are compensated
-//!   ([`CompensatedSum`]).
+//!   ([`CompensatedSum`]) — except on the fast path below, where s′ is a plain 8-lane sum.
+//! - **Fast path** (class-id targets without label smoothing, class weights allowed, a row
+//!   whose logits are all finite and whose w_y > 0 — the cheap test is part of the first
+//!   pass): the same confident-row formulas, with the three passes over the row in
+//!   [`vmath`](crate::kernels::vmath) (AVX2 + FMA chosen at run time, the same bits as the
+//!   plain build): widen (16-bit in bulk) + max, e_j = e^{z_j − m} by vmath's exp (< 2⁻⁵¹
+//!   relatively, certified against MPFR) fused with the 8-lane sum of s′, then the gradient
+//!   stored straight into the output. l stays a sum of non-negative terms, so its relative
+//!   error is about (C/8 + 10)·2⁻⁵³ (≤ 2⁻³⁸ for C ≤ 2²⁰; the f32 bar needs 2⁻²⁵); see
+//!   `ce_row_hard`. Every other row (NaN, ±inf, smoothing, soft targets, w_y = 0) takes the
+//!   exact path above, unchanged.
+//! - **Threads** (feature `parallel`, on by default): with class-id targets, batches of at
+//!   least 2¹⁸ logits are spread over rayon's current pool, in tasks of about 2¹⁶ logits. Each
+//!   row is computed on its own (its scratch is its thread's) and the row terms are summed
+//!   afterwards in row order, so the result is the same bits for any number of threads
+//!   (`tests/kernels_simd.rs` runs pools of 1, 2 and 3). Without the feature, or in a pool
+//!   of one thread, the rows run on the calling thread. Besides the gradient, the only
+//!   allocations are one f64 pair per row (∝ N) and one `[C]` scratch per task.
 //! - multi_margin's u = margin − x_y + x_j is formed as margin + (x_j − x_y) with both
 //!   additions error-free (TwoSum) and the parts added last, so the sign of max(0, u) is
 //!   always right and its value within about one f64 ulp, however much u cancels.
@@ -273,7 +290,6 @@ impl<'a, T: Element> CrossEntropyArgs<'a, T> {
         let w = |k: usize| cw.map_or(1.0, |w| w[k].to_f64());
         let e = eps / c.max(1) as f64;
         let w_any = cw.map_or(true, |w| w.iter().any(|v| v.to_f64() > 0.0));
-        let mut scratch = vec![0.0f64; c];
         match target {
             CeTarget::ClassIds(y) => {
                 let ii = self.ignore_index;
@@ -285,21 +301,24 @@ impl<'a, T: Element> CrossEntropyArgs<'a, T> {
                         (1.0, w(y[i] as usize))
                     }
                 });
-                rows.run(self.grad, out, |i, g| {
+                rows.run_par(self.grad, out, |i, g, scratch| {
+                    if scratch.len() < c {
+                        scratch.resize(c, 0.0);
+                    }
                     let yi = y[i] as usize;
-                    let coef = if eps == 0.0 {
-                        Coef::Hard { y: yi, wy: w(yi) }
-                    } else {
-                        Coef::Smooth {
-                            y: yi,
-                            h: (1.0 - eps) * w(yi),
-                            e,
-                            eps,
-                            w: cw,
-                            any: w_any,
-                        }
+                    let zi = &z[i * c..(i + 1) * c];
+                    if eps == 0.0 {
+                        return ce_row_hard(zi, yi, w(yi), g, scratch);
+                    }
+                    let coef = Coef::Smooth {
+                        y: yi,
+                        h: (1.0 - eps) * w(yi),
+                        e,
+                        eps,
+                        w: cw,
+                        any: w_any,
                     };
-                    ce_row(&z[i * c..(i + 1) * c], &coef, g, &mut scratch)
+                    ce_row(zi, &coef, g, scratch)
                 });
             }
             CeTarget::Soft(q) => {
@@ -320,6 +339,7 @@ impl<'a, T: Element> CrossEntropyArgs<'a, T> {
                     )));
                 }
                 let rows = Rows::new(n, c, self.reduction, cot, None, |_| (1.0, 1.0));
+                let mut scratch = vec![0.0f64; c];
                 rows.run(self.grad, out, |i, g| {
                     let coef = Coef::Soft {
                         q: &q[i * c..(i + 1) * c],
@@ -840,89 +860,203 @@ impl<'a, T: Element> Rows<'a, T> {
     where
         F: FnMut(usize, Option<(&mut [T], Scale)>) -> (f64, f64),
     {
+        let Some(mut grad) = self.prologue(want, out) else {
+            return;
+        };
+        let c = self.c;
+        let mut acc = Acc::new(self, out);
+        for i in 0..self.n {
+            let g = if want {
+                Some(&mut grad[i * c..(i + 1) * c])
+            } else {
+                None
+            };
+            let term = self.term(i, g, &mut row);
+            acc.push(self, i, term, out);
+        }
+        acc.finish(self, out);
+        out.grad = want.then_some(grad);
+    }
+
+    /// [`run`](Self::run) with the rows spread over rayon's threads when the batch is large
+    /// (the `parallel` feature; serial without it). `row(i, grad, scratch)` gets a scratch
+    /// buffer of its thread's own (any length: the row resizes it). Each row's term is
+    /// computed on its own and the terms are summed afterwards in row order, exactly as
+    /// [`run`](Self::run) does: the result does not depend on the number of threads, nor on how
+    /// rayon splits the rows. The only allocation besides the gradient is one term per row
+    /// (∝ N) and one scratch per rayon task.
+    fn run_par<O: Element, F>(&self, want: bool, out: &mut Output<T, O>, row: F)
+    where
+        F: Fn(usize, Option<(&mut [T], Scale)>, &mut Vec<f64>) -> (f64, f64) + Sync,
+    {
+        let (n, c) = (self.n, self.c);
+        #[cfg(feature = "parallel")]
+        if n >= 2 && n.saturating_mul(c) >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            let Some(mut grad) = self.prologue(want, out) else {
+                return;
+            };
+            let per = (PAR_TASK_ELEMS / c.max(1)).max(1); // rows per task
+            let mut terms = vec![(0.0f64, 0.0f64); n];
+            let init = || Vec::<f64>::new();
+            if want {
+                grad.par_chunks_mut(per * c)
+                    .zip(terms.par_chunks_mut(per))
+                    .enumerate()
+                    .for_each_init(init, |scratch, (t, (gs, ts))| {
+                        for (r, (g, o)) in gs.chunks_mut(c).zip(ts.iter_mut()).enumerate() {
+                            let i = t * per + r;
+                            *o = self.term(i, Some(g), &mut |i, g| row(i, g, scratch));
+                        }
+                    });
+            } else {
+                terms
+                    .par_chunks_mut(per)
+                    .enumerate()
+                    .for_each_init(init, |scratch, (t, ts)| {
+                        for (r, o) in ts.iter_mut().enumerate() {
+                            let i = t * per + r;
+                            *o = self.term(i, None, &mut |i, g| row(i, g, scratch));
+                        }
+                    });
+            }
+            let mut acc = Acc::new(self, out);
+            for (i, &term) in terms.iter().enumerate() {
+                acc.push(self, i, term, out);
+            }
+            acc.finish(self, out);
+            out.grad = want.then_some(grad);
+            return;
+        }
+        let mut scratch = Vec::new();
+        self.run(want, out, |i, g| row(i, g, &mut scratch));
+    }
+
+    /// The common start of a run: the gradient buffer (every component is written later,
+    /// rows or zeros, so one of the right length is reused as it is), the value cleared; or
+    /// None when the mean is empty (then `out` is complete: value 0, gradient 0).
+    fn prologue<O: Element>(&self, want: bool, out: &mut Output<T, O>) -> Option<Vec<T>> {
         let (n, c) = (self.n, self.c);
         let zero = T::from_f64(0.0);
         let mut grad = out.grad.take().unwrap_or_default();
         if !want {
             grad = Vec::new();
         } else if grad.len() != n * c {
-            // every component is written below (rows or zeros): a buffer of the right length
-            // is reused as it is
             grad.clear();
             grad.resize(n * c, zero);
         }
         out.value.clear();
-        let none = self.reduction == Reduction::None;
         if self.is_empty_mean() {
             grad.fill(zero);
+            let none = self.reduction == Reduction::None;
             out.value.resize(if none { n } else { 1 }, O::from_f64(0.0));
             out.grad = want.then_some(grad);
-            return;
+            return None;
         }
+        Some(grad)
+    }
+
+    /// Row i's term (the row's value times its coefficient, as a pair), its scaled gradient
+    /// written into `g` (zeros for a skipped row or a zero scale).
+    #[inline]
+    fn term<F>(&self, i: usize, g: Option<&mut [T]>, row: &mut F) -> (f64, f64)
+    where
+        F: FnMut(usize, Option<(&mut [T], Scale)>) -> (f64, f64),
+    {
+        let zero = T::from_f64(0.0);
+        let ci = self.coef[i];
+        if ci == 0.0 {
+            if let Some(g) = g {
+                g.fill(zero);
+            }
+            return (0.0, 0.0);
+        }
+        let k = ci * self.cot.at(i);
+        let l = match g {
+            Some(g) if k != 0.0 => row(i, Some((g, Scale::new(k, self.den_at(i))))),
+            Some(g) => {
+                g.fill(zero);
+                row(i, None)
+            }
+            None => row(i, None),
+        };
+        if ci == 1.0 {
+            l
+        } else {
+            pair_scale(ci, l)
+        }
+    }
+}
+
+/// Rows per rayon task: about this many logits (fixed; the results do not depend on it).
+#[cfg(feature = "parallel")]
+const PAR_TASK_ELEMS: usize = 1 << 16;
+/// Batches below this many logits stay on the calling thread.
+#[cfg(feature = "parallel")]
+const PAR_MIN_ELEMS: usize = 1 << 18;
+
+/// The reduction of the row terms, in row order: every sum and quotient keeps its error term,
+/// and each value is rounded once, through [`round_odd`], so a tiny lo still decides a
+/// near-tie in the output dtype.
+struct Acc {
+    none: bool,
+    total: CompensatedSum,
+    part: CompensatedSum,
+}
+
+impl Acc {
+    fn new<T: Element, O: Element>(rows: &Rows<'_, T>, out: &mut Output<T, O>) -> Self {
+        let none = rows.reduction == Reduction::None;
         if none {
-            out.value.reserve_exact(n);
+            out.value.reserve_exact(rows.n);
         }
-        let mut total = CompensatedSum::new();
-        let mut part = CompensatedSum::new();
-        for i in 0..n {
-            let ci = self.coef[i];
-            let g = if want {
-                Some(&mut grad[i * c..(i + 1) * c])
-            } else {
-                None
-            };
-            let term = if ci == 0.0 {
-                if let Some(g) = g {
-                    g.fill(zero);
-                }
-                (0.0, 0.0)
-            } else {
-                let k = ci * self.cot.at(i);
-                let l = match g {
-                    Some(g) if k != 0.0 => row(i, Some((g, Scale::new(k, self.den_at(i))))),
-                    Some(g) => {
-                        g.fill(zero);
-                        row(i, None)
+        Acc {
+            none,
+            total: CompensatedSum::new(),
+            part: CompensatedSum::new(),
+        }
+    }
+
+    #[inline]
+    fn push<T: Element, O: Element>(
+        &mut self,
+        rows: &Rows<'_, T>,
+        i: usize,
+        term: (f64, f64),
+        out: &mut Output<T, O>,
+    ) {
+        match &rows.seq {
+            _ if self.none => out.value.push(O::from_f64(round_odd(term.0, term.1))),
+            None => {
+                self.total.add_lane(i, term.0);
+                self.total.add_lane(i, term.1);
+            }
+            Some(s) => {
+                self.part.add_lane(i, term.0);
+                self.part.add_lane(i, term.1);
+                if (i + 1) % s.t == 0 {
+                    let d = s.den[i / s.t];
+                    if d != 0.0 {
+                        let (q, r) = pair_div(self.part.total_pair(), d);
+                        self.total.add_lane(i / s.t, q);
+                        self.total.add_lane(i / s.t, r);
                     }
-                    None => row(i, None),
-                };
-                if ci == 1.0 {
-                    l
-                } else {
-                    pair_scale(ci, l)
-                }
-            };
-            match &self.seq {
-                _ if none => out.value.push(O::from_f64(round_odd(term.0, term.1))),
-                None => {
-                    total.add_lane(i, term.0);
-                    total.add_lane(i, term.1);
-                }
-                Some(s) => {
-                    part.add_lane(i, term.0);
-                    part.add_lane(i, term.1);
-                    if (i + 1) % s.t == 0 {
-                        let d = s.den[i / s.t];
-                        if d != 0.0 {
-                            let (q, r) = pair_div(part.total_pair(), d);
-                            total.add_lane(i / s.t, q);
-                            total.add_lane(i / s.t, r);
-                        }
-                        part = CompensatedSum::new();
-                    }
+                    self.part = CompensatedSum::new();
                 }
             }
         }
-        if !none {
-            let t = total.total_pair();
-            let (hi, lo) = match &self.seq {
+    }
+
+    fn finish<T: Element, O: Element>(self, rows: &Rows<'_, T>, out: &mut Output<T, O>) {
+        if !self.none {
+            let t = self.total.total_pair();
+            let (hi, lo) = match &rows.seq {
                 Some(s) => pair_div(t, s.count),
-                None if self.reduction == Reduction::Mean => pair_div(t, self.den),
+                None if rows.reduction == Reduction::Mean => pair_div(t, rows.den),
                 None => t,
             };
             out.value.push(O::from_f64(round_odd(hi, lo)));
         }
-        out.grad = want.then_some(grad);
     }
 }
 
@@ -1192,6 +1326,114 @@ fn ce_row<T: Element>(
         (ce_row_special(z, a, grad, scratch), 0.0)
     } else {
         ce_row_finite(z, a, m, k, grad, scratch)
+    }
+}
+
+/// A row with a class-id target y of weight w_y and no smoothing: the fast path when the row
+/// is finite (every logit finite, w_y > 0, C ≥ 1), [`ce_row`] otherwise.
+///
+/// The formulation is [`ce_row_finite`]'s for a hard target (the confident-row one:
+/// l = w_y·(m − z_y) + w_y·log1p(s′), s′ = Σ_{j≠k} e_j, gradient w_y·p_j − w_y·[j = y] with
+/// the argmax's component w_y·[k ≠ y] − r·s′), with three passes over the row in
+/// [`vmath`](crate::kernels::vmath) (AVX2 + FMA where present, the same bits either way):
+/// the logits widened into the f64 scratch with the max and the finiteness test
+/// (16-bit in bulk), e_j = [`vmath::exp_nonpos`](crate::kernels::vmath::exp_nonpos)(z_j − m)
+/// in place with s′ as a plain 8-lane sum, then the gradient (r·e_j)·(k/den) stored straight
+/// into the output. Error: each e_j within 2⁻⁵¹ relatively, s′ within (C/8 + 6)·2⁻⁵³ (a sum
+/// of non-negative terms), so l — a sum of non-negative terms too — is within about
+/// (C/8 + 10)·2⁻⁵³ ≤ 2⁻³⁸ relatively for C ≤ 2²⁰ (the f32 bar needs ≤ 2⁻²⁵), and each
+/// gradient component within a few 2⁻⁵¹ of w_y·p_j (the argmax's and the target's
+/// components within 2⁻³⁸·w_y absolutely, against a row maximum ≥ w_y/2): the output
+/// rounding dominates. A hard target never cancels, so no double-double path is needed.
+fn ce_row_hard<T: Element>(
+    z: &[T],
+    y: usize,
+    wy: f64,
+    grad: Option<(&mut [T], Scale)>,
+    scratch: &mut [f64],
+) -> (f64, f64) {
+    use crate::kernels::vmath;
+    let c = z.len();
+    let e = &mut scratch[..c];
+    let (m, finite) = widen_max(z, e);
+    if !finite || !(wy > 0.0) {
+        return ce_row(z, &Coef::Hard { y, wy }, grad, scratch);
+    }
+    let k = vmath::first_index(e, m); // the first argmax, as `scan` finds it
+    let zy = e[y];
+    let sp = vmath::exp_shift_sum_except(e, m, k);
+    // V = w_y·(m − z_y) as a pair (exact unless the exponents are far apart); A = w_y
+    let v = pair_scale(wy, pair_add(m, -zy));
+    let (h, lo) = pair_add(v.0, wy * libm::log1p(sp));
+    if let Some((g, sc)) = grad {
+        let r = wy / (1.0 + sp);
+        let rest = if y == k { 0.0 } else { wy };
+        let at_k = rest - r * sp;
+        if !(sc.fast && store_scaled(e, r, sc.mul, g)) {
+            sc.write(g, |j| r * e[j]);
+        }
+        g[y] = T::from_f64(sc.apply(r * e[y] - wy));
+        g[k] = T::from_f64(sc.apply(at_k));
+    }
+    (h, lo + v.1)
+}
+
+/// The logits as f64 into `out` (f32 and bf16 by vmath's bulk loops, f16 through `half`'s
+/// slice conversion), with (max, every logit finite).
+#[inline]
+fn widen_max<T: Element>(z: &[T], out: &mut [f64]) -> (f64, bool) {
+    use crate::kernels::vmath;
+    use half::slice::HalfFloatSliceExt;
+    if let Some(z) = cast::<T, f32>(z) {
+        vmath::widen_max_f32(z, out)
+    } else if let Some(z) = cast::<T, half::bf16>(z) {
+        vmath::widen_max_bf16(z, out)
+    } else if let Some(z) = cast::<T, half::f16>(z) {
+        z.convert_to_f64_slice(&mut out[..z.len()]);
+        vmath::max_finite(&out[..z.len()])
+    } else {
+        for (o, v) in out.iter_mut().zip(z) {
+            *o = v.to_f64();
+        }
+        vmath::max_finite(&out[..z.len()])
+    }
+}
+
+/// g_j = RN_T((r·e_j)·mul) by vmath's bulk stores, for f32 and bf16 (false: not done, the
+/// caller writes it).
+#[inline]
+fn store_scaled<T: Element>(e: &[f64], r: f64, mul: f64, g: &mut [T]) -> bool {
+    use crate::kernels::vmath;
+    if let Some(g) = cast_mut::<T, f32>(g) {
+        vmath::scale_to_f32(e, r, mul, g);
+        true
+    } else if let Some(g) = cast_mut::<T, half::bf16>(g) {
+        vmath::scale_to_bf16(e, r, mul, g);
+        true
+    } else {
+        false
+    }
+}
+
+/// `z` as a slice of U when T is U.
+#[inline(always)]
+fn cast<T: 'static, U: 'static>(z: &[T]) -> Option<&[U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts(z.as_ptr().cast::<U>(), z.len()) })
+    } else {
+        None
+    }
+}
+
+/// `z` as a mutable slice of U when T is U.
+#[inline(always)]
+fn cast_mut<T: 'static, U: 'static>(z: &mut [T]) -> Option<&mut [U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts_mut(z.as_mut_ptr().cast::<U>(), z.len()) })
+    } else {
+        None
     }
 }
 

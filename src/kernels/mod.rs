@@ -17,6 +17,7 @@ pub mod probabilistic;
 pub mod ranking;
 pub mod reduce;
 pub mod regression;
+pub mod vmath;
 
 use half::{bf16, f16};
 use losscheck_core::{catalogue, Case, Checked, Dtype, Element, LossError, Response};

@@ -596,32 +596,6 @@ pub(crate) fn store_f64<T: Element>(src: &[f64], dst: &mut [T]) {
     }
 }
 
-#[inline(always)]
-fn cast_val<T: 'static + Copy, U: 'static + Copy>(x: T) -> Option<U> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
-        // SAFETY: T and U are the same type.
-        Some(unsafe { std::mem::transmute_copy::<T, U>(&x) })
-    } else {
-        None
-    }
-}
-
-/// `T::from_f64(x)` (correct rounding; the same bits for every non-NaN `x`), per element and
-/// vectorizable: see [`store_f64`].
-#[inline(always)]
-pub(crate) fn narrow<T: Element>(x: f64) -> T {
-    if let Some(v) = cast_val::<f32, T>(x as f32) {
-        v
-    } else if let Some(v) = cast_val::<half::f16, T>(half::f16::from_bits(f64_to_f16_bits(x))) {
-        v
-    } else if let Some(v) = cast_val::<half::bf16, T>(half::bf16::from_bits(f64_to_bf16_bits(x)))
-    {
-        v
-    } else {
-        T::from_f64(x)
-    }
-}
-
 const TWO52: f64 = 4_503_599_627_370_496.0; // 2^52
 
 /// The f16 nearest to `x` (ties to even; ±inf beyond the range; NaN → a quiet NaN), as bits —

@@ -458,6 +458,306 @@ pub fn grad_term(c: f64, g: f64, cot: f64, den: f64) -> f64 {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fast paths: blocks of f64 lanes, bulk dtype conversion, runtime dispatch.
+//
+// The elementwise kernels' common configuration (no mask, no weight, no per-element cotangent)
+// runs as tight loops over blocks of `BLOCK` elements: the inputs of a block are converted in
+// bulk into f64 scratch arrays on the stack, the loss is computed lane by lane with IEEE basic
+// operations only, and the outputs are rounded in bulk. Value sums are plain f64 partial sums
+// over `FAST_LANES` lanes inside a block (lane k takes the block's elements j ≡ k mod
+// FAST_LANES, lanes combined in a fixed tree), and the block totals are accumulated in order
+// with [`CompensatedSum`]: the order of every operation is fixed by the element indices alone,
+// so the result is the same bits on every platform and for either code generation (plain or
+// AVX2, [`simd_level`]). Error of a reduced value, for non-negative terms l_j (every fast path
+// sums such terms): each block total is within (BLOCK/FAST_LANES + 3)·2^-53 ≈ 2^-47 relatively
+// of the exact block sum (a recursive sum of m non-negative terms is within (m−1)·u, u = 2^-53,
+// relatively), and the compensated sum of the block totals adds about 2^-53 more — relative
+// error < 2^-46 of the sum of the computed terms, whatever n (no cancellation: the terms are
+// ≥ 0). Far below an f32 ulp (2^-24 relatively); then one rounding to the output dtype.
+
+/// Elements per block of the fast paths (a multiple of `FAST_LANES`).
+pub(crate) const BLOCK: usize = 256;
+/// Independent f64 partial sums inside a block.
+pub(crate) const FAST_LANES: usize = 8;
+
+/// The code generation available at run time: `true` when the CPU has AVX2 and FMA (x86-64),
+/// detected once and cached. The fast paths are compiled twice — plain (the target's baseline,
+/// SSE2 on x86-64) and inside `#[target_feature(enable = "avx2,fma")]` — from the same
+/// scalar-shaped source using only IEEE basic operations (Rust never contracts a·b + c into an
+/// fma), so both give the same bits; `tests/kernels_simd_elementwise.rs` checks that.
+pub fn simd_level() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static LEVEL: AtomicU8 = AtomicU8::new(0);
+        match LEVEL.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let yes = std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma");
+                LEVEL.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+thread_local! {
+    static FORCE_PLAIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with the plain (baseline) code generation of the fast paths on this thread, even
+/// where AVX2 is available — for tests that compare the two code generations bit for bit.
+#[doc(hidden)]
+pub fn with_plain_codegen<R>(f: impl FnOnce() -> R) -> R {
+    let old = FORCE_PLAIN.with(|c| c.replace(true));
+    let r = f();
+    FORCE_PLAIN.with(|c| c.set(old));
+    r
+}
+
+/// Use the AVX2 code generation for this call?
+#[inline]
+pub(crate) fn use_avx2() -> bool {
+    simd_level() && !FORCE_PLAIN.with(|c| c.get())
+}
+
+/// Reinterpret a slice of `T` as a slice of `U` when they are the same type.
+#[inline(always)]
+pub(crate) fn same_type<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr() as *const U, s.len()) })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn same_type_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut U, s.len()) })
+    } else {
+        None
+    }
+}
+
+/// `dst[i] = src[i]` as f64 (exact), in bulk: f32 by a plain loop, f16 by `half`'s
+/// slice conversion (exact, F16C where present), bf16 by a 16-bit shift into an f32.
+/// `dst.len() == src.len()`.
+#[inline(always)]
+pub(crate) fn load_f64<T: Element>(src: &[T], dst: &mut [f64]) {
+    use half::slice::HalfFloatSliceExt;
+    if let Some(s) = same_type::<T, f32>(src) {
+        for (d, &x) in dst.iter_mut().zip(s) {
+            *d = x as f64;
+        }
+    } else if let Some(s) = same_type::<T, half::f16>(src) {
+        s.convert_to_f64_slice(dst);
+    } else if let Some(s) = same_type::<T, half::bf16>(src) {
+        for (d, &x) in dst.iter_mut().zip(s) {
+            *d = f32::from_bits((x.to_bits() as u32) << 16) as f64;
+        }
+    } else {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = x.to_f64();
+        }
+    }
+}
+
+/// `dst[i] = T::from_f64(src[i])` (correct rounding, ties to even; the same bits as
+/// [`Element::from_f64`] for every non-NaN input), in bulk and vectorizable: f32 by `as`,
+/// f16 / bf16 by [`f64_to_f16_bits`] / [`f64_to_bf16_bits`]. `dst.len() == src.len()`.
+#[inline(always)]
+pub(crate) fn store_f64<T: Element>(src: &[f64], dst: &mut [T]) {
+    if let Some(d) = same_type_mut::<T, f32>(dst) {
+        for (d, &x) in d.iter_mut().zip(src) {
+            *d = x as f32;
+        }
+    } else if let Some(d) = same_type_mut::<T, half::f16>(dst) {
+        for (d, &x) in d.iter_mut().zip(src) {
+            *d = half::f16::from_bits(f64_to_f16_bits(x));
+        }
+    } else if let Some(d) = same_type_mut::<T, half::bf16>(dst) {
+        for (d, &x) in d.iter_mut().zip(src) {
+            *d = half::bf16::from_bits(f64_to_bf16_bits(x));
+        }
+    } else {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = T::from_f64(x);
+        }
+    }
+}
+
+const TWO52: f64 = 4_503_599_627_370_496.0; // 2^52
+
+/// The f16 nearest to `x` (ties to even; ±inf beyond the range; NaN → a quiet NaN), as bits —
+/// one correct rounding from f64 (`half`'s `f16::from_f64` truncates the low 32 bits first, or
+/// rounds twice through f32), with integer and IEEE operations only, branch-free. Normal
+/// results: the f64 bits shifted right by 42 with round-to-nearest-even on the dropped bits
+/// (a carry into the exponent is the correct next binade), rebiased; subnormal results:
+/// |x|·2^24 (exact) rounded to an integer by the 2^52 shift (ties to even), which is the f16
+/// subnormal's bit pattern (1024 = the smallest normal).
+#[inline(always)]
+pub fn f64_to_f16_bits(x: f64) -> u16 {
+    const MIN_NORMAL: u64 = 0x3F10_0000_0000_0000; // 2^-14
+    const OVERFLOW: u64 = 0x40EF_FE00_0000_0000; // 65520 = 65504 + ½ ulp: ties to 2^16, inf
+    const INF: u64 = 0x7FF0_0000_0000_0000;
+    const TWO24: f64 = f64::from_bits((1023 + 24) << 52);
+    let b = x.to_bits();
+    let sign = ((b >> 48) & 0x8000) as u16;
+    let a = b & 0x7FFF_FFFF_FFFF_FFFF;
+    let normal = ((a + ((1u64 << 41) - 1) + ((a >> 42) & 1)) >> 42).wrapping_sub((1023 - 15) << 10);
+    let sub = (f64::from_bits(a) * TWO24 + TWO52).to_bits() & 0x7FF;
+    let r = if a > INF {
+        0x7E00
+    } else if a >= OVERFLOW {
+        0x7C00
+    } else if a >= MIN_NORMAL {
+        normal
+    } else {
+        sub
+    };
+    r as u16 | sign
+}
+
+/// The bf16 nearest to `x` (ties to even; ±inf beyond the range; NaN → a quiet NaN), as bits —
+/// one correct rounding from f64, as [`f64_to_f16_bits`] (normal: shift by 45; subnormal:
+/// |x|·2^133 rounded to an integer).
+#[inline(always)]
+pub fn f64_to_bf16_bits(x: f64) -> u16 {
+    const MIN_NORMAL: u64 = (1023 - 126) << 52; // 2^-126
+    const OVERFLOW: u64 = 0x47EF_F000_0000_0000; // (2 − 2^-8)·2^127: ties to 2^128, inf
+    const INF: u64 = 0x7FF0_0000_0000_0000;
+    const TWO133: f64 = f64::from_bits((1023 + 133) << 52);
+    let b = x.to_bits();
+    let sign = ((b >> 48) & 0x8000) as u16;
+    let a = b & 0x7FFF_FFFF_FFFF_FFFF;
+    let normal = ((a + ((1u64 << 44) - 1) + ((a >> 45) & 1)) >> 45).wrapping_sub((1023 - 127) << 7);
+    let sub = (f64::from_bits(a) * TWO133 + TWO52).to_bits() & 0xFF;
+    let r = if a > INF {
+        0x7FC0
+    } else if a >= OVERFLOW {
+        0x7F80
+    } else if a >= MIN_NORMAL {
+        normal
+    } else {
+        sub
+    };
+    r as u16 | sign
+}
+
+/// How the fast paths scale a gradient: the reduction's [`GradScale`] for a plan without mask,
+/// weight or per-element cotangent (coefficient c = 1 everywhere).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FastScale {
+    /// g·s (s = cot/den exact, finite, non-zero).
+    Mul(f64),
+    /// (g·cot)/den with the exact-zero rule (g = 0 → 0).
+    Div(f64, f64),
+}
+
+impl FastScale {
+    /// The gradient component of a term with local derivative `g`: the same bits as
+    /// [`Plan::run`]'s c·g·s, resp. [`grad_term`]`(1, g, cot, den)`.
+    #[inline(always)]
+    pub(crate) fn apply(self, g: f64) -> f64 {
+        match self {
+            FastScale::Mul(s) => g * s,
+            FastScale::Div(cot, den) => {
+                let v = g * cot / den;
+                if g == 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
+        }
+    }
+}
+
+impl FastScale {
+    /// The pair (∂/∂x, ∂/∂y) for local derivatives (g, −g): the same bits as
+    /// `(apply(g), apply(-g))` (IEEE multiplication and division are symmetric in the sign).
+    #[inline(always)]
+    pub(crate) fn apply_pair(self, g: f64) -> (f64, f64) {
+        match self {
+            FastScale::Mul(s) => {
+                let v = g * s;
+                (v, -v)
+            }
+            FastScale::Div(cot, den) => {
+                let v = g * cot / den;
+                if g == 0.0 {
+                    (0.0, 0.0)
+                } else {
+                    (v, -v)
+                }
+            }
+        }
+    }
+}
+
+impl<'a, T: Element> Plan<'a, T> {
+    /// The fast paths' configuration, when this plan has one: no mask, no weight, no
+    /// per-element cotangent, n > 0, and a non-zero cotangent (a zero one, the empty mean and
+    /// everything else take [`Plan::run`]).
+    pub(crate) fn fast_scale(&self) -> Option<FastScale> {
+        if self.mask.is_some() || self.weight.is_some() || self.n == 0 {
+            return None;
+        }
+        match self.cot {
+            Cot::PerElement(_) => None,
+            Cot::Scalar(c) if c == 0.0 => None,
+            _ => match GradScale::new(self) {
+                GradScale::Mul(s) => Some(FastScale::Mul(s)),
+                GradScale::Div(cot, den) => Some(FastScale::Div(cot, den)),
+                GradScale::PerElement(_) => None,
+            },
+        }
+    }
+}
+
+/// Make `v` hold `n` elements, reusing its allocation; the contents are to be overwritten (an
+/// existing buffer of the right length is not cleared first).
+#[inline]
+pub(crate) fn size_output<X: Copy>(v: &mut Vec<X>, n: usize, zero: X) {
+    if v.len() != n {
+        v.clear();
+        v.resize(n, zero);
+    }
+}
+
+/// Sum of a block's lanes in a fixed tree.
+#[inline(always)]
+pub(crate) fn lane_total(acc: &[f64; FAST_LANES]) -> f64 {
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// Σ xs as lane-wise partial sums (lane k: elements ≡ k mod FAST_LANES) combined by
+/// [`lane_total`]; `xs.len() <= BLOCK`.
+#[inline(always)]
+pub(crate) fn block_sum(xs: &[f64]) -> f64 {
+    let mut acc = [0.0f64; FAST_LANES];
+    let mut chunks = xs.chunks_exact(FAST_LANES);
+    for c in &mut chunks {
+        for k in 0..FAST_LANES {
+            acc[k] += c[k];
+        }
+    }
+    for (k, &x) in chunks.remainder().iter().enumerate() {
+        acc[k] += x;
+    }
+    lane_total(&acc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,10 @@
 //! assert_eq!(out.value, vec![1.0, 0.0]);
 //! ```
 
-use super::reduce::Plan;
+use super::reduce::{
+    block_sum, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
+    BLOCK,
+};
 use losscheck_core::case::fdata;
 use losscheck_core::{Case, Checked, Element, LossError, ParamValue, Reduction, Response, Tensor};
 use std::collections::BTreeMap;
@@ -162,6 +165,180 @@ fn huber_point(r: f64, delta: f64) -> (f64, f64) {
     }
 }
 
+/// Huber, branch-free (selects only): the same bits as [`huber_point`] for every r — |r| ≤ δ:
+/// (½r·r, r); |r| > δ (±inf included): (δ·(|r| − ½δ), ±δ); NaN: ½r·r and r are NaN.
+#[inline(always)]
+fn huber_point_fast(r: f64, delta: f64) -> (f64, f64) {
+    let a = r.abs();
+    let lin = a > delta;
+    let l = if lin {
+        delta * (a - 0.5 * delta)
+    } else {
+        0.5 * r * r
+    };
+    let g = if lin { delta.copysign(r) } else { r };
+    (l, g)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fast path (mse, huber without mask, weight or per-element cotangent).
+//
+// Per element it computes exactly what the general path computes — r = p − t in f64 (exact
+// for f32 / 16-bit inputs unless their exponents are more than 29 apart), (l, g) by the same
+// f64 expressions, the gradient scaled as `Plan` scales it, each output rounded once to its
+// dtype (bulk conversion, the same correctly rounded bits) — so `none` outputs and gradients
+// are bit-identical to the general path. Only the value sum differs: plain f64 lane sums per
+// block of `BLOCK` elements, block totals compensated (see `reduce`); the terms are ≥ 0, so
+// the sum is within 2^-46 relatively of the exact sum of the computed terms, whatever n.
+
+/// The losses with a fast path.
+#[derive(Clone, Copy, Debug)]
+enum Fast {
+    Mse,
+    Huber(f64),
+}
+
+struct FastJob<'a, T> {
+    pred: &'a [T],
+    target: &'a [T],
+    kind: Fast,
+    scale: FastScale,
+    none: bool,
+    mean_den: Option<f64>,
+    want: [bool; 2],
+}
+
+impl<T: Element> FastJob<'_, T> {
+    fn run<O: Element>(&self, value: &mut Vec<O>, gp: &mut Vec<T>, gt: &mut Vec<T>) {
+        let n = self.pred.len();
+        let zero = T::from_f64(0.0);
+        for (g, w) in [(&mut *gp, self.want[0]), (&mut *gt, self.want[1])] {
+            if w {
+                size_output(g, n, zero);
+            } else {
+                g.clear();
+            }
+        }
+        if self.none {
+            size_output(value, n, O::from_f64(0.0));
+        } else {
+            value.clear();
+        }
+        let mut acc = CompensatedSum::new();
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (`use_avx2`).
+            unsafe { self.blocks_avx2(value, gp, gt, &mut acc) };
+        } else {
+            self.blocks(value, gp, gt, &mut acc);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = use_avx2;
+            self.blocks(value, gp, gt, &mut acc);
+        }
+        if !self.none {
+            let total = acc.total();
+            let v = match self.mean_den {
+                Some(d) => total / d,
+                None => total,
+            };
+            value.push(O::from_f64(v));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn blocks_avx2<O: Element>(
+        &self,
+        value: &mut [O],
+        gp: &mut [T],
+        gt: &mut [T],
+        acc: &mut CompensatedSum,
+    ) {
+        self.blocks(value, gp, gt, acc)
+    }
+
+    #[inline(always)]
+    fn blocks<O: Element>(
+        &self,
+        value: &mut [O],
+        gp: &mut [T],
+        gt: &mut [T],
+        acc: &mut CompensatedSum,
+    ) {
+        match (self.kind, self.scale) {
+            (Fast::Mse, FastScale::Mul(s)) => {
+                self.blocks_with(value, gp, gt, acc, mse_point, move |g| FastScale::Mul(s).apply_pair(g))
+            }
+            (Fast::Mse, sc) => self.blocks_with(value, gp, gt, acc, mse_point, move |g| sc.apply_pair(g)),
+            (Fast::Huber(d), FastScale::Mul(s)) => self.blocks_with(
+                value,
+                gp,
+                gt,
+                acc,
+                move |r| huber_point_fast(r, d),
+                move |g| FastScale::Mul(s).apply_pair(g),
+            ),
+            (Fast::Huber(d), sc) => self.blocks_with(
+                value,
+                gp,
+                gt,
+                acc,
+                move |r| huber_point_fast(r, d),
+                move |g| sc.apply_pair(g),
+            ),
+        }
+    }
+
+    #[inline(always)]
+    fn blocks_with<O: Element, P, S>(
+        &self,
+        value: &mut [O],
+        gp: &mut [T],
+        gt: &mut [T],
+        acc: &mut CompensatedSum,
+        point: P,
+        scale: S,
+    ) where
+        P: Fn(f64) -> (f64, f64) + Copy,
+        S: Fn(f64) -> (f64, f64) + Copy,
+    {
+        let n = self.pred.len();
+        let mut pb = [0.0f64; BLOCK];
+        let mut tb = [0.0f64; BLOCK];
+        let mut lb = [0.0f64; BLOCK];
+        let mut start = 0;
+        while start < n {
+            let end = (start + BLOCK).min(n);
+            let len = end - start;
+            load_f64(&self.pred[start..end], &mut pb[..len]);
+            load_f64(&self.target[start..end], &mut tb[..len]);
+            // (pb, tb) become (∂/∂pred, ∂/∂target) in place
+            for j in 0..len {
+                let r = pb[j] - tb[j];
+                let (l, g) = point(r);
+                lb[j] = l;
+                let (a, b) = scale(g);
+                pb[j] = a;
+                tb[j] = b;
+            }
+            if self.want[0] {
+                store_f64(&pb[..len], &mut gp[start..end]);
+            }
+            if self.want[1] {
+                store_f64(&tb[..len], &mut gt[start..end]);
+            }
+            if self.none {
+                store_f64(&lb[..len], &mut value[start..end]);
+            } else {
+                acc.add(block_sum(&lb[..len]));
+            }
+            start = end;
+        }
+    }
+}
+
 /// Quantile (pinball) loss of r = pred − target, u = target − pred = −r:
 /// max(τu, (τ−1)u) = τ·|r| when r < 0, (1−τ)·r when r > 0. `one_minus_tau` = 1 − τ (in f64).
 #[inline(always)]
@@ -217,6 +394,7 @@ fn check_lengths<T: Element>(args: &ElementwiseArgs<'_, T>) -> Result<(), LossEr
 fn run_into<T: Element, O: Element, F>(
     args: &ElementwiseArgs<'_, T>,
     point: F,
+    fast: Option<Fast>,
     out: &mut Output<T, O>,
 ) -> Result<(), LossError>
 where
@@ -231,6 +409,24 @@ where
         args.reduction,
     )?;
     let (pred, target) = (args.pred, &args.target[..args.pred.len()]);
+    if let (Some(kind), Some(scale)) = (fast, plan.fast_scale()) {
+        let mut gp = out.grad_pred.take().unwrap_or_default();
+        let mut gt = out.grad_target.take().unwrap_or_default();
+        let mean_den = (args.reduction == Reduction::Mean).then(|| plan.denom());
+        let job = FastJob {
+            pred,
+            target,
+            kind,
+            scale,
+            none: args.reduction == Reduction::None,
+            mean_den,
+            want: [args.grad_pred, args.grad_target],
+        };
+        job.run(&mut out.value, &mut gp, &mut gt);
+        out.grad_pred = args.grad_pred.then_some(gp);
+        out.grad_target = args.grad_target.then_some(gt);
+        return Ok(());
+    }
     let mut grads = [
         out.grad_pred.take().unwrap_or_default(),
         out.grad_target.take().unwrap_or_default(),
@@ -328,14 +524,19 @@ impl Regression {
     ) -> Result<(), LossError> {
         self.check_params()?;
         match *self {
-            Regression::Mse => run_into(args, mse_point, out),
-            Regression::Mae => run_into(args, mae_point, out),
-            Regression::Huber { delta } => run_into(args, move |r| huber_point(r, delta), out),
+            Regression::Mse => run_into(args, mse_point, Some(Fast::Mse), out),
+            Regression::Mae => run_into(args, mae_point, None, out),
+            Regression::Huber { delta } => run_into(
+                args,
+                move |r| huber_point(r, delta),
+                Some(Fast::Huber(delta)),
+                out,
+            ),
             Regression::Quantile { tau } => {
                 let one_minus_tau = 1.0 - tau;
-                run_into(args, move |r| quantile_point(r, tau, one_minus_tau), out)
+                run_into(args, move |r| quantile_point(r, tau, one_minus_tau), None, out)
             }
-            Regression::LogCosh => run_into(args, log_cosh_point, out),
+            Regression::LogCosh => run_into(args, log_cosh_point, None, out),
         }
     }
 }

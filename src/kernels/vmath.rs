@@ -144,6 +144,104 @@ pub fn exp_nonpos(x: f64) -> f64 {
     p * scale * TWO_M64
 }
 
+/// ln(1 + x) for x ∈ [0, 1] (the range softplus needs: x = e^−|z|), with IEEE basic
+/// operations only (no fma, so the plain build is as fast as the AVX2 one and both give the
+/// same bits), branch-free. NaN propagates; outside [0, 1] the result is unspecified.
+///
+/// y = 1 + x rounded, c = x − (y − 1) its rounding error (exact: y − 1 is exact by Sterbenz,
+/// and so is the difference); ln(1 + x) = ln y + ln(1 + c/y) = ln y + c/y − O(u²). y ∈ [1, 2]
+/// is split as y = 2^k·m, k = 1 when y > √2 (m = y/2, exact), so m ∈ (0.707, 1.415] and
+/// f = m − 1 ∈ (−0.293, 0.415] is exact (Sterbenz); ln m = 2·atanh(s), s = f/(2 + f),
+/// |s| ≤ 0.1716, s² ≤ 0.02944, by 2s + 2s·s²·P(s²), P the Taylor series Σ_{j=0..9}
+/// s^{2j}/(2j+3) (truncation < s²²/23 < 2⁻⁶⁰ relatively). Result:
+/// k = 0: ln m + c/y; k = 1: ln 2 + (ln m + (ln2_tail + c/y)) with ln 2 in double-double.
+///
+/// **Bound** (relative, in u = 2⁻⁵³; x ≥ 2⁻¹⁰²² normal or 0): s carries ≤ 2u (the rounding
+/// of 2 + f and of the division), which ln m inherits (d ln(atanh s)/d ln s ≤ 1.02); the
+/// term 2s·s²·P is < 0.01 of 2s, so its own ≈ 9u cost 0.09u; the sum 2s + … rounds once (u):
+/// ln m within 3.2u. k = 0: adding c/y (|c| ≤ u·y/2 … which can reach a third of the
+/// result for x just above 2⁻⁵³) amplifies at most ×3, and rounds once: ≤ 11u. k = 1: ln m ∈
+/// (−0.347, 0] contributes ≤ 1.1u absolute, the two inner roundings ≤ 0.7u absolute, the
+/// result is ≥ 0.346 and rounds once: ≤ 7u. x < 2⁻⁵³: y = 1, the result is x exactly
+/// (relative error x/2 < u). Stated: **|log1p_unit(x)/ln(1 + x) − 1| ≤ 12u < 2⁻⁴⁹·⁴**,
+/// certified against MPFR in `tests/kernels_simd_elementwise.rs` (dense sample of [0, 1],
+/// log-uniform magnitudes down to 2⁻¹⁰⁷⁴, every f16 / bf16 value in [0, 1], and the
+/// neighbours of √2 − 1, where k switches).
+#[inline(always)]
+pub fn log1p_unit(x: f64) -> f64 {
+    const SQRT2: f64 = std::f64::consts::SQRT_2;
+    const LN2_TAIL: f64 = 2.319_046_813_846_299_6e-17; // ln 2 − fl(ln 2)
+    // 1/(2j + 3), j = 0..9
+    const P: [f64; 10] = [
+        1.0 / 3.0,
+        1.0 / 5.0,
+        1.0 / 7.0,
+        1.0 / 9.0,
+        1.0 / 11.0,
+        1.0 / 13.0,
+        1.0 / 15.0,
+        1.0 / 17.0,
+        1.0 / 19.0,
+        1.0 / 21.0,
+    ];
+    let y = 1.0 + x;
+    let c = x - (y - 1.0);
+    let big = y > SQRT2;
+    let m = if big { y * 0.5 } else { y };
+    let f = m - 1.0;
+    let s = f / (2.0 + f);
+    let s2 = s * s;
+    let mut p = P[9];
+    p = p * s2 + P[8];
+    p = p * s2 + P[7];
+    p = p * s2 + P[6];
+    p = p * s2 + P[5];
+    p = p * s2 + P[4];
+    p = p * s2 + P[3];
+    p = p * s2 + P[2];
+    p = p * s2 + P[1];
+    p = p * s2 + P[0];
+    let s_2 = s + s;
+    let ln_m = s_2 + (s_2 * s2) * p;
+    let cy = c / y;
+    let small = ln_m + cy;
+    let large = std::f64::consts::LN_2 + (ln_m + (LN2_TAIL + cy));
+    if big {
+        large
+    } else {
+        small
+    }
+}
+
+/// The pieces of the logistic functions at a finite z with |z| ≤ 700 (so e^−|z| ≥ 2⁻¹⁰¹⁰ is
+/// normal), from one [`exp_nonpos`] and one [`log1p_unit`]: returns (softplus(z),
+/// softplus(−z), σ(z), σ(−z)), as softplus(±z) = max(±z, 0) + L, L = ln(1 + e), e = e^−|z|,
+/// and σ of the non-negative side = 1/(1 + e), of the other side e·(1/(1 + e)).
+///
+/// **Bound** (relative, u = 2⁻⁵³): e within 2⁻⁵¹ = 4u ([`exp_nonpos`]); L inherits at most
+/// that (d ln L / d ln e = e/((1 + e)·ln(1 + e)) ≤ 1) plus its own 12u: 16u; softplus(±z) =
+/// max(±z, 0) + L adds two non-negative terms (one exact): ≤ 17u. 1 + e rounds once (its
+/// relative error ≤ 4u·e/(1 + e) + u ≤ 3u), the quotient once: σ of the non-negative side
+/// within 4u; the other side (·e, one more rounding) within 9u. Certified with the other
+/// functions of this module (`tests/kernels_simd_elementwise.rs`).
+#[inline(always)]
+pub fn logistic_parts(z: f64) -> (f64, f64, f64, f64) {
+    let a = z.abs();
+    let e = exp_nonpos(-a);
+    let l = log1p_unit(e);
+    let pos = if z > 0.0 { z } else { 0.0 };
+    let neg = if z < 0.0 { -z } else { 0.0 };
+    let d = 1.0 / (1.0 + e);
+    let ed = e * d;
+    let nonneg = z >= 0.0;
+    (
+        pos + l,
+        neg + l,
+        if nonneg { d } else { ed },
+        if nonneg { ed } else { d },
+    )
+}
+
 /// Is AVX2 + FMA available (detected once, cached)? Always false off x86-64.
 #[inline]
 pub fn has_avx2_fma() -> bool {

@@ -238,7 +238,7 @@ for r in rows:
     body += f"| {r['group']} | {fmt(lc)} | " + " | ".join(fmt(r[p]) for p in peers) + " | "
     body += " | ".join(ratios) + " |\n"
 note = (
-    f"\nthreads: {T} (torch.set_num_threads, XLA single-thread flags, CPU affinity); "
+    f"\nthreads: {T} (torch.set_num_threads, " + ("XLA single-thread flags, " if T == 1 else "") + "CPU affinity to T cores); "
     f"median of {args.reps} after 2 warm-up calls; ratio = losscheck speed ÷ peer speed "
     "(peer median / losscheck median)."
     + (

@@ -65,7 +65,7 @@ use super::reduce::{
     block_sum, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
     BLOCK,
 };
-use super::vmath::logistic_parts;
+use super::vmath::{logistic_parts_lanes, Lane, Lanes};
 use losscheck_core::case::fdata;
 use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response, Tensor};
 use std::collections::BTreeMap;
@@ -484,6 +484,25 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 /// |p₂ − p₁| ≥ CANCEL·(p₁ + p₂) takes the fast gradient (2⁻¹²).
 const CANCEL: f64 = 1.0 / 4096.0;
 
+/// Lanes per step of the fast loop (two AVX2 vectors' worth of chains).
+const LANES: usize = 8;
+
+/// One fast-path element (or lanes of them): (l, ∂l/∂z, whether both are good — in the
+/// domain and the gradient's terms not cancelling).
+#[inline(always)]
+fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
+    let (zero, one) = (V::splat(0.0), V::splat(1.0));
+    let ok_in = V::and(V::and(z.abs().le(V::splat(700.0)), t.ge(zero)), t.le(one));
+    let zz = V::select(ok_in, z, zero);
+    let (spp, spn, sp, sn) = logistic_parts_lanes(zz);
+    let b = one - t;
+    let v = t * spn + b * spp;
+    let (p2, p1) = (b * sp, t * sn);
+    let d = p2 - p1;
+    let ok = V::and(ok_in, d.abs().ge(V::splat(CANCEL) * (p1 + p2)));
+    (v, d, ok)
+}
+
 struct BceFast<'a, T> {
     z: &'a [T],
     t: &'a [T],
@@ -556,18 +575,21 @@ impl<T: Element> BceFast<'_, T> {
             let len = end - start;
             load_f64(&self.z[start..end], &mut zb[..len]);
             load_f64(&self.t[start..end], &mut tb[..len]);
-            // branch-free (`&`, selects), so that it vectorizes
-            for j in 0..len {
-                let (z, t) = (zb[j], tb[j]);
-                let ok_in = (z.abs() <= 700.0) & (t >= 0.0) & (t <= 1.0);
-                let zz = if ok_in { z } else { 0.0 };
-                let (spp, spn, sp, sn) = logistic_parts(zz);
-                let b = 1.0 - t;
-                vb[j] = t * spn + b * spp;
-                let (p2, p1) = (b * sp, t * sn);
-                let d = p2 - p1;
-                gb[j] = d;
-                okb[j] = ok_in & (d.abs() >= CANCEL * (p1 + p2));
+            // branch-free (masks, selects) over LANES lanes at a time, so that it vectorizes
+            // and LANES / 4 independent dependency chains interleave; the tail one by one (the
+            // same operations: the same bits)
+            let mut j = 0;
+            while j + LANES <= len {
+                let z = Lanes::<LANES>(zb[j..j + LANES].try_into().unwrap());
+                let t = Lanes::<LANES>(tb[j..j + LANES].try_into().unwrap());
+                let (v, d, ok) = bce_fast_element(z, t);
+                vb[j..j + LANES].copy_from_slice(&v.0);
+                gb[j..j + LANES].copy_from_slice(&d.0);
+                okb[j..j + LANES].copy_from_slice(&ok);
+                j += LANES;
+            }
+            for j in j..len {
+                (vb[j], gb[j], okb[j]) = bce_fast_element(zb[j], tb[j]);
             }
             let fails = okb[..len].iter().fold(0usize, |n, &ok| n + (!ok) as usize);
             if fails != 0 {

@@ -84,34 +84,218 @@ const Q: [f64; 10] = [
     2.510_133_585_478_852_2e-8,
 ];
 
+/// A value of f64 lanes the functions below are written over: `f64` itself (one lane), or
+/// [`Lanes<L>`] (L lanes, each operation applied to every lane before the next one, so that
+/// L independent dependency chains interleave and the vector units stay busy). Every
+/// operation is the IEEE operation lane by lane, so a lane's result is the same bits as the
+/// `f64` instantiation's.
+pub trait Lane:
+    Copy
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
+    /// One comparison result per lane.
+    type Mask: Copy;
+    fn splat(x: f64) -> Self;
+    /// self·a + b, rounded once.
+    fn fma(self, a: Self, b: Self) -> Self;
+    fn abs(self) -> Self;
+    fn lt(self, o: Self) -> Self::Mask;
+    fn le(self, o: Self) -> Self::Mask;
+    fn ge(self, o: Self) -> Self::Mask;
+    fn gt(self, o: Self) -> Self::Mask;
+    fn and(a: Self::Mask, b: Self::Mask) -> Self::Mask;
+    /// Lane by lane: a where m, else b.
+    fn select(m: Self::Mask, a: Self, b: Self) -> Self;
+    /// Lane by lane f64::from_bits((x.to_bits() & 0x7ff) << 52).
+    fn exponent_from_low_bits(self) -> Self;
+    /// Lane by lane f64::from_bits(x.to_bits() << 52).
+    fn shift_to_exponent(self) -> Self;
+}
+
+impl Lane for f64 {
+    type Mask = bool;
+    #[inline(always)]
+    fn splat(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn fma(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn lt(self, o: Self) -> bool {
+        self < o
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> bool {
+        self <= o
+    }
+    #[inline(always)]
+    fn ge(self, o: Self) -> bool {
+        self >= o
+    }
+    #[inline(always)]
+    fn gt(self, o: Self) -> bool {
+        self > o
+    }
+    #[inline(always)]
+    fn and(a: bool, b: bool) -> bool {
+        a & b
+    }
+    #[inline(always)]
+    fn select(m: bool, a: Self, b: Self) -> Self {
+        if m {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    fn exponent_from_low_bits(self) -> Self {
+        f64::from_bits((self.to_bits() & 0x7ff) << 52)
+    }
+    #[inline(always)]
+    fn shift_to_exponent(self) -> Self {
+        f64::from_bits(self.to_bits() << 52)
+    }
+}
+
+/// L f64 lanes ([`Lane`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lanes<const L: usize>(pub [f64; L]);
+
+macro_rules! lanes_binop {
+    ($tr:ident, $f:ident, $op:tt) => {
+        impl<const L: usize> std::ops::$tr for Lanes<L> {
+            type Output = Self;
+            #[inline(always)]
+            fn $f(mut self, o: Self) -> Self {
+                for i in 0..L {
+                    self.0[i] = self.0[i] $op o.0[i];
+                }
+                self
+            }
+        }
+    };
+}
+lanes_binop!(Add, add, +);
+lanes_binop!(Sub, sub, -);
+lanes_binop!(Mul, mul, *);
+lanes_binop!(Div, div, /);
+
+impl<const L: usize> std::ops::Neg for Lanes<L> {
+    type Output = Self;
+    #[inline(always)]
+    fn neg(self) -> Self {
+        self.map(|x| -x)
+    }
+}
+
+impl<const L: usize> Lanes<L> {
+    #[inline(always)]
+    fn map(mut self, f: impl Fn(f64) -> f64) -> Self {
+        for x in self.0.iter_mut() {
+            *x = f(*x);
+        }
+        self
+    }
+    #[inline(always)]
+    fn cmp(self, o: Self, f: impl Fn(f64, f64) -> bool) -> [bool; L] {
+        let mut m = [false; L];
+        for i in 0..L {
+            m[i] = f(self.0[i], o.0[i]);
+        }
+        m
+    }
+}
+
+impl<const L: usize> Lane for Lanes<L> {
+    type Mask = [bool; L];
+    #[inline(always)]
+    fn splat(x: f64) -> Self {
+        Lanes([x; L])
+    }
+    #[inline(always)]
+    fn fma(mut self, a: Self, b: Self) -> Self {
+        for i in 0..L {
+            self.0[i] = self.0[i].mul_add(a.0[i], b.0[i]);
+        }
+        self
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        self.map(f64::abs)
+    }
+    #[inline(always)]
+    fn lt(self, o: Self) -> [bool; L] {
+        self.cmp(o, |a, b| a < b)
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> [bool; L] {
+        self.cmp(o, |a, b| a <= b)
+    }
+    #[inline(always)]
+    fn ge(self, o: Self) -> [bool; L] {
+        self.cmp(o, |a, b| a >= b)
+    }
+    #[inline(always)]
+    fn gt(self, o: Self) -> [bool; L] {
+        self.cmp(o, |a, b| a > b)
+    }
+    #[inline(always)]
+    fn and(mut a: [bool; L], b: [bool; L]) -> [bool; L] {
+        for i in 0..L {
+            a[i] &= b[i];
+        }
+        a
+    }
+    #[inline(always)]
+    fn select(m: [bool; L], mut a: Self, b: Self) -> Self {
+        for i in 0..L {
+            a.0[i] = if m[i] { a.0[i] } else { b.0[i] };
+        }
+        a
+    }
+    #[inline(always)]
+    fn exponent_from_low_bits(self) -> Self {
+        self.map(f64::exponent_from_low_bits)
+    }
+    #[inline(always)]
+    fn shift_to_exponent(self) -> Self {
+        self.map(f64::shift_to_exponent)
+    }
+}
+
 /// e^r for the reduced argument |r| ≤ 0.35: 1 + r·(1 + r·q(r)), Horner in fma.
 #[inline(always)]
-fn exp_reduced(r: f64) -> f64 {
-    let mut q = Q[9];
-    q = q.mul_add(r, Q[8]);
-    q = q.mul_add(r, Q[7]);
-    q = q.mul_add(r, Q[6]);
-    q = q.mul_add(r, Q[5]);
-    q = q.mul_add(r, Q[4]);
-    q = q.mul_add(r, Q[3]);
-    q = q.mul_add(r, Q[2]);
-    q = q.mul_add(r, Q[1]);
-    q = q.mul_add(r, Q[0]);
-    let u = r.mul_add(q, 1.0);
-    r.mul_add(u, 1.0)
+fn exp_reduced<V: Lane>(r: V) -> V {
+    let mut q = V::splat(Q[9]);
+    for &c in Q[..9].iter().rev() {
+        q = q.fma(r, V::splat(c));
+    }
+    let one = V::splat(1.0);
+    let u = r.fma(q, one);
+    r.fma(u, one)
 }
 
 /// x − k·ln 2 (Cody–Waite with fma: the first step is exact).
 #[inline(always)]
-fn reduce(x: f64, k: f64) -> f64 {
-    (-k).mul_add(LN2_LO, (-k).mul_add(LN2_HI, x))
+fn reduce<V: Lane>(x: V, k: V) -> V {
+    (-k).fma(V::splat(LN2_LO), (-k).fma(V::splat(LN2_HI), x))
 }
 
 /// 2^j for an integral f64 j in [−1022, 1023] (exact), from the exponent bits.
 #[inline(always)]
 fn pow2i(j: f64) -> f64 {
-    let b = j + (SHIFT + 1023.0); // exact: the low 12 mantissa bits hold j + 1023
-    f64::from_bits(b.to_bits() << 52)
+    (j + (SHIFT + 1023.0)).shift_to_exponent() // exact: the low 12 mantissa bits hold j + 1023
 }
 
 /// eˣ for every f64 x: relative error < 2⁻⁵¹ for results ≥ 2⁻¹⁰²² (module docs), one more
@@ -136,12 +320,19 @@ pub fn exp(x: f64) -> f64 {
 /// into the subnormals). For x > 0 the result is unspecified (wrong, never UB).
 #[inline(always)]
 pub fn exp_nonpos(x: f64) -> f64 {
-    let x = if x < -746.0 { -746.0 } else { x };
-    let t = x.mul_add(LOG2E, SHIFT_NONPOS);
-    let k = t - SHIFT_NONPOS;
+    exp_nonpos_lanes(x)
+}
+
+/// [`exp_nonpos`] over lanes ([`Lane`]): the same bits per lane.
+#[inline(always)]
+pub fn exp_nonpos_lanes<V: Lane>(x: V) -> V {
+    let c = V::splat(-746.0);
+    let x = V::select(x.lt(c), c, x); // keeps NaN
+    let t = x.fma(V::splat(LOG2E), V::splat(SHIFT_NONPOS));
+    let k = t - V::splat(SHIFT_NONPOS);
     let p = exp_reduced(reduce(x, k));
-    let scale = f64::from_bits((t.to_bits() & 0x7ff) << 52); // 2^(k + 64)
-    p * scale * TWO_M64
+    let scale = t.exponent_from_low_bits(); // 2^(k + 64)
+    p * scale * V::splat(TWO_M64)
 }
 
 /// ln(1 + x) for x ∈ [0, 1] (the range softplus needs: x = e^−|z|), with IEEE basic
@@ -169,6 +360,12 @@ pub fn exp_nonpos(x: f64) -> f64 {
 /// neighbours of √2 − 1, where k switches).
 #[inline(always)]
 pub fn log1p_unit(x: f64) -> f64 {
+    log1p_unit_lanes(x)
+}
+
+/// [`log1p_unit`] over lanes ([`Lane`]): the same bits per lane.
+#[inline(always)]
+pub fn log1p_unit_lanes<V: Lane>(x: V) -> V {
     const SQRT2: f64 = std::f64::consts::SQRT_2;
     const LN2_TAIL: f64 = 2.319_046_813_846_299_6e-17; // ln 2 − fl(ln 2)
     // 1/(2j + 3), j = 0..9
@@ -184,33 +381,24 @@ pub fn log1p_unit(x: f64) -> f64 {
         1.0 / 19.0,
         1.0 / 21.0,
     ];
-    let y = 1.0 + x;
-    let c = x - (y - 1.0);
-    let big = y > SQRT2;
-    let m = if big { y * 0.5 } else { y };
-    let f = m - 1.0;
-    let s = f / (2.0 + f);
+    let one = V::splat(1.0);
+    let y = one + x;
+    let c = x - (y - one);
+    let big = y.gt(V::splat(SQRT2));
+    let m = V::select(big, y * V::splat(0.5), y);
+    let f = m - one;
+    let s = f / (V::splat(2.0) + f);
     let s2 = s * s;
-    let mut p = P[9];
-    p = p * s2 + P[8];
-    p = p * s2 + P[7];
-    p = p * s2 + P[6];
-    p = p * s2 + P[5];
-    p = p * s2 + P[4];
-    p = p * s2 + P[3];
-    p = p * s2 + P[2];
-    p = p * s2 + P[1];
-    p = p * s2 + P[0];
+    let mut p = V::splat(P[9]);
+    for &c in P[..9].iter().rev() {
+        p = p * s2 + V::splat(c);
+    }
     let s_2 = s + s;
     let ln_m = s_2 + (s_2 * s2) * p;
     let cy = c / y;
     let small = ln_m + cy;
-    let large = std::f64::consts::LN_2 + (ln_m + (LN2_TAIL + cy));
-    if big {
-        large
-    } else {
-        small
-    }
+    let large = V::splat(std::f64::consts::LN_2) + (ln_m + (V::splat(LN2_TAIL) + cy));
+    V::select(big, large, small)
 }
 
 /// The pieces of the logistic functions at a finite z with |z| ≤ 700 (so e^−|z| ≥ 2⁻¹⁰¹⁰ is
@@ -226,19 +414,27 @@ pub fn log1p_unit(x: f64) -> f64 {
 /// functions of this module (`tests/kernels_simd_elementwise.rs`).
 #[inline(always)]
 pub fn logistic_parts(z: f64) -> (f64, f64, f64, f64) {
+    logistic_parts_lanes(z)
+}
+
+/// [`logistic_parts`] over lanes ([`Lane`]): the same bits per lane.
+#[inline(always)]
+pub fn logistic_parts_lanes<V: Lane>(z: V) -> (V, V, V, V) {
+    let zero = V::splat(0.0);
+    let one = V::splat(1.0);
     let a = z.abs();
-    let e = exp_nonpos(-a);
-    let l = log1p_unit(e);
-    let pos = if z > 0.0 { z } else { 0.0 };
-    let neg = if z < 0.0 { -z } else { 0.0 };
-    let d = 1.0 / (1.0 + e);
+    let e = exp_nonpos_lanes(-a);
+    let l = log1p_unit_lanes(e);
+    let pos = V::select(z.gt(zero), z, zero);
+    let neg = V::select(z.lt(zero), -z, zero);
+    let d = one / (one + e);
     let ed = e * d;
-    let nonneg = z >= 0.0;
+    let nonneg = z.ge(zero);
     (
         pos + l,
         neg + l,
-        if nonneg { d } else { ed },
-        if nonneg { ed } else { d },
+        V::select(nonneg, d, ed),
+        V::select(nonneg, ed, d),
     )
 }
 
@@ -635,6 +831,41 @@ dispatched! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lanes<8> gives every lane the bits of the f64 instantiation (NaN: NaN).
+    #[test]
+    fn lanes_are_the_scalar_functions_lane_by_lane() {
+        let mut xs = vec![
+            0.0, -0.0, 1.0, -1.0, 0.5, 700.0, -700.0, -745.5, -746.0, -800.0, 1e-300, -1e-300,
+            f64::MIN_POSITIVE, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 36.0, -37.0,
+            std::f64::consts::SQRT_2 - 1.0,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..4000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            xs.push(if state & 1 == 0 { -750.0 * u } else { 2f64.powf(-60.0 + 70.0 * u) });
+        }
+        while xs.len() % 8 != 0 {
+            xs.push(0.25);
+        }
+        let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for c in xs.chunks(8) {
+            let v = Lanes::<8>(c.try_into().unwrap());
+            let e = exp_nonpos_lanes(v);
+            let l = log1p_unit_lanes(v.map(|x| x.abs().min(1.0)));
+            let (a, b, p, q) = logistic_parts_lanes(v);
+            for i in 0..8 {
+                let x = c[i];
+                assert!(same(e.0[i], exp_nonpos(x)), "exp_nonpos({x:e})");
+                assert!(same(l.0[i], log1p_unit(x.abs().min(1.0))), "log1p_unit({x:e})");
+                let s = logistic_parts(x);
+                for (k, (g, w)) in [(a.0[i], s.0), (b.0[i], s.1), (p.0[i], s.2), (q.0[i], s.3)].into_iter().enumerate() {
+                    assert!(same(g, w), "logistic_parts({x:e}) part {k}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn edges() {

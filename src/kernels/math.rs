@@ -218,23 +218,8 @@ pub fn exp_dd(z: f64) -> (i32, (f64, f64)) {
 /// ·2^(k+64) (always normal) ·2^−64 (one rounding into the subnormals).
 #[inline(always)]
 pub fn exp_nonpos(x: f64) -> f64 {
-    const LOG2E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238e-1; // 0x3FE62E42FEE00000: k·LN2_HI exact
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // ln 2 − LN2_HI (0x3DEA39EF35793C76)
-    const SHIFT: f64 = 6_755_399_441_055_744.0 + 1087.0; // 1.5·2^52, + 1023 + 64
-    const TWO_M64: f64 = 5.421_010_862_427_522e-20; // 2^−64
-    const Q: [f64; 10] = [
-        0.500_000_000_000_000_1,
-        0.166_666_666_666_666_69,
-        0.041_666_666_666_620_68,
-        0.008_333_333_333_329_796,
-        0.001_388_888_891_891_890_7,
-        0.000_198_412_698_643_649_33,
-        2.480_151_867_226_835_5e-5,
-        2.755_726_644_235_342_4e-6,
-        2.762_132_426_931_368_7e-7,
-        2.510_133_585_478_852_2e-8,
-    ];
+    // the constants are vmath's (the same reduction and fit, evaluated without fma here)
+    use super::vmath::{LN2_HI, LN2_LO, LOG2E, Q, SHIFT_NONPOS as SHIFT, TWO_M64};
     // e^−746 < 2^−1076 rounds to 0 below; −inf joins it, NaN stays NaN
     let x = if x < -746.0 { -746.0 } else { x };
     let t = x * LOG2E + SHIFT;

@@ -58,20 +58,20 @@
 
 use half::bf16;
 
-const LOG2E: f64 = std::f64::consts::LOG2_E;
+pub(crate) const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// 0x3FE62E42FEE00000: 32 significant bits, so k·LN2_HI is exact for |k| < 2²¹.
-const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+pub(crate) const LN2_HI: f64 = 6.931_471_803_691_238e-1;
 /// ln 2 − LN2_HI (0x3DEA39EF35793C76).
-const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+pub(crate) const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 /// 1.5·2⁵²: x·log₂e + SHIFT rounds to an integer k (ties to even), k − SHIFT exact.
-const SHIFT: f64 = 6_755_399_441_055_744.0;
+pub(crate) const SHIFT: f64 = 6_755_399_441_055_744.0;
 /// SHIFT + 1023 + 64: the low 11 mantissa bits of t hold k + 1087.
-const SHIFT_NONPOS: f64 = SHIFT + 1087.0;
+pub(crate) const SHIFT_NONPOS: f64 = SHIFT + 1087.0;
 /// 2⁻⁶⁴.
-const TWO_M64: f64 = 5.421_010_862_427_522e-20;
+pub(crate) const TWO_M64: f64 = 5.421_010_862_427_522e-20;
 /// (e^r − 1 − r)/r² ≈ Σ Q[i]·r^i on |r| ≤ 0.35 (Chebyshev fit; relative error of the whole
 /// e^r < 2⁻⁵⁵·⁴ in exact arithmetic).
-const Q: [f64; 10] = [
+pub(crate) const Q: [f64; 10] = [
     0.500_000_000_000_000_1,
     0.166_666_666_666_666_69,
     0.041_666_666_666_620_68,
@@ -538,8 +538,9 @@ fn max_fold(acc: &[f64; L], chk: &[f64; L], tail: &[f64]) -> (f64, bool) {
     (m, c == 0.0)
 }
 
+/// out[j] = widen(z[j]); (max, all finite) in [`max_fold`]'s lane order.
 #[inline(always)]
-fn widen_max_f32_body(z: &[f32], out: &mut [f64]) -> (f64, bool) {
+fn widen_max_body<T: Copy>(z: &[T], out: &mut [f64], widen: impl Fn(T) -> f64) -> (f64, bool) {
     let out = &mut out[..z.len()];
     let mut acc = [f64::NEG_INFINITY; L];
     let mut chk = [0.0f64; L];
@@ -547,7 +548,7 @@ fn widen_max_f32_body(z: &[f32], out: &mut [f64]) -> (f64, bool) {
     let mut oc = out.chunks_exact_mut(L);
     for (c, o) in (&mut zc).zip(&mut oc) {
         for l in 0..L {
-            let x = c[l] as f64;
+            let x = widen(c[l]);
             o[l] = x;
             acc[l] = if x > acc[l] { x } else { acc[l] };
             chk[l] += x * 0.0; // ±0 while finite, NaN after an inf or a NaN
@@ -555,9 +556,14 @@ fn widen_max_f32_body(z: &[f32], out: &mut [f64]) -> (f64, bool) {
     }
     let tail = oc.into_remainder();
     for (o, &x) in tail.iter_mut().zip(zc.remainder()) {
-        *o = x as f64;
+        *o = widen(x);
     }
     max_fold(&acc, &chk, tail)
+}
+
+#[inline(always)]
+fn widen_max_f32_body(z: &[f32], out: &mut [f64]) -> (f64, bool) {
+    widen_max_body(z, out, |x| x as f64)
 }
 
 #[inline(always)]
@@ -567,24 +573,7 @@ fn bf16_to_f64(b: bf16) -> f64 {
 
 #[inline(always)]
 fn widen_max_bf16_body(z: &[bf16], out: &mut [f64]) -> (f64, bool) {
-    let out = &mut out[..z.len()];
-    let mut acc = [f64::NEG_INFINITY; L];
-    let mut chk = [0.0f64; L];
-    let mut zc = z.chunks_exact(L);
-    let mut oc = out.chunks_exact_mut(L);
-    for (c, o) in (&mut zc).zip(&mut oc) {
-        for l in 0..L {
-            let x = bf16_to_f64(c[l]);
-            o[l] = x;
-            acc[l] = if x > acc[l] { x } else { acc[l] };
-            chk[l] += x * 0.0;
-        }
-    }
-    let tail = oc.into_remainder();
-    for (o, &x) in tail.iter_mut().zip(zc.remainder()) {
-        *o = bf16_to_f64(x);
-    }
-    max_fold(&acc, &chk, tail)
+    widen_max_body(z, out, bf16_to_f64)
 }
 
 /// In place e_j ← exp_nonpos(e_j − m), returning Σ e_j in [`lane_sum`]'s order (fused: 8

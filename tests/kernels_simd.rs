@@ -3,41 +3,13 @@
 
 use half::{bf16, f16};
 use losscheck::kernels::vmath;
-use rug::Float;
+use losscheck::check::vmath_cert::{self, Function};
 
-/// |got − eˣ| / eˣ (exact to 2⁻¹²⁰ or so), and for subnormal results the absolute error in
-/// units of 2⁻¹⁰⁷⁵ beyond the relative bound.
-fn rel_err(x: f64, got: f64) -> f64 {
-    let exact = Float::with_val(192, x).exp();
-    let d = Float::with_val(192, got) - &exact;
-    (d / &exact).abs().to_f64()
-}
-
-/// The certified bound (module docs of `vmath`).
-const BOUND: f64 = 4.440_892_098_500_626e-16; // 2⁻⁵¹
-
+/// vmath::exp at x within its documented bound (`check::vmath_cert::errors`, the judge of
+/// `losscheck exhaustive --function exp`); `worst` keeps the largest error (in u) and its x.
 fn check(x: f64, worst: &mut (f64, f64)) {
-    let got = vmath::exp(x);
-    let exact = Float::with_val(192, x).exp();
-    if exact > f64::MAX {
-        // past ln(f64::MAX) (or within the bound's sliver of it): +inf
-        let lim = f64::MAX * (1.0 + BOUND);
-        if exact > lim {
-            assert_eq!(got, f64::INFINITY, "exp({x:e})");
-        }
-        return;
-    }
-    let tiny = f64::MIN_POSITIVE; // 2⁻¹⁰²²
-    if exact < tiny {
-        // one more rounding into the subnormals: ≤ 2⁻¹⁰⁷⁵ + bound·eˣ absolute
-        let d = (Float::with_val(192, got) - &exact).abs();
-        let lim = Float::with_val(192, exact.clone() * BOUND) + Float::with_val(192, 2.0f64.powi(-1074)) / 2u32;
-        assert!(d <= lim, "exp({x:e}) = {got:e}: subnormal error {d}");
-        return;
-    }
-    assert!(got.is_finite(), "exp({x:e}) = {got}");
-    let e = rel_err(x, got);
-    assert!(e < BOUND, "exp({x:e}) = {got:e}: relative error {e:e} ≥ 2^-51");
+    let e = vmath_cert::errors(Function::Exp, x, &[vmath::exp(x)])[0];
+    assert!(e <= 4.0, "exp({x:e}) = {:e}: error {e:.3}u > 4u (2^-51)", vmath::exp(x));
     if e > worst.0 {
         *worst = (e, x);
     }
@@ -60,7 +32,7 @@ fn exp_certified_dense_sample() {
         let x = 2f64.powf(-60.0 + 69.5 * u);
         check(if s & 1 == 0 { x } else { -x }, &mut worst);
     }
-    eprintln!("dense: worst relative error {:e} (2^{:.2}) at x = {:e}", worst.0, worst.0.log2(), worst.1);
+    eprintln!("dense: worst error {:.3}u at x = {:e}", worst.0, worst.1);
 }
 
 #[test]
@@ -84,7 +56,7 @@ fn exp_certified_reduction_edges() {
             }
         }
     }
-    eprintln!("edges: worst relative error {:e} (2^{:.2}) at x = {:e}", worst.0, worst.0.log2(), worst.1);
+    eprintln!("edges: worst error {:.3}u at x = {:e}", worst.0, worst.1);
 }
 
 #[test]
@@ -98,7 +70,7 @@ fn exp_certified_every_16_bit_input() {
             }
         }
     }
-    eprintln!("16-bit: worst relative error {:e} (2^{:.2}) at x = {:e}", worst.0, worst.0.log2(), worst.1);
+    eprintln!("16-bit: worst error {:.3}u at x = {:e}", worst.0, worst.1);
 }
 
 #[test]
@@ -286,4 +258,64 @@ fn cross_entropy_independent_of_thread_count() {
     thread_invariance::<f32>();
     thread_invariance::<bf16>();
     thread_invariance::<f16>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// `losscheck exhaustive --function F`: the certificate of a range of f32 inputs.
+
+/// One f32 shard of 65,536 patterns per function, each in its domain, and every bound holds:
+/// the f32 campaign of `losscheck exhaustive --function F --dtype f32 --shard K/65536`.
+#[test]
+fn vmath_certificate_of_an_f32_shard_holds() {
+    use losscheck::check::shard::Shard;
+    use losscheck::Dtype;
+    for (f, k) in [
+        (Function::Exp, 0xC2C8u64),          // x ∈ [−100, −100.5)
+        (Function::Exp, 0x42B1),             // x ∈ [88.5, 89): f32's overflow edge
+        (Function::ExpNonpos, 0xC4BA),       // x ∈ [−1488, −1496): the clamp to 0
+        (Function::Log1pUnit, 0x3F7F),       // x ∈ [0.996, 1)
+        (Function::Log1pUnit, 0x3380),       // x ≈ 6e-8: where 1 + x rounds to 1
+        (Function::LogisticParts, 0xC1A0),   // z ∈ [−20, −20.5)
+        (Function::LogisticParts, 0x3F80),   // z ∈ [1, 1.0078)
+    ] {
+        let shard = Shard { index: k, count: 65536 };
+        let cert = vmath_cert::run(f, Dtype::F32, shard, &|_| {});
+        eprintln!("{}", cert.summary_line());
+        assert_eq!(cert.patterns, 65536);
+        assert_eq!(cert.checked, 65536, "{}: every pattern of the shard is in the domain", f.name());
+        assert!(cert.holds(), "{}", cert.summary_line());
+        assert_eq!(cert.to_json()["holds"], true);
+        for ((_, bound), (e, _)) in f.parts().iter().zip(&cert.worst) {
+            assert!(*e <= *bound && *e > 0.0, "{}: worst {e}u", f.name());
+        }
+    }
+}
+
+/// The judge is not vacuous: a result a few u beyond its bound is caught, part by part.
+#[test]
+fn vmath_judge_flags_results_beyond_their_bounds() {
+    let u = vmath_cert::U;
+    for &x in &[-100.25, -3.0, -1e-3, 0.0, 0.5, 12.0, 700.0] {
+        for f in Function::ALL {
+            if !f.in_domain(x) {
+                continue;
+            }
+            let good = f.eval(x);
+            let errs = vmath_cert::errors(f, x, &good);
+            for (k, &(name, bound)) in f.parts().iter().enumerate() {
+                assert!(errs[k] <= bound, "{} {name} at {x}", f.name());
+                if good[k] == 0.0 {
+                    continue;
+                }
+                let mut bad = good.clone();
+                bad[k] *= 1.0 + 2.0 * bound * u;
+                let e = vmath_cert::errors(f, x, &bad)[k];
+                assert!(e > bound, "{} {name} at {x}: perturbed result judged {e}u ≤ {bound}u", f.name());
+            }
+        }
+    }
+    // exp_nonpos must be exp's bits, not only within the bound
+    let x = -1.5;
+    let other = f64::from_bits(vmath::exp(x).to_bits() + 1);
+    assert!(vmath_cert::errors(Function::ExpNonpos, x, &[other])[0].is_infinite());
 }

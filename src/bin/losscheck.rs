@@ -113,11 +113,17 @@ enum Command {
 #[derive(Args)]
 struct ExhaustiveArgs {
     /// Loss id, elementwise (repeatable).
-    #[arg(long = "loss", required_unless_present = "all")]
+    #[arg(long = "loss", required_unless_present_any = ["all", "functions"])]
     losses: Vec<String>,
     /// Every elementwise loss of the catalogue.
     #[arg(long, conflicts_with = "losses")]
     all: bool,
+    /// Instead of a loss, a function of the kernels' own math (`kernels::vmath`): exp,
+    /// exp_nonpos, log1p_unit, logistic_parts (repeatable). Every input of the dtype in the
+    /// function's domain is checked against MPFR and the bound its docs derive; one JSON
+    /// certificate per function × dtype goes to OUT/vmath/vmath-<function>-<dtype>.json.
+    #[arg(long = "function", conflicts_with_all = ["losses", "all"])]
+    functions: Vec<String>,
     /// Dtype: f16, bf16, or f32 with --shard (repeatable; default: f16 and bf16).
     #[arg(long = "dtype")]
     dtypes: Vec<Dtype>,
@@ -936,6 +942,13 @@ fn write_report(
             &certs,
         ));
     }
+    let vm = losscheck::check::vmath_cert::report_section(&certificates.join("vmath"));
+    if !vm.is_empty() {
+        r.sections.push(report::Section::new(
+            losscheck::check::vmath_cert::REPORT_SECTION_TITLE,
+            &vm,
+        ));
+    }
     let written = r.write(out)?;
     for st in r.kernels.iter().chain(&r.zoo) {
         println!("{:<40} {}", st.subject, campaign::summary_line(st));
@@ -1107,6 +1120,9 @@ fn cmd_serve(name: &str) -> Result<ExitCode, String> {
 // exhaustive
 
 fn cmd_exhaustive(a: ExhaustiveArgs) -> Result<ExitCode, String> {
+    if !a.functions.is_empty() {
+        return cmd_exhaustive_vmath(&a);
+    }
     let subject = subject_named(&a.subject)?;
     let losses: Vec<String> = if a.all {
         exhaustive::elementwise_losses()
@@ -1148,4 +1164,44 @@ fn cmd_exhaustive(a: ExhaustiveArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `exhaustive --function F`: certificates of `kernels::vmath` (`check::vmath_cert`).
+fn cmd_exhaustive_vmath(a: &ExhaustiveArgs) -> Result<ExitCode, String> {
+    use losscheck::check::vmath_cert::{self, Function};
+    let functions = a
+        .functions
+        .iter()
+        .map(|f| Function::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dtypes = if a.dtypes.is_empty() {
+        vec![Dtype::F16, Dtype::Bf16]
+    } else {
+        a.dtypes.clone()
+    };
+    let shard = a.shard.unwrap_or(exhaustive::Shard::ALL);
+    if dtypes.contains(&Dtype::F32) && shard.is_all() {
+        return Err(
+            "f32 has 2^32 patterns (hours of MPFR): give --shard K/N and run the N shards as an array job (docs/distributed.md)"
+                .into(),
+        );
+    }
+    let dir = a.out.join("vmath");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut bad = 0;
+    for &f in &functions {
+        for &d in &dtypes {
+            let r = shard.range(d);
+            let bar = progress_bar(r.end - r.start);
+            bar.set_message(format!("{} {d}", f.name()));
+            let cert = vmath_cert::run(f, d, shard, &|n| bar.inc(n));
+            bar.finish_and_clear();
+            let path = dir.join(cert.file_name());
+            let text = serde_json::to_string_pretty(&cert.to_json()).map_err(|e| e.to_string())? + "\n";
+            write_atomic(&path, &text)?;
+            println!("{}  [{}]", cert.summary_line(), path.display());
+            bad += cert.violations;
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1018,7 +1018,7 @@ impl Certificate {
 
 pub use crate::report::write_atomic;
 
-fn fmt_count(n: u64) -> String {
+pub(crate) fn fmt_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -14,3 +14,4 @@ pub mod policies;
 pub mod shard;
 pub mod subject;
 pub mod suite;
+pub mod vmath_cert;

@@ -1180,9 +1180,9 @@ fn cmd_exhaustive_vmath(a: &ExhaustiveArgs) -> Result<ExitCode, String> {
         a.dtypes.clone()
     };
     let shard = a.shard.unwrap_or(exhaustive::Shard::ALL);
-    if dtypes.contains(&Dtype::F32) && shard.is_all() {
+    if dtypes.contains(&Dtype::F32) && a.shard.is_none() {
         return Err(
-            "f32 has 2^32 patterns (hours of MPFR): give --shard K/N and run the N shards as an array job (docs/distributed.md)"
+            "f32 has 2^32 patterns (hours of MPFR): give --shard K/N and run the N shards as an array job (docs/distributed.md), or --shard 0/1 for all of it on this machine"
                 .into(),
         );
     }

@@ -889,6 +889,7 @@ impl<'a, T: Element> Rows<'a, T> {
     where
         F: Fn(usize, Option<(&mut [T], Scale)>, &mut Vec<f64>) -> (f64, f64) + Sync,
     {
+        #[cfg(feature = "parallel")]
         let (n, c) = (self.n, self.c);
         #[cfg(feature = "parallel")]
         if n >= 2 && n.saturating_mul(c) >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1 {

@@ -97,8 +97,12 @@ enum Command {
     /// contiguous ranges and writes OUT/<loss>-f32-shard-K-of-N.json — a long campaign, not CI.
     /// `--shard` also works for 16-bit dtypes.
     ///
-    /// Exit status: 0 = no findings, 1 = findings, 2 = usage error (e.g. a loss that is not
-    /// elementwise, or f32 without --shard).
+    /// `--function F` certifies the kernels' own vectorized math instead (exp, exp_nonpos,
+    /// log1p_unit, logistic_parts): every input of the dtype in F's domain against MPFR and the
+    /// bound F's docs derive, to OUT/vmath/ (f32 with --shard K/N, or --shard 0/1 for all).
+    ///
+    /// Exit status: 0 = no findings (every bound holds), 1 = findings, 2 = usage error (e.g. a
+    /// loss that is not elementwise, or f32 without --shard).
     Exhaustive(ExhaustiveArgs),
     /// Merge the shard files of a sharded report (`losscheck report --shard K/N`, one per
     /// K = 0..N-1, e.g. from a CI matrix or a Slurm array) into the report: the same report

@@ -9,6 +9,7 @@
 //! | `exp_nonpos` | x ≤ 0 | the same bits as `exp` (and so its bound) |
 //! | `log1p_unit` | x ∈ [0, 1] | 12u |
 //! | `logistic_parts` | \|z\| ≤ 700 | softplus(±z) 17u, σ(±z) 9u |
+//! | `exp32_shift` | d ∈ [−104, 0] (as z = d, m = 0) | 2.5 units of 2⁻²⁴ for results ≥ 2⁻¹²⁶; below, 2⁻¹⁵⁰ + 2.5·2⁻²⁴·e^d absolute |
 //!
 //! [`errors`] is the one judge: `tests/kernels_simd*.rs` use it on dense samples and the
 //! reduction edges, `losscheck exhaustive --function F` on whole dtypes.
@@ -34,14 +35,16 @@ pub enum Function {
     ExpNonpos,
     Log1pUnit,
     LogisticParts,
+    Exp32Shift,
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [
+    pub const ALL: [Function; 5] = [
         Function::Exp,
         Function::ExpNonpos,
         Function::Log1pUnit,
         Function::LogisticParts,
+        Function::Exp32Shift,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Function {
             Function::ExpNonpos => "exp_nonpos",
             Function::Log1pUnit => "log1p_unit",
             Function::LogisticParts => "logistic_parts",
+            Function::Exp32Shift => "exp32_shift",
         }
     }
 
@@ -70,6 +74,7 @@ impl Function {
             Function::ExpNonpos => "x ≤ 0",
             Function::Log1pUnit => "x ∈ [0, 1]",
             Function::LogisticParts => "|z| ≤ 700",
+            Function::Exp32Shift => "d ∈ [−104, 0], as exp32_shift(d, 0)",
         }
     }
 
@@ -78,6 +83,9 @@ impl Function {
         match self {
             Function::Exp | Function::ExpNonpos => {
                 "relative error in u = 2^-53 for results >= 2^-1022; for smaller results 4·|error| / (2^-1075 + 4u·e^x),                  so that 4 is the bound either way (exp_nonpos: also exp's bits, or an infinite error)"
+            }
+            Function::Exp32Shift => {
+                "f32 arithmetic: relative error in units of 2^-24 for results >= 2^-126; for smaller results                  2.5·|error| / (2^-150 + 2.5·2^-24·e^d); measured against f64 exp (error < 2^-52), and against MPFR                  at 128 bits wherever that measure exceeds 1.0"
             }
             _ => "relative error in u = 2^-53 against MPFR at 128 bits",
         }
@@ -89,10 +97,20 @@ impl Function {
             Function::ExpNonpos => x <= 0.0 && x.is_finite(),
             Function::Log1pUnit => (0.0..=1.0).contains(&x),
             Function::LogisticParts => x.abs() <= 700.0,
+            Function::Exp32Shift => (-104.0..=0.0).contains(&x),
         }
     }
 
-    /// The parts of the result and their bounds, in units of [`U`].
+    /// The unit of the bounds and errors: [`U`] = 2⁻⁵³ (f64 functions), 2⁻²⁴ for the f32
+    /// `exp32_shift`.
+    pub fn unit(self) -> f64 {
+        match self {
+            Function::Exp32Shift => 2f64.powi(-24),
+            _ => U,
+        }
+    }
+
+    /// The parts of the result and their bounds, in units of [`unit`](Self::unit).
     pub fn parts(self) -> &'static [(&'static str, f64)] {
         match self {
             Function::Exp => &[("exp", 4.0)],
@@ -104,6 +122,7 @@ impl Function {
                 ("sigma(z)", 9.0),
                 ("sigma(-z)", 9.0),
             ],
+            Function::Exp32Shift => &[("exp32", crate::kernels::vmath::exp32::EXP32_BOUND_U)],
         }
     }
 
@@ -117,6 +136,7 @@ impl Function {
                 let (a, b, c, d) = vmath::logistic_parts(x);
                 vec![a, b, c, d]
             }
+            Function::Exp32Shift => vec![vmath::exp32::exp32_shift(x as f32, 0.0) as f64],
         }
     }
 }
@@ -158,6 +178,43 @@ fn exp_error(x: f64, got: f64) -> f64 {
     rel_u(got, &exact)
 }
 
+/// exp32_shift(z, m)'s error measure (`got` its result as f64), scaled so that it is ≤ B =
+/// [`EXP32_BOUND_U`](vmath::exp32::EXP32_BOUND_U) exactly where the documented bound holds:
+/// relative in units of 2⁻²⁴ for e^{z−m} ≥ 2⁻¹²⁶, for smaller results
+/// B·|got − e^{z−m}| / (2⁻¹⁵⁰ + B·2⁻²⁴·e^{z−m}). A cheap first pass against f64 (`libm::exp`
+/// of the f64 difference: a shift below 2⁻²¹ in this measure);
+/// MPFR at 128 bits decides wherever the cheap measure exceeds 1.0 (40% of the bound).
+pub fn exp32_error(z: f64, m: f64, got: f64) -> f64 {
+    let b = vmath::exp32::EXP32_BOUND_U;
+    let u24 = 2f64.powi(-24);
+    let measure = |exact: f64, diff_abs: f64| {
+        if exact >= 2f64.powi(-126) {
+            diff_abs / exact / u24
+        } else {
+            b * diff_abs / (2f64.powi(-150) + b * u24 * exact)
+        }
+    };
+    // z − m in f64 is within 2⁻⁵³·|z − m| ≤ 2⁻⁴⁶ of the exact difference (|z − m| ≤ 104 where
+    // it matters), moving e^{z−m} by < 2⁻⁴⁵ relatively: < 2⁻²¹ in this measure
+    let exact = libm::exp(z - m);
+    let cheap = if got.is_finite() { measure(exact, (got - exact).abs()) } else { f64::INFINITY };
+    if cheap <= 1.0 {
+        return cheap;
+    }
+    let e = (Float::with_val(PREC, z) - Float::with_val(PREC, m)).exp();
+    let diff = (Float::with_val(PREC, got) - &e).abs();
+    if !got.is_finite() {
+        return f64::INFINITY;
+    }
+    let ef = e.to_f64();
+    if ef >= 2f64.powi(-126) {
+        (diff / &e).to_f64() / u24
+    } else {
+        let lim = Float::with_val(PREC, &e * (b * u24)) + Float::with_val(PREC, 2f64.powi(-150));
+        b * (diff / lim).to_f64()
+    }
+}
+
 /// The error of each part of `got` (the function's results at x, [`Function::eval`]'s
 /// order), in the units of [`Function::parts`]' bounds: part k is within its bound exactly
 /// when `errors(..)[k] <= bound`. For `exp_nonpos`, a result that is not `exp`'s bits is an
@@ -172,6 +229,7 @@ pub fn errors(f: Function, x: f64, got: &[f64]) -> Vec<f64> {
                 vec![exp_error(x, got[0])]
             }
         }
+        Function::Exp32Shift => vec![exp32_error(x, 0.0, got[0])],
         Function::Log1pUnit => vec![rel_u(got[0], &Float::with_val(PREC, x).ln_1p())],
         Function::LogisticParts => {
             let z = Float::with_val(PREC, x);

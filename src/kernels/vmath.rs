@@ -58,6 +58,8 @@
 
 use half::bf16;
 
+pub mod exp32;
+
 pub(crate) const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// 0x3FE62E42FEE00000: 32 significant bits, so k·LN2_HI is exact for |k| < 2²¹.
 pub(crate) const LN2_HI: f64 = 6.931_471_803_691_238e-1;

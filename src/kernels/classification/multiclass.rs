@@ -709,6 +709,8 @@ pub(crate) struct Scale {
     /// k/den, used when finite and non-zero.
     mul: f64,
     fast: bool,
+    /// The gradient is far larger than the caches: bulk stores may bypass them.
+    stream: bool,
 }
 
 impl Scale {
@@ -719,7 +721,13 @@ impl Scale {
             den,
             mul,
             fast: mul.is_finite() && mul != 0.0,
+            stream: false,
         }
+    }
+
+    fn streaming(mut self, yes: bool) -> Self {
+        self.stream = yes;
+        self
     }
 
     #[inline(always)]
@@ -974,7 +982,10 @@ impl<'a, T: Element> Rows<'a, T> {
         }
         let k = ci * self.cot.at(i);
         let l = match g {
-            Some(g) if k != 0.0 => row(i, Some((g, Scale::new(k, self.den_at(i))))),
+            Some(g) if k != 0.0 => {
+                let sc = Scale::new(k, self.den_at(i)).streaming(self.n * self.c >= STREAM_MIN_ELEMS);
+                row(i, Some((g, sc)))
+            }
             Some(g) => {
                 g.fill(zero);
                 row(i, None)
@@ -988,6 +999,10 @@ impl<'a, T: Element> Rows<'a, T> {
         }
     }
 }
+
+/// Gradients of at least this many components (64 MiB in f32, beyond any L3 of ours) are
+/// stored by the f32 tier with non-temporal stores ([`Scale::stream`]).
+const STREAM_MIN_ELEMS: usize = 1 << 24;
 
 /// Rows per rayon task: about this many logits (fixed; the results do not depend on it).
 #[cfg(feature = "parallel")]
@@ -1354,6 +1369,13 @@ fn ce_row_hard<T: Element>(
     scratch: &mut [f64],
 ) -> (f64, f64) {
     use crate::kernels::vmath;
+    let mut grad = grad;
+    if let Some(z32) = cast::<T, f32>(z) {
+        let g32 = grad.as_mut().and_then(|(g, sc)| Some((cast_mut::<T, f32>(g)?, *sc)));
+        if let Some(l) = ce_row_f32(z32, y, wy, g32, scratch) {
+            return l;
+        }
+    }
     let c = z.len();
     let e = &mut scratch[..c];
     let (m, finite) = widen_max(z, e);
@@ -1377,6 +1399,100 @@ fn ce_row_hard<T: Element>(
         g[k] = T::from_f64(sc.apply(at_k));
     }
     (h, lo + v.1)
+}
+
+/// The f32 tier of the fast path: an f32 row with a class-id target, e_j = e^{z_j − m} in
+/// f32 arithmetic ([`vmath::exp32`](crate::kernels::vmath::exp32), 8 lanes, within
+/// B = [`EXP32_BOUND_U`](crate::kernels::vmath::exp32::EXP32_BOUND_U)·u relatively, u = 2⁻²⁴)
+/// stored straight into the f32 gradient, s′ = Σ_{j≠k} e_j summed in f64, then g_j =
+/// RN(e_j·ρ) with ρ = RN_f32(w_y·mul/S), S = 1 + s′; the target's and the argmax's components
+/// from [`ce_row_hard`]'s f64 formulas. `None` — nothing decided, the caller runs the f64
+/// tier, overwriting whatever was stored — unless the row passes the a-posteriori test below,
+/// which guarantees the bar from quantities the pass has just computed (f64, cheap):
+///
+/// - **value**: s′ is within B·u·s′ (a sum of non-negative terms, each within B·u; the f64
+///   additions add < C·2⁻⁵³, the subnormal e_j < C·2⁻¹⁴⁹), so log1p(s′) is within B·u·s′/S
+///   absolutely and ℓ = (m − z_y) + log1p(s′) (≥ 0, no cancellation) within that over ℓ
+///   relatively. Required: B·s′/S ≤ 1.25·ℓ, i.e. ≤ 1.25 ulps of any f32 ≥ ℓ·w_y: with the
+///   final rounding (½) and room for the f64 remainder, within the 2-ulp bar — also for the
+///   mean and the sum, whose terms are non-negative (each row's error is within 1.25u of its
+///   own term). Typical rows pass easily (N(0, 3²) logits, C = 32000: ℓ ≈ 15); confident
+///   ones (p_y → 1, ℓ → 0) fail and go to the f64 tier.
+/// - **gradient** (normwise, against ulp(max_j |ê_j|) ≥ u·w_y·mul·(1 − p_y)): a component
+///   j ∉ {y, k} is within (2B + 1)·u·w_y·mul·e_j/S (e_j, S and ρ) plus its own rounding
+///   (≤ ½ ulp of itself, ≤ 1 ulp of the row's largest even across a binade); the argmax's
+///   (w_y·mul·(1 − s′/S) or −w_y·mul·s′/S, in f64) within B·u·w_y·mul·s′/S²;
+///   the target's (p_y − 1, in f64) within 2B·u·w_y·mul·p_y.
+///   Required: (2B + 1)·e₂/S ≤ ¾·(1 − p_y), B·s′/S² ≤ ¾·(1 − p_y) and 2B·p_y ≤ ¾·(1 − p_y), with e₂ =
+///   max_{j≠k} e_j — together ≤ 1¾ ulps, within the bar of 2. Also ρ must be a normal f32
+///   ≥ 2⁻¹⁰⁰ (so its rounding is relative and subnormal products are far below the row's
+///   ulp) and the scale finite and non-zero.
+///
+/// Each row is decided alone, so the result stays independent of the thread count.
+fn ce_row_f32(
+    z: &[f32],
+    y: usize,
+    wy: f64,
+    grad: Option<(&mut [f32], Scale)>,
+    scratch: &mut [f64],
+) -> Option<(f64, f64)> {
+    use crate::kernels::vmath::exp32::{self, EXP32_BOUND_U as B};
+    if z.is_empty() || !(wy > 0.0 && wy.is_finite()) {
+        return None;
+    }
+    let (m, k, finite) = exp32::max_first_f32(z);
+    if !finite {
+        return None;
+    }
+    if let Some((_, sc)) = &grad {
+        if !sc.fast {
+            return None;
+        }
+    }
+    // e_j into the scratch row (cache-resident, reused row after row), not the gradient
+    // SAFETY: an f64 slice of ≥ C/2 elements holds C f32s (alignment 8 ≥ 4).
+    let e = unsafe { std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<f32>(), z.len()) };
+    assert!(scratch.len() * 2 >= z.len());
+    let (sp, e2) = exp32::exp32_shift_sum_except(z, m, k, grad.is_some().then_some(&mut *e));
+    let big_s = 1.0 + sp;
+    let (m64, zy) = (m as f64, z[y] as f64);
+    let ell = (m64 - zy) + libm::log1p(sp);
+    if !(B * (sp / big_s) <= 1.25 * ell) {
+        return None;
+    }
+    if let Some((g, sc)) = grad {
+        let ey = if y == k { 1.0 } else { e[y] as f64 };
+        let py = ey / big_s;
+        let room = 0.75 * (1.0 - py);
+        if !((2.0 * B + 1.0) * e2 as f64 / big_s <= room
+            && B * sp / (big_s * big_s) <= room
+            && 2.0 * B * py <= room)
+        {
+            return None;
+        }
+        let r = wy / big_s;
+        let rho = (r * sc.mul) as f32;
+        if !(rho.is_finite() && rho.abs() >= 2f32.powi(-100)) {
+            return None;
+        }
+        exp32::scale_store_f32(e, rho, g, sc.stream);
+        let rest = if y == k { 0.0 } else { wy };
+        g[y] = sc.apply(r * ey - wy) as f32;
+        g[k] = sc.apply(rest - r * sp) as f32;
+    }
+    let v = pair_scale(wy, pair_add(m64, -zy));
+    let (h, lo) = pair_add(v.0, wy * libm::log1p(sp));
+    Some((h, lo + v.1))
+}
+
+/// Does one f32 row take the f32 tier of the fast path ([`ce_row_f32`]'s test)? For tests
+/// and benchmarks: `den` is the mean's denominator, `grad` whether the gradient is wanted.
+#[doc(hidden)]
+pub fn f32_tier_accepts(z: &[f32], y: usize, wy: f64, den: f64, grad: bool) -> bool {
+    let mut g = vec![0.0f32; if grad { z.len() } else { 0 }];
+    let mut scratch = vec![0.0f64; z.len()];
+    let sc = Scale::new(1.0, den);
+    ce_row_f32(z, y, wy, grad.then_some((&mut g[..], sc)), &mut scratch).is_some()
 }
 
 /// The logits as f64 into `out` (f32 and bf16 by vmath's bulk loops, f16 through `half`'s

@@ -1,0 +1,389 @@
+//! e^{z − m} in f32 arithmetic, 8 lanes per AVX2 instruction: the exponential of the
+//! cross-entropy fast path for f32 logits (`multiclass::ce_row_f32`).
+//!
+//! # `exp32_shift(z, m)` (z ≤ m, both f32, finite)
+//!
+//! 1. d + dl = z − m exactly: d = RN(z − m) and dl by Knuth's TwoSum (5 more operations).
+//!    Without dl the rounding of z − m alone (up to ½ ulp of d, 2⁻²⁴·|d| relatively in
+//!    e^{z−m}: 2⁻¹⁷ for d near −100) would dominate everything below.
+//! 2. d is clamped to ≥ −104 (e^{−104} < 2⁻¹⁵⁰, half the least subnormal: the result is 0
+//!    either way, to the ±2⁻¹⁴⁹ the bound allows there).
+//! 3. k = round(d·log₂e) by the 1.5·2²³ shift trick (one fma), r = fma(−k, ln2_lo,
+//!    fma(−k, ln2_hi, d)) + dl. ln2_hi has 16 significant bits, so k·ln2_hi is exact for
+//!    |k| ≤ 151 and d − k·ln2_hi is exact (Sterbenz; the fma rounds an exact value);
+//!    |r| ≤ 0.3466 + 2⁻²⁰.
+//! 4. e^r ≈ 1 + (r + r²·q(r)), q a degree-4 weighted least-squares fit of (e^r − 1 − r)/r²
+//!    on |r| ≤ 0.3476 (coefficients rounded to f32; fit error < 0.064u relatively in e^r,
+//!    u = 2⁻²⁴, measured at 20,001 points in 120-bit arithmetic, benches-free script in
+//!    docs/exhaustive.md).
+//! 5. ·2^{k+64} by exponent bits (exact), then ·2⁻⁶⁴ (exact for normal results, one
+//!    rounding into the subnormals otherwise).
+//!
+//! **Bound** (relative, normal results e^{z−m} ≥ 2⁻¹²⁶), in units of u = 2⁻²⁴: r's roundings
+//! (the second fma and the + dl, each ≤ 2⁻²⁶ absolutely since |r| < ½): ≤ 0.5u; the fit
+//! 0.064u; q's Horner and r² (damped by r² ≤ 0.121 and |q| ≤ 0.56: ≤ 0.07·6u ≈ 0.42u,
+//! generously); x = fma(r², q, r) rounded once (|x| ≤ 0.42: ≤ 2⁻²⁶ absolutely, 0.36u
+//! relatively in e^r ≥ 0.707); p = 1 + x rounded once (≤ 2⁻²⁴ absolutely, ≤ 1u
+//! relatively). Total < 0.5 + 0.064 + 0.42 + 0.36 + 1 = 2.35u; [`EXP32_BOUND_U`] = 2.5
+//! states it with room. Subnormal results: within 2⁻¹⁵⁰ + 2.5u·e^{z−m} absolutely. The
+//! certificate (`losscheck exhaustive --function exp32_shift`, every f32 d ∈ [−104, 0] as
+//! z = d, m = 0, where dl = 0) and `tests/kernels_simd_exp32.rs` (random pairs (z, m) with
+//! dl ≠ 0, against MPFR) check it; the worst measured is in reports/exhaustive/vmath/.
+//!
+//! Every step is an IEEE operation on f32 (`f32::mul_add` is the correctly rounded fused
+//! multiply-add), so the plain path and the AVX2 path give the same bits.
+
+/// [`exp32_shift`]'s relative error bound in units of 2⁻²⁴ (normal results).
+pub const EXP32_BOUND_U: f64 = 2.5;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// 1.5·2²³: adding it rounds to an integer.
+const SHIFT: f32 = 12_582_912.0;
+/// ln 2 to 16 significant bits (0x3f317200) and the rest (0x35bfbe8e).
+const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+/// q(r) ≈ (e^r − 1 − r)/r², lowest degree first.
+const Q: [f32; 5] = [
+    f32::from_bits(0x3eff_fffc),
+    f32::from_bits(0x3e2a_aa46),
+    f32::from_bits(0x3d2a_adb5),
+    f32::from_bits(0x3c09_1ea9),
+    f32::from_bits(0x3ab4_3b82),
+];
+const LIM: f32 = -104.0;
+/// 2⁻⁶⁴.
+const TWO_M64: f32 = f32::from_bits((127 - 64) << 23);
+
+/// e^{z − m} for z ≤ m (finite f32), within [`EXP32_BOUND_U`]·2⁻²⁴ relatively (module docs);
+/// e^0 = 1 exactly.
+#[inline(always)]
+pub fn exp32_shift(z: f32, m: f32) -> f32 {
+    let d = z - m;
+    let bb = d - z;
+    let dl = (z - (d - bb)) + (-m - bb);
+    let d = if d < LIM { LIM } else { d };
+    let t = d.mul_add(LOG2E, SHIFT);
+    let kk = t - SHIFT;
+    let r = (-kk).mul_add(LN2_HI, d);
+    let r = (-kk).mul_add(LN2_LO, r) + dl;
+    let mut q = Q[4];
+    for &c in Q[..4].iter().rev() {
+        q = q.mul_add(r, c);
+    }
+    let p = 1.0 + (r * r).mul_add(q, r);
+    let scale = f32::from_bits(((kk as i32 + 191) as u32) << 23);
+    (p * scale) * TWO_M64
+}
+
+/// Lanes of the sums.
+const L: usize = 8;
+
+/// The 8 f64 lane accumulators combined in `vmath::lane_sum`'s order.
+#[inline(always)]
+fn fold(acc: &[f64; L]) -> f64 {
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// Over one slice: e_j = exp32_shift(z_j, m) (stored into `out` when given), (Σ e_j in f64
+/// — lane l takes j ≡ l mod 8, combined by [`fold`], then the tail in order —, max e_j).
+#[inline(always)]
+fn sum_max_body(z: &[f32], m: f32, mut out: Option<&mut [f32]>) -> (f64, f32) {
+    let mut acc = [0.0f64; L];
+    let mut mx = [0.0f32; L];
+    let n8 = z.len() / L * L;
+    for i in (0..n8).step_by(L) {
+        for l in 0..L {
+            let v = exp32_shift(z[i + l], m);
+            if let Some(o) = out.as_deref_mut() {
+                o[i + l] = v;
+            }
+            acc[l] += v as f64;
+            mx[l] = if v > mx[l] { v } else { mx[l] };
+        }
+    }
+    let mut s = fold(&acc);
+    let mut e2 = mx.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
+    for j in n8..z.len() {
+        let v = exp32_shift(z[j], m);
+        if let Some(o) = out.as_deref_mut() {
+            o[j] = v;
+        }
+        s += v as f64;
+        e2 = if v > e2 { v } else { e2 };
+    }
+    (s, e2)
+}
+
+/// Both sides of k: (Σ_{j≠k} e_j, max_{j≠k} e_j), out[k] = 1.
+#[inline(always)]
+fn except_body(
+    z: &[f32],
+    m: f32,
+    k: usize,
+    out: Option<&mut [f32]>,
+    side: impl Fn(&[f32], f32, Option<&mut [f32]>) -> (f64, f32),
+) -> (f64, f32) {
+    let (s0, m0, s1, m1) = match out {
+        Some(o) => {
+            let (lo, hi) = o.split_at_mut(k);
+            hi[0] = 1.0;
+            let (s0, m0) = side(&z[..k], m, Some(lo));
+            let (s1, m1) = side(&z[k + 1..], m, Some(&mut hi[1..]));
+            (s0, m0, s1, m1)
+        }
+        None => {
+            let (s0, m0) = side(&z[..k], m, None);
+            let (s1, m1) = side(&z[k + 1..], m, None);
+            (s0, m0, s1, m1)
+        }
+    };
+    (s0 + s1, if m1 > m0 { m1 } else { m0 })
+}
+
+/// For a finite f32 row z with max m at index k (`k < z.len()`): e_j = [`exp32_shift`](z_j, m)
+/// into `out` (when given; out[k] = 1), and (s′ = Σ_{j≠k} e_j in f64 — each side of k summed
+/// in 8 lanes, fixed order —, max_{j≠k} e_j, 0 when C = 1). AVX2 + FMA chosen at run time;
+/// the same bits either way.
+#[inline]
+pub fn exp32_shift_sum_except(z: &[f32], m: f32, k: usize, out: Option<&mut [f32]>) -> (f64, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the features were detected at run time.
+        return unsafe { exp32_shift_sum_except_avx2(z, m, k, out) };
+    }
+    exp32_shift_sum_except_plain(z, m, k, out)
+}
+
+/// [`exp32_shift_sum_except`] compiled for the baseline target.
+#[doc(hidden)]
+#[inline(never)]
+pub fn exp32_shift_sum_except_plain(z: &[f32], m: f32, k: usize, out: Option<&mut [f32]>) -> (f64, f32) {
+    except_body(z, m, k, out, sum_max_body)
+}
+
+/// [`exp32_shift_sum_except`] with AVX2 + FMA intrinsics: [`exp32_shift`]'s operations in
+/// the same order on 8 lanes, the same sums.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+pub unsafe fn exp32_shift_sum_except_avx2(
+    z: &[f32],
+    m: f32,
+    k: usize,
+    out: Option<&mut [f32]>,
+) -> (f64, f32) {
+    except_body(z, m, k, out, |z, m, o| sum_max_avx2(z, m, o))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn exp8(z: std::arch::x86_64::__m256, m: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let d = _mm256_sub_ps(z, m);
+    let bb = _mm256_sub_ps(d, z);
+    let nm = _mm256_xor_ps(m, _mm256_set1_ps(-0.0));
+    let dl = _mm256_add_ps(_mm256_sub_ps(z, _mm256_sub_ps(d, bb)), _mm256_sub_ps(nm, bb));
+    let lim = _mm256_set1_ps(LIM);
+    let d = _mm256_blendv_ps(d, lim, _mm256_cmp_ps::<_CMP_LT_OQ>(d, lim));
+    let sh = _mm256_set1_ps(SHIFT);
+    let t = _mm256_fmadd_ps(d, _mm256_set1_ps(LOG2E), sh);
+    let kk = _mm256_sub_ps(t, sh);
+    let r = _mm256_fnmadd_ps(kk, _mm256_set1_ps(LN2_HI), d);
+    let r = _mm256_add_ps(_mm256_fnmadd_ps(kk, _mm256_set1_ps(LN2_LO), r), dl);
+    let mut q = _mm256_set1_ps(Q[4]);
+    for &c in Q[..4].iter().rev() {
+        q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(c));
+    }
+    let x = _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, r);
+    let p = _mm256_add_ps(_mm256_set1_ps(1.0), x);
+    let ki = _mm256_cvtps_epi32(kk);
+    let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(ki, _mm256_set1_epi32(191)));
+    _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(bits)), _mm256_set1_ps(TWO_M64))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn sum_max_avx2(z: &[f32], m: f32, mut out: Option<&mut [f32]>) -> (f64, f32) {
+    use std::arch::x86_64::*;
+    let mv = _mm256_set1_ps(m);
+    let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut mx = _mm256_setzero_ps();
+    let n8 = z.len() / L * L;
+    let zp = z.as_ptr();
+    for i in (0..n8).step_by(L) {
+        let v = exp8(_mm256_loadu_ps(zp.add(i)), mv);
+        if let Some(o) = out.as_deref_mut() {
+            _mm256_storeu_ps(o.as_mut_ptr().add(i), v);
+        }
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
+        mx = _mm256_max_ps(v, mx);
+    }
+    let mut acc = [0.0f64; L];
+    _mm256_storeu_pd(acc.as_mut_ptr(), a0);
+    _mm256_storeu_pd(acc.as_mut_ptr().add(4), a1);
+    let mut lanes = [0.0f32; L];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), mx);
+    let mut s = fold(&acc);
+    let mut e2 = lanes.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
+    for j in n8..z.len() {
+        let v = exp32_shift(z[j], m);
+        if let Some(o) = out.as_deref_mut() {
+            o[j] = v;
+        }
+        s += v as f64;
+        e2 = if v > e2 { v } else { e2 };
+    }
+    (s, e2)
+}
+
+/// (max, index of its first occurrence, every value finite) of a non-empty f32 row; the max
+/// ignores NaN. AVX2 chosen at run time (the same answer either way).
+#[inline]
+pub fn max_first_f32(z: &[f32]) -> (f32, usize, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the features were detected at run time.
+        return unsafe { max_first_f32_avx2(z) };
+    }
+    max_first_f32_plain(z)
+}
+
+#[inline(always)]
+fn max_first_body(z: &[f32]) -> (f32, usize, bool) {
+    let mut acc = [f32::NEG_INFINITY; L];
+    let mut chk = [0.0f32; L];
+    let n8 = z.len() / L * L;
+    for i in (0..n8).step_by(L) {
+        for l in 0..L {
+            let x = z[i + l];
+            acc[l] = if x > acc[l] { x } else { acc[l] };
+            chk[l] += x * 0.0; // ±0 while finite, NaN after an inf or a NaN
+        }
+    }
+    let (m, fin) = max_fold(&acc, &chk, &z[n8..]);
+    (m, first_eq(z, m).unwrap_or(0), fin)
+}
+
+/// The lanes' max (`>`, lane 0 first) and finiteness test, then the tail's.
+#[inline(always)]
+fn max_fold(acc: &[f32; L], chk: &[f32; L], tail: &[f32]) -> (f32, bool) {
+    let mut m = f32::NEG_INFINITY;
+    let mut c = 0.0f32;
+    for l in 0..L {
+        m = if acc[l] > m { acc[l] } else { m };
+        c += chk[l];
+    }
+    for &x in tail {
+        m = if x > m { x } else { m };
+        c += x * 0.0;
+    }
+    (m, c == 0.0)
+}
+
+/// [`max_first_f32`] compiled for the baseline target.
+#[doc(hidden)]
+#[inline(never)]
+pub fn max_first_f32_plain(z: &[f32]) -> (f32, usize, bool) {
+    max_first_body(z)
+}
+
+/// [`max_first_f32`] compiled with AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+pub unsafe fn max_first_f32_avx2(z: &[f32]) -> (f32, usize, bool) {
+    use std::arch::x86_64::*;
+    let n8 = z.len() / L * L;
+    let zp = z.as_ptr();
+    let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut chk = _mm256_setzero_ps();
+    let zero = _mm256_setzero_ps();
+    for i in (0..n8).step_by(L) {
+        let x = _mm256_loadu_ps(zp.add(i));
+        acc = _mm256_max_ps(x, acc); // x > acc ? x : acc, as the plain body
+        chk = _mm256_add_ps(chk, _mm256_mul_ps(x, zero));
+    }
+    let (mut a, mut c) = ([0.0f32; L], [0.0f32; L]);
+    _mm256_storeu_ps(a.as_mut_ptr(), acc);
+    _mm256_storeu_ps(c.as_mut_ptr(), chk);
+    let (m, fin) = max_fold(&a, &c, &z[n8..]);
+    let mv = _mm256_set1_ps(m);
+    for i in (0..n8).step_by(L) {
+        let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(zp.add(i)), mv));
+        if hit != 0 {
+            return (m, i + hit.trailing_zeros() as usize, fin);
+        }
+    }
+    (m, first_eq(&z[n8..], m).map_or(0, |p| n8 + p), fin)
+}
+
+/// The first j with z_j = m.
+#[inline(always)]
+fn first_eq(z: &[f32], m: f32) -> Option<usize> {
+    z.iter().position(|&x| x == m)
+}
+
+/// g_j = RN(e_j·ρ) (8 lanes; the same bits on every path: one IEEE product each). With
+/// `stream` (AVX2 path only) the aligned body of `g` is written by non-temporal stores, which
+/// skip the read-for-ownership of each line of a gradient far larger than the caches (the
+/// stores are fenced before returning).
+#[inline]
+pub fn scale_store_f32(e: &[f32], rho: f32, g: &mut [f32], stream: bool) {
+    let g = &mut g[..e.len()];
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the features were detected at run time.
+        return unsafe {
+            if stream {
+                scale_stream_avx2(e, rho, g)
+            } else {
+                scale_avx2(e, rho, g)
+            }
+        };
+    }
+    scale_body(e, rho, g)
+}
+
+#[inline(always)]
+fn scale_body(e: &[f32], rho: f32, g: &mut [f32]) {
+    for (o, &x) in g.iter_mut().zip(e) {
+        *o = x * rho;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn scale_avx2(e: &[f32], rho: f32, g: &mut [f32]) {
+    scale_body(e, rho, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn scale_stream_avx2(e: &[f32], rho: f32, g: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = g.len().min(e.len());
+    let head = (g.as_ptr().align_offset(32)).min(n);
+    scale_body(&e[..head], rho, &mut g[..head]);
+    let rv = _mm256_set1_ps(rho);
+    let (gp, ep) = (g.as_mut_ptr(), e.as_ptr());
+    let mut j = head;
+    while j + L <= n {
+        _mm256_stream_ps(gp.add(j), _mm256_mul_ps(_mm256_loadu_ps(ep.add(j)), rv));
+        j += L;
+    }
+    scale_body(&e[j..n], rho, &mut g[j..n]);
+    _mm_sfence();
+}

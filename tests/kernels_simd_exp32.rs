@@ -185,5 +185,10 @@ fn cross_entropy_f32_tier_takes_typical_rows_and_refuses_confident_ones() {
     assert!(!f32_tier_accepts(&z, 3, 1.0, 1.0, true), "a confident row");
     assert!(!f32_tier_accepts(&z, 3, 1.0, 1.0, false), "a confident row (value only)");
     assert!(f32_tier_accepts(&z, 4, 1.0, 1.0, true), "a confidently wrong row is well conditioned");
+    // confident beyond f32's exp range: the other e_j are 0 in f32 and ℓ = log1p(34·e^−106)
+    // ≈ 4e-45 is not 0 (the campaign's case 3873, shrunk) — the absolute term refuses it
+    let mut z = vec![0.0f32; 35];
+    z[24] = 105.964_95;
+    assert!(!f32_tier_accepts(&z, 24, 1.0, 1.0, false), "ℓ below what the f32 exps resolve");
     let _ = (f16::ONE, bf16::ONE);
 }

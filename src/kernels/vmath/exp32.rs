@@ -121,19 +121,19 @@ fn except_body(
     m: f32,
     k: usize,
     out: Option<&mut [f32]>,
-    side: impl Fn(&[f32], f32, Option<&mut [f32]>) -> (f64, f32),
+    side: impl Fn(&[f32], f32, Option<&mut [f32]>, usize) -> (f64, f32),
 ) -> (f64, f32) {
     let (s0, m0, s1, m1) = match out {
         Some(o) => {
             let (lo, hi) = o.split_at_mut(k);
             hi[0] = 1.0;
-            let (s0, m0) = side(&z[..k], m, Some(lo));
-            let (s1, m1) = side(&z[k + 1..], m, Some(&mut hi[1..]));
+            let (s0, m0) = side(&z[..k], m, Some(lo), 0);
+            let (s1, m1) = side(&z[k + 1..], m, Some(&mut hi[1..]), k + 1);
             (s0, m0, s1, m1)
         }
         None => {
-            let (s0, m0) = side(&z[..k], m, None);
-            let (s1, m1) = side(&z[k + 1..], m, None);
+            let (s0, m0) = side(&z[..k], m, None, 0);
+            let (s1, m1) = side(&z[k + 1..], m, None, k + 1);
             (s0, m0, s1, m1)
         }
     };
@@ -158,7 +158,7 @@ pub fn exp32_shift_sum_except(z: &[f32], m: f32, k: usize, out: Option<&mut [f32
 #[doc(hidden)]
 #[inline(never)]
 pub fn exp32_shift_sum_except_plain(z: &[f32], m: f32, k: usize, out: Option<&mut [f32]>) -> (f64, f32) {
-    except_body(z, m, k, out, sum_max_body)
+    except_body(z, m, k, out, |z, m, o, _| sum_max_body(z, m, o))
 }
 
 /// [`exp32_shift_sum_except`] with AVX2 + FMA intrinsics: [`exp32_shift`]'s operations in
@@ -176,7 +176,11 @@ pub unsafe fn exp32_shift_sum_except_avx2(
     k: usize,
     out: Option<&mut [f32]>,
 ) -> (f64, f32) {
-    except_body(z, m, k, out, |z, m, o| sum_max_avx2(z, m, o))
+    // the next z.len() floats after the row (the next row of a row-major batch) are
+    // prefetched into L2 while this row's exponentials are computed: its max pass then
+    // reads from the cache instead of waiting for memory (no effect on any result)
+    let next = z.as_ptr().wrapping_add(z.len());
+    except_body(z, m, k, out, |zs, m, o, at| sum_max_avx2(zs, m, o, next.wrapping_add(at)))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -189,7 +193,7 @@ unsafe fn exp8(z: std::arch::x86_64::__m256, m: std::arch::x86_64::__m256) -> st
     let nm = _mm256_xor_ps(m, _mm256_set1_ps(-0.0));
     let dl = _mm256_add_ps(_mm256_sub_ps(z, _mm256_sub_ps(d, bb)), _mm256_sub_ps(nm, bb));
     let lim = _mm256_set1_ps(LIM);
-    let d = _mm256_blendv_ps(d, lim, _mm256_cmp_ps::<_CMP_LT_OQ>(d, lim));
+    let d = _mm256_max_ps(d, lim); // d > lim ? d : lim — the plain clamp for every non-NaN d
     let sh = _mm256_set1_ps(SHIFT);
     let t = _mm256_fmadd_ps(d, _mm256_set1_ps(LOG2E), sh);
     let kk = _mm256_sub_ps(t, sh);
@@ -209,7 +213,7 @@ unsafe fn exp8(z: std::arch::x86_64::__m256, m: std::arch::x86_64::__m256) -> st
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn sum_max_avx2(z: &[f32], m: f32, mut out: Option<&mut [f32]>) -> (f64, f32) {
+unsafe fn sum_max_avx2(z: &[f32], m: f32, mut out: Option<&mut [f32]>, ahead: *const f32) -> (f64, f32) {
     use std::arch::x86_64::*;
     let mv = _mm256_set1_ps(m);
     let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
@@ -217,6 +221,9 @@ unsafe fn sum_max_avx2(z: &[f32], m: f32, mut out: Option<&mut [f32]>) -> (f64, 
     let n8 = z.len() / L * L;
     let zp = z.as_ptr();
     for i in (0..n8).step_by(L) {
+        if i % 16 == 0 {
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(i).cast::<i8>());
+        }
         let v = exp8(_mm256_loadu_ps(zp.add(i)), mv);
         if let Some(o) = out.as_deref_mut() {
             _mm256_storeu_ps(o.as_mut_ptr().add(i), v);

@@ -192,3 +192,34 @@ fn cross_entropy_f32_tier_takes_typical_rows_and_refuses_confident_ones() {
     assert!(!f32_tier_accepts(&z, 24, 1.0, 1.0, false), "ℓ below what the f32 exps resolve");
     let _ = (f16::ONE, bf16::ONE);
 }
+
+/// A gradient of ≥ 2²⁴ components is written with non-temporal stores (and the target's and
+/// argmax's components patched in between): every row the same bits as the same row
+/// computed alone, in a batch far too small to stream, with 1 and 2 threads.
+#[test]
+fn cross_entropy_streamed_gradient_equals_row_by_row() {
+    use losscheck::kernels::classification::multiclass::{CrossEntropyArgs, Output};
+    let (n, c) = (520usize, 32_768usize); // 17M logits
+    let mut s = 21u64;
+    let z: Vec<f32> = normal_rows(n, c, 3.0, &mut s).iter().map(|&x| x as f32).collect();
+    let y: Vec<i64> = (0..n).map(|i| if i == 7 { 0 } else { (lcg(&mut s) * c as f64) as i64 }).collect();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let big: Output<f32, f32> = pool.install(|| {
+            CrossEntropyArgs::new(&z, n, c).class_ids(&y).reduction(losscheck::Reduction::None).eval().unwrap()
+        });
+        let g = big.grad.unwrap();
+        for i in [0usize, 1, 7, 255, 256, 517, 519] {
+            let row = &z[i * c..(i + 1) * c];
+            let one: Output<f32, f32> = CrossEntropyArgs::new(row, 1, c)
+                .class_ids(&y[i..i + 1])
+                .reduction(losscheck::Reduction::None)
+                .eval()
+                .unwrap();
+            assert_eq!(one.value[0].to_bits(), big.value[i].to_bits(), "row {i} value, {threads} threads");
+            let g1 = one.grad.unwrap();
+            let same = g1.iter().zip(&g[i * c..(i + 1) * c]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "row {i} gradient, {threads} threads");
+        }
+    }
+}

@@ -888,6 +888,7 @@ impl<'a, T: Element> Rows<'a, T> {
             let term = self.term(i, g, &mut row);
             acc.push(self, i, term, out);
         }
+        crate::kernels::vmath::exp32::store_fence(); // the rows' streaming stores
         acc.finish(self, out);
         out.grad = want.then_some(grad);
     }
@@ -923,6 +924,8 @@ impl<'a, T: Element> Rows<'a, T> {
                             let i = t * per + r;
                             *o = self.term(i, Some(g), &mut |i, g| row(i, g, scratch));
                         }
+                        // this task's streaming stores, before rayon's join hands them on
+                        crate::kernels::vmath::exp32::store_fence();
                     });
             } else {
                 terms
@@ -1488,10 +1491,10 @@ fn ce_row_f32(
         if !(rho.is_finite() && rho.abs() >= 2f32.powi(-100)) {
             return None;
         }
-        exp32::scale_store_f32(e, rho, g, sc.stream);
         let rest = if y == k { 0.0 } else { wy };
-        g[y] = sc.apply(r * ey - wy) as f32;
-        g[k] = sc.apply(rest - r * sp) as f32;
+        let gy = sc.apply(r * ey - wy) as f32;
+        let gk = sc.apply(rest - r * sp) as f32;
+        exp32::scale_store_f32(e, rho, g, sc.stream, [(y, gy), (k, gk)]);
     }
     let v = pair_scale(wy, pair_add(m64, -zy));
     let (h, lo) = pair_add(v.0, wy * libm::log1p(sp));

@@ -341,25 +341,57 @@ fn first_eq(z: &[f32], m: f32) -> Option<usize> {
     z.iter().position(|&x| x == m)
 }
 
-/// g_j = RN(e_j·ρ) (8 lanes; the same bits on every path: one IEEE product each). With
-/// `stream` (AVX2 path only) the aligned body of `g` is written by non-temporal stores, which
-/// skip the read-for-ownership of each line of a gradient far larger than the caches (the
-/// stores are fenced before returning).
+/// g_j = RN(e_j·ρ) (8 lanes; the same bits on every path: one IEEE product each), except at
+/// the `patch` indices, which get the given values instead (later pairs win). With `stream`
+/// (AVX2 path only) the aligned parts of `g` are written by non-temporal stores, which skip
+/// the read-for-ownership of each line of a gradient far larger than the caches; the patches
+/// are ordinary stores to locations the streaming stores do not touch, and the caller makes
+/// the stores visible to other threads with [`store_fence`] before the gradient is handed on.
 #[inline]
-pub fn scale_store_f32(e: &[f32], rho: f32, g: &mut [f32], stream: bool) {
+pub fn scale_store_f32(e: &[f32], rho: f32, g: &mut [f32], stream: bool, patch: [(usize, f32); 2]) {
     let g = &mut g[..e.len()];
+    #[cfg(target_arch = "x86_64")]
+    if stream && super::has_avx2_fma() {
+        let (a, b) = (patch[0].0.min(patch[1].0), patch[0].0.max(patch[1].0));
+        // SAFETY: the features were detected at run time.
+        unsafe {
+            let n = e.len();
+            scale_stream_avx2(&e[..a.min(n)], rho, &mut g[..a.min(n)]);
+            if a + 1 <= b.min(n) {
+                scale_stream_avx2(&e[a + 1..b], rho, &mut g[a + 1..b]);
+            }
+            if b + 1 <= n {
+                scale_stream_avx2(&e[b + 1..], rho, &mut g[b + 1..]);
+            }
+        }
+        for (j, v) in patch {
+            g[j] = v;
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() {
         // SAFETY: the features were detected at run time.
-        return unsafe {
-            if stream {
-                scale_stream_avx2(e, rho, g)
-            } else {
-                scale_avx2(e, rho, g)
-            }
-        };
+        unsafe { scale_avx2(e, rho, g) };
+    } else {
+        scale_body(e, rho, g);
     }
-    scale_body(e, rho, g)
+    #[cfg(not(target_arch = "x86_64"))]
+    scale_body(e, rho, g);
+    for (j, v) in patch {
+        g[j] = v;
+    }
+}
+
+/// Orders this thread's non-temporal stores ([`scale_store_f32`] with `stream`) before its
+/// later stores (an `sfence`; nothing off x86-64).
+#[inline]
+pub fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence is part of SSE, which every x86-64 CPU has.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    }
 }
 
 #[inline(always)]
@@ -392,5 +424,4 @@ unsafe fn scale_stream_avx2(e: &[f32], rho: f32, g: &mut [f32]) {
         j += L;
     }
     scale_body(&e[j..n], rho, &mut g[j..n]);
-    _mm_sfence();
 }

@@ -16,6 +16,13 @@ fn lcg(s: &mut u64) -> f64 {
 fn pair(s: &mut u64) -> (f32, f32) {
     let mag = 2f64.powf(lcg(s) * 16.0 - 8.0); // |m| from 2^-8 to 2^8
     let m = (if lcg(s) < 0.5 { -mag } else { mag }) as f32;
+    if lcg(s) < 0.05 {
+        // far below m, where d is clamped and the low part of z − m is huge (a campaign
+        // finding: z = −f32::MAX, m = 6.7e6)
+        let m = m * 2f32.powi((lcg(s) * 16.0) as i32);
+        let z = -(f32::MAX as f64) * lcg(s).max(1e-30).powi(3);
+        return ((z as f32).min(m - 200.0), m);
+    }
     let d = match (lcg(s) * 4.0) as u32 {
         0 => -lcg(s) * 110.0,
         1 => -lcg(s) * 2.0,

@@ -6,8 +6,9 @@
 //! 1. d + dl = z − m exactly: d = RN(z − m) and dl by Knuth's TwoSum (5 more operations).
 //!    Without dl the rounding of z − m alone (up to ½ ulp of d, 2⁻²⁴·|d| relatively in
 //!    e^{z−m}: 2⁻¹⁷ for d near −100) would dominate everything below.
-//! 2. d is clamped to ≥ −104 (e^{−104} < 2⁻¹⁵⁰, half the least subnormal: the result is 0
-//!    either way, to the ±2⁻¹⁴⁹ the bound allows there).
+//! 2. d is clamped to ≥ −104 and dl dropped there (e^{−104} < 2⁻¹⁵⁰, half the least
+//!    subnormal: the result is 0 either way, to the ±2⁻¹⁴⁹ the bound allows there; dl,
+//!    up to ½ulp(z), would otherwise carry r far outside the fit).
 //! 3. k = round(d·log₂e) by the 1.5·2²³ shift trick (one fma), r = fma(−k, ln2_lo,
 //!    fma(−k, ln2_hi, d)) + dl. ln2_hi has 16 significant bits, so k·ln2_hi is exact for
 //!    |k| ≤ 151 and d − k·ln2_hi is exact (Sterbenz; the fma rounds an exact value);
@@ -61,7 +62,9 @@ pub fn exp32_shift(z: f32, m: f32) -> f32 {
     let d = z - m;
     let bb = d - z;
     let dl = (z - (d - bb)) + (-m - bb);
-    let d = if d < LIM { LIM } else { d };
+    // below LIM both parts go: dl can be as large as ½ulp(z) there (z = −f32::MAX,
+    // m = 6.7e6 gives dl = −6.7e6), which would carry r far outside the fit
+    let (d, dl) = if d < LIM { (LIM, 0.0) } else { (d, dl) };
     let t = d.mul_add(LOG2E, SHIFT);
     let kk = t - SHIFT;
     let r = (-kk).mul_add(LN2_HI, d);
@@ -193,7 +196,9 @@ unsafe fn exp8(z: std::arch::x86_64::__m256, m: std::arch::x86_64::__m256) -> st
     let nm = _mm256_xor_ps(m, _mm256_set1_ps(-0.0));
     let dl = _mm256_add_ps(_mm256_sub_ps(z, _mm256_sub_ps(d, bb)), _mm256_sub_ps(nm, bb));
     let lim = _mm256_set1_ps(LIM);
-    let d = _mm256_max_ps(d, lim); // d > lim ? d : lim — the plain clamp for every non-NaN d
+    // the plain clamp (LIM, 0) where d < LIM, for every non-NaN d (d = −∞ included)
+    let dl = _mm256_and_ps(dl, _mm256_cmp_ps::<_CMP_GE_OQ>(d, lim));
+    let d = _mm256_max_ps(d, lim);
     let sh = _mm256_set1_ps(SHIFT);
     let t = _mm256_fmadd_ps(d, _mm256_set1_ps(LOG2E), sh);
     let kk = _mm256_sub_ps(t, sh);

@@ -236,7 +236,7 @@ fn ce_inputs<T: losscheck::Element>(n: usize, c: usize, seed: u64) -> (Vec<T>, V
 }
 
 fn thread_invariance<T: losscheck::Element>() {
-    let (n, c) = (300, 1500); // 450k logits: above the parallel threshold
+    let (n, c) = (1500, 1500); // 2.25M logits: above the parallel threshold, three rayon tasks
     let (z, y, w) = ce_inputs::<T>(n, c, 99);
     for r in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         for (eps, cw) in [(0.0, None), (0.0, Some(&w[..])), (0.1, None)] {

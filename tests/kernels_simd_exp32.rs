@@ -84,40 +84,98 @@ fn rows(seed: u64) -> Vec<Vec<f32>> {
     out
 }
 
+/// Rows with ties, signed zeros at the max, NaN and inf.
+fn max_rows(seed: u64) -> Vec<Vec<f32>> {
+    let mut s = seed;
+    let mut out = rows(seed);
+    for len in [1usize, 7, 8, 9, 33, 64, 100] {
+        for kind in 0..5 {
+            let mut r: Vec<f32> = (0..len).map(|_| -(lcg(&mut s) * 10.0) as f32).collect();
+            let at = |s: &mut u64| (lcg(s) * len as f64) as usize;
+            match kind {
+                0 => {
+                    let (a, b) = (at(&mut s), at(&mut s));
+                    r[a] = 0.0;
+                    r[b] = -0.0; // the max is a zero; its sign is the first zero's
+                }
+                1 => {
+                    let a = at(&mut s);
+                    r[a] = 3.0;
+                    r[at(&mut s)] = 3.0; // ties: the first occurrence
+                }
+                2 => r[at(&mut s)] = f32::NAN,
+                3 => r[at(&mut s)] = f32::NEG_INFINITY,
+                _ => r[at(&mut s)] = f32::INFINITY,
+            }
+            out.push(r);
+        }
+    }
+    out
+}
+
 #[test]
 fn exp32_avx2_and_plain_paths_agree_bitwise() {
     if !losscheck::kernels::vmath::has_avx2_fma() {
         eprintln!("skipped: this CPU has no AVX2 + FMA (only the plain path exists here)");
         return;
     }
-    for z in rows(3) {
-        let (m, k, fin) = exp32::max_first_f32_plain(&z);
+    for (ri, z) in max_rows(3).iter().enumerate() {
+        let (m, k, fin) = exp32::max_first_f32_plain(z);
         // SAFETY: AVX2 + FMA detected above.
-        let avx = unsafe { exp32::max_first_f32_avx2(&z) };
+        let avx = unsafe { exp32::max_first_f32_avx2(z) };
         assert_eq!((m.to_bits(), k, fin), (avx.0.to_bits(), avx.1, avx.2), "max_first_f32, C = {}", z.len());
-        assert_eq!(z[k], m);
+        if !fin {
+            continue;
+        }
+        assert_eq!(z[k].to_bits(), m.to_bits());
         assert!(z[..k].iter().all(|&x| x < m));
+        // the previous row's stores, done during this row's pass: the same values as on
+        // their own (streamed or not; a patch in the middle and one at the end)
+        let ep: Vec<f32> = (0..z.len()).map(|j| (j as f32 + 0.5) * 0.25).collect();
+        let rho = 0.3f32;
+        let patch = [(z.len() / 2, -7.0f32), (z.len() - 1, 9.0f32)];
+        let mut want = vec![0.0f32; z.len()];
+        exp32::Store { e: &ep, rho, g: &mut want, stream: false, patch }.run();
         let mut gp = vec![0.0f32; z.len()];
         let mut ga = vec![0.0f32; z.len()];
-        let p = exp32::exp32_shift_sum_except_plain(&z, m, k, Some(&mut gp));
+        let (mut sp, mut sa) = (vec![1.0f32; z.len() + 9], vec![1.0f32; z.len() + 9]);
+        let at = ri % 8; // a gradient row at every alignment
+        let p = exp32::exp32_row_plain(z, m, k, Some(&mut gp), Some(exp32::Store {
+            e: &ep, rho, g: &mut sp[at..at + z.len()], stream: false, patch,
+        }));
         // SAFETY: as above.
-        let a = unsafe { exp32::exp32_shift_sum_except_avx2(&z, m, k, Some(&mut ga)) };
-        // SAFETY: as above.
-        let a_none = unsafe { exp32::exp32_shift_sum_except_avx2(&z, m, k, None) };
-        assert_eq!((p.0.to_bits(), p.1.to_bits()), (a.0.to_bits(), a.1.to_bits()), "sums, C = {}", z.len());
-        assert_eq!((a.0.to_bits(), a.1.to_bits()), (a_none.0.to_bits(), a_none.1.to_bits()));
+        let a = unsafe {
+            exp32::exp32_row_avx2(z, m, k, Some(&mut ga), Some(exp32::Store {
+                e: &ep, rho, g: &mut sa[at..at + z.len()], stream: ri % 2 == 0, patch,
+            }))
+        };
+        exp32::store_fence();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&sp[at..at + z.len()]), bits(&want), "previous row's stores (plain), C = {}", z.len());
+        assert_eq!(bits(&sa[at..at + z.len()]), bits(&want), "previous row's stores (AVX2), C = {}", z.len());
+        assert!(sa[..at].iter().chain(&sa[at + z.len()..]).all(|&x| x == 1.0), "stores stay in the row");
+        // SAFETY: as above.
+        let a_none = unsafe { exp32::exp32_row_avx2(z, m, k, None, None) };
+        let p_none = exp32::exp32_row_plain(z, m, k, None, None);
+        assert_eq!((p.sp.to_bits(), p.e2.to_bits()), (a.sp.to_bits(), a.e2.to_bits()), "sums, C = {}", z.len());
+        for o in [a_none, p_none] {
+            assert_eq!((a.sp.to_bits(), a.e2.to_bits()), (o.sp.to_bits(), o.e2.to_bits()));
+        }
         assert_eq!(bits(&gp), bits(&ga), "stored e_j, C = {}", z.len());
         for (j, &x) in z.iter().enumerate() {
             assert_eq!(gp[j].to_bits(), exp32::exp32_shift(x, m).to_bits(), "e_{j} is exp32_shift's");
         }
         let want: f64 = gp.iter().enumerate().filter(|&(j, _)| j != k).map(|(_, &v)| v as f64).sum();
-        assert!((p.0 - want).abs() <= 1e-12 * want.max(1e-300), "s′ = Σ_(j≠k) e_j");
+        assert!((p.sp - want).abs() <= 1e-12 * want.max(1e-300), "s′ = Σ_(j≠k) e_j");
+        let e2 = gp.iter().enumerate().filter(|&(j, _)| j != k).fold(0.0f32, |a, (_, &v)| a.max(v));
+        assert_eq!(p.e2, e2, "max_(j≠k) e_j");
     }
     let (_, _, fin) = exp32::max_first_f32(&[1.0, f32::NAN, 2.0]);
     assert!(!fin);
     let (_, _, fin) = exp32::max_first_f32(&[1.0, f32::INFINITY, 2.0]);
     assert!(!fin);
+    let (m, k, _) = exp32::max_first_f32(&[-1.0, -0.0, 0.0, -0.0]);
+    assert_eq!((m.to_bits(), k), ((-0.0f32).to_bits(), 1), "a zero max is the first zero");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,33 +258,58 @@ fn cross_entropy_f32_tier_takes_typical_rows_and_refuses_confident_ones() {
     let _ = (f16::ONE, bf16::ONE);
 }
 
-/// A gradient of ≥ 2²⁴ components is written with non-temporal stores (and the target's and
-/// argmax's components patched in between): every row the same bits as the same row
-/// computed alone, in a batch far too small to stream, with 1 and 2 threads.
+/// Each row's gradient stores wait for the next row's pass (or the end of its rayon task), and
+/// a gradient of ≥ 2²⁴ components is written with non-temporal stores (the target's and
+/// argmax's components patched in between): in a batch that mixes typical rows (the f32
+/// tier), confident ones (the f64 tier), rows with a NaN (the exact path) and ignored rows,
+/// every row is the same bits as the same row computed alone — streamed or not, with 1 and 2
+/// threads.
 #[test]
-fn cross_entropy_streamed_gradient_equals_row_by_row() {
+fn cross_entropy_deferred_and_streamed_gradient_equals_row_by_row() {
     use losscheck::kernels::classification::multiclass::{CrossEntropyArgs, Output};
-    let (n, c) = (520usize, 32_768usize); // 17M logits
-    let mut s = 21u64;
-    let z: Vec<f32> = normal_rows(n, c, 3.0, &mut s).iter().map(|&x| x as f32).collect();
-    let y: Vec<i64> = (0..n).map(|i| if i == 7 { 0 } else { (lcg(&mut s) * c as f64) as i64 }).collect();
-    for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let big: Output<f32, f32> = pool.install(|| {
-            CrossEntropyArgs::new(&z, n, c).class_ids(&y).reduction(losscheck::Reduction::None).eval().unwrap()
-        });
-        let g = big.grad.unwrap();
-        for i in [0usize, 1, 7, 255, 256, 517, 519] {
-            let row = &z[i * c..(i + 1) * c];
-            let one: Output<f32, f32> = CrossEntropyArgs::new(row, 1, c)
-                .class_ids(&y[i..i + 1])
-                .reduction(losscheck::Reduction::None)
-                .eval()
-                .unwrap();
-            assert_eq!(one.value[0].to_bits(), big.value[i].to_bits(), "row {i} value, {threads} threads");
-            let g1 = one.grad.unwrap();
-            let same = g1.iter().zip(&g[i * c..(i + 1) * c]).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "row {i} gradient, {threads} threads");
+    for (n, c) in [(520usize, 32_768usize), (70, 1_000)] {
+        // 17M logits (streamed, 17 rayon tasks) and 70k (neither)
+        let mut s = 21u64;
+        let mut z: Vec<f32> = normal_rows(n, c, 3.0, &mut s).iter().map(|&x| x as f32).collect();
+        let y: Vec<i64> = (0..n)
+            .map(|i| match i {
+                7 => 0,
+                _ if i % 11 == 4 => -100, // ignored
+                _ => (lcg(&mut s) * c as f64) as i64,
+            })
+            .collect();
+        for i in 0..n {
+            let row = &mut z[i * c..(i + 1) * c];
+            if i % 5 == 1 && y[i] >= 0 {
+                let m = row.iter().fold(f32::MIN, |a, &b| a.max(b));
+                row[y[i] as usize] = m + 30.0; // confident: the f64 tier
+            }
+            if i % 7 == 3 {
+                row[(i * 13) % c] = f32::NAN;
+            }
+        }
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let big: Output<f32, f32> = pool.install(|| {
+                CrossEntropyArgs::new(&z, n, c).class_ids(&y).reduction(losscheck::Reduction::None).eval().unwrap()
+            });
+            let g = big.grad.unwrap();
+            for i in 0..n {
+                let row = &z[i * c..(i + 1) * c];
+                let one: Output<f32, f32> = CrossEntropyArgs::new(row, 1, c)
+                    .class_ids(&y[i..i + 1])
+                    .reduction(losscheck::Reduction::None)
+                    .eval()
+                    .unwrap();
+                let (a, b) = (one.value[0], big.value[i]);
+                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "row {i} value, {threads} threads, C = {c}");
+                let g1 = one.grad.unwrap();
+                let same = g1
+                    .iter()
+                    .zip(&g[i * c..(i + 1) * c])
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                assert!(same, "row {i} gradient, {threads} threads, C = {c}");
+            }
         }
     }
 }

@@ -73,14 +73,18 @@
 //!   every f32 input), kept only when an a-posteriori test on the row's own ℓ, S, p_y and
 //!   largest non-argmax term proves the bar (`ce_row_f32` derives it); otherwise the row is
 //!   recomputed by the fast path above. Typical rows (N(0, 3²), C = 32000: ~97%) stand;
-//!   confident ones never do.
+//!   confident ones never do. A row's gradient stores wait for the next row's pass
+//!   ([`exp32_row`](crate::kernels::vmath::exp32::exp32_row) does them between its
+//!   exponentials, so the memory traffic overlaps the arithmetic) or for the end of the task;
+//!   each row's bits are the same either way.
 //! - **Threads** (feature `parallel`, on by default): with class-id targets, batches of at
-//!   least 2¹⁸ logits are spread over rayon's current pool, in tasks of about 2¹⁶ logits. Each
+//!   least 2¹⁸ logits are spread over rayon's current pool, in tasks of about 2²⁰ logits. Each
 //!   row is computed on its own (its scratch is its thread's) and the row terms are summed
 //!   afterwards in row order, so the result is the same bits for any number of threads
 //!   (`tests/kernels_simd.rs` runs pools of 1, 2 and 3). Without the feature, or in a pool
 //!   of one thread, the rows run on the calling thread. Besides the gradient, the only
-//!   allocations are one f64 pair per row (∝ N) and one `[C]` scratch per task.
+//!   allocations are one f64 pair per row (∝ N) and one scratch per task (`[C]` f64 and
+//!   `[2C]` f32).
 //! - multi_margin's u = margin − x_y + x_j is formed as margin + (x_j − x_y) with both
 //!   additions error-free (TwoSum) and the parts added last, so the sign of max(0, u) is
 //!   always right and its value within about one f64 ulp, however much u cancels.
@@ -122,6 +126,7 @@ use crate::kernels::math::{
     two_sum,
 };
 use crate::kernels::reduce::{grad_term, sum_f64, CompensatedSum, Plan};
+use crate::kernels::vmath::exp32;
 use losscheck_core::{
     catalogue, Case, Checked, Element, LossError, ParamValue, Reduction, Response,
 };
@@ -308,8 +313,8 @@ impl<'a, T: Element> CrossEntropyArgs<'a, T> {
                     }
                 });
                 rows.run_par(self.grad, out, |i, g, scratch| {
-                    if scratch.len() < c {
-                        scratch.resize(c, 0.0);
+                    if scratch.buf.len() < c {
+                        scratch.buf.resize(c, 0.0);
                     }
                     let yi = y[i] as usize;
                     let zi = &z[i * c..(i + 1) * c];
@@ -324,7 +329,7 @@ impl<'a, T: Element> CrossEntropyArgs<'a, T> {
                         w: cw,
                         any: w_any,
                     };
-                    ce_row(zi, &coef, g, scratch)
+                    ce_row(zi, &coef, g, &mut scratch.buf)
                 });
             }
             CeTarget::Soft(q) => {
@@ -894,60 +899,76 @@ impl<'a, T: Element> Rows<'a, T> {
     }
 
     /// [`run`](Self::run) with the rows spread over rayon's threads when the batch is large
-    /// (the `parallel` feature; serial without it). `row(i, grad, scratch)` gets a scratch
-    /// buffer of its thread's own (any length: the row resizes it). Each row's term is
-    /// computed on its own and the terms are summed afterwards in row order, exactly as
-    /// [`run`](Self::run) does: the result does not depend on the number of threads, nor on how
-    /// rayon splits the rows. The only allocation besides the gradient is one term per row
-    /// (∝ N) and one scratch per rayon task.
+    /// (the `parallel` feature; one task on the calling thread otherwise). A task runs its
+    /// rows in order with one [`RowScratch`] of its own (`row(i, grad, scratch)`); a row may
+    /// leave its gradient stores pending in the scratch (the f32 tier does them during the
+    /// next row's pass), and the task ends with [`RowScratch::flush`] and a store fence, while
+    /// its part of the gradient is still borrowed. Each row's term is computed on its own and
+    /// the terms are summed afterwards in row order, exactly as [`run`](Self::run) does: the
+    /// result does not depend on the number of threads, nor on how rayon splits the rows. The
+    /// only allocation besides the gradient is one term per row (∝ N) and one scratch per
+    /// rayon task.
     fn run_par<O: Element, F>(&self, want: bool, out: &mut Output<T, O>, row: F)
     where
-        F: Fn(usize, Option<(&mut [T], Scale)>, &mut Vec<f64>) -> (f64, f64) + Sync,
+        F: Fn(usize, Option<(&mut [T], Scale)>, &mut RowScratch) -> (f64, f64) + Sync,
     {
-        #[cfg(feature = "parallel")]
         let (n, c) = (self.n, self.c);
-        #[cfg(feature = "parallel")]
-        if n >= 2 && n.saturating_mul(c) >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1 {
-            use rayon::prelude::*;
-            let Some(mut grad) = self.prologue(want, out) else {
-                return;
-            };
-            let per = (PAR_TASK_ELEMS / c.max(1)).max(1); // rows per task
-            let mut terms = vec![(0.0f64, 0.0f64); n];
-            let init = || Vec::<f64>::new();
-            if want {
-                grad.par_chunks_mut(per * c)
-                    .zip(terms.par_chunks_mut(per))
-                    .enumerate()
-                    .for_each_init(init, |scratch, (t, (gs, ts))| {
-                        for (r, (g, o)) in gs.chunks_mut(c).zip(ts.iter_mut()).enumerate() {
-                            let i = t * per + r;
-                            *o = self.term(i, Some(g), &mut |i, g| row(i, g, scratch));
-                        }
-                        // this task's streaming stores, before rayon's join hands them on
-                        crate::kernels::vmath::exp32::store_fence();
-                    });
-            } else {
-                terms
-                    .par_chunks_mut(per)
-                    .enumerate()
-                    .for_each_init(init, |scratch, (t, ts)| {
-                        for (r, o) in ts.iter_mut().enumerate() {
-                            let i = t * per + r;
-                            *o = self.term(i, None, &mut |i, g| row(i, g, scratch));
-                        }
-                    });
-            }
-            let mut acc = Acc::new(self, out);
-            for (i, &term) in terms.iter().enumerate() {
-                acc.push(self, i, term, out);
-            }
-            acc.finish(self, out);
-            out.grad = want.then_some(grad);
+        let Some(mut grad) = self.prologue(want, out) else {
             return;
+        };
+        let mut terms = vec![(0.0f64, 0.0f64); n];
+        // rows first.. of one task: their gradient (when wanted) and their terms
+        let task = |scratch: &mut RowScratch, first: usize, gs: Option<&mut [T]>, ts: &mut [(f64, f64)]| {
+            match gs {
+                Some(gs) => {
+                    // chunks_mut: every row's slice is derived from the task's, so a pending
+                    // store into an earlier row stays valid while later rows are computed
+                    for (r, (g, o)) in gs.chunks_mut(c.max(1)).zip(ts.iter_mut()).enumerate() {
+                        *o = self.term(first + r, Some(g), &mut |i, g| row(i, g, scratch));
+                    }
+                }
+                None => {
+                    for (r, o) in ts.iter_mut().enumerate() {
+                        *o = self.term(first + r, None, &mut |i, g| row(i, g, scratch));
+                    }
+                }
+            }
+            scratch.flush();
+            // this task's streaming stores, before rayon's join (or the return) hands them on
+            exp32::store_fence();
+        };
+        #[cfg(feature = "parallel")]
+        let parallel = n >= 2 && n.saturating_mul(c) >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1;
+        #[cfg(not(feature = "parallel"))]
+        let parallel = false;
+        if parallel {
+            #[cfg(feature = "parallel")]
+            {
+                use rayon::prelude::*;
+                let per = (PAR_TASK_ELEMS / c.max(1)).max(1); // rows per task
+                if want {
+                    grad.par_chunks_mut(per * c)
+                        .zip(terms.par_chunks_mut(per))
+                        .enumerate()
+                        .for_each_init(RowScratch::default, |scratch, (t, (gs, ts))| {
+                            task(scratch, t * per, Some(gs), ts)
+                        });
+                } else {
+                    terms
+                        .par_chunks_mut(per)
+                        .enumerate()
+                        .for_each_init(RowScratch::default, |scratch, (t, ts)| task(scratch, t * per, None, ts));
+                }
+            }
+        } else {
+            task(&mut RowScratch::default(), 0, want.then_some(&mut grad[..]), &mut terms);
         }
-        let mut scratch = Vec::new();
-        self.run(want, out, |i, g| row(i, g, &mut scratch));
+        let mut acc = Acc::new(self, out);
+        for (i, &term) in terms.iter().enumerate() {
+            acc.push(self, i, term, out);
+        }
+        acc.finish(self, out);
+        out.grad = want.then_some(grad);
     }
 
     /// The common start of a run: the gradient buffer (every component is written later,
@@ -1009,13 +1030,68 @@ impl<'a, T: Element> Rows<'a, T> {
     }
 }
 
+/// The scratch of one task of [`Rows::run_par`]: the row buffer (f64), the f32 tier's two e
+/// buffers (f32, one row each: the row being computed, and the row whose stores wait), and
+/// that waiting store ([`Pending`]).
+#[derive(Default)]
+pub(crate) struct RowScratch {
+    buf: Vec<f64>,
+    e32: Vec<f32>,
+    pending: Option<Pending>,
+}
+
+/// A row's gradient stores left for the next row's pass ([`exp32::exp32_row`]): g_j = e_j·ρ
+/// into the row's gradient except at two patched components, e being the scratch's e32 half
+/// `half`. The gradient is held as an address because it outlives the call that computed the
+/// row: it is a row of the task's part of the gradient, which [`Rows::run_par`] keeps
+/// borrowed (every row's slice derived from it by `chunks_mut`) until the task has called
+/// [`RowScratch::flush`].
+struct Pending {
+    g: *mut f32,
+    len: usize,
+    rho: f32,
+    stream: bool,
+    patch: [(usize, f32); 2],
+    half: usize,
+}
+
+impl Pending {
+    /// The store, with e from `e32`'s half (the caller passes that half).
+    ///
+    /// # Safety
+    /// `g` must still be the live, unaliased row it was made from (see [`Pending`]).
+    unsafe fn store<'a>(&self, e: &'a [f32]) -> exp32::Store<'a> {
+        exp32::Store {
+            e: &e[..self.len],
+            rho: self.rho,
+            g: std::slice::from_raw_parts_mut(self.g, self.len),
+            stream: self.stream,
+            patch: self.patch,
+        }
+    }
+}
+
+impl RowScratch {
+    /// Does the pending store, if any, on its own.
+    fn flush(&mut self) {
+        if let Some(p) = self.pending.take() {
+            let e = &self.e32[p.half * p.len..];
+            // SAFETY: flush is called while the row is still borrowed by the task (run_par).
+            unsafe { p.store(e) }.run();
+        }
+    }
+}
+
 /// Gradients of at least this many components (64 MiB in f32, beyond any L3 of ours) are
 /// stored by the f32 tier with non-temporal stores ([`Scale::stream`]).
 const STREAM_MIN_ELEMS: usize = 1 << 24;
 
-/// Rows per rayon task: about this many logits (fixed; the results do not depend on it).
+/// Rows per rayon task: about this many logits (fixed; the results do not depend on it). A task
+/// runs its rows in order on one thread, each row's first pass done during the row before
+/// (the f32 tier), so a task's first row is the only one with a pass of its own: 2²⁰ logits
+/// (32 rows of 32,000 classes) keep that to a few percent and still give dozens of tasks.
 #[cfg(feature = "parallel")]
-const PAR_TASK_ELEMS: usize = 1 << 16;
+const PAR_TASK_ELEMS: usize = 1 << 20;
 /// Batches below this many logits stay on the calling thread.
 #[cfg(feature = "parallel")]
 const PAR_MIN_ELEMS: usize = 1 << 18;
@@ -1375,16 +1451,17 @@ fn ce_row_hard<T: Element>(
     y: usize,
     wy: f64,
     grad: Option<(&mut [T], Scale)>,
-    scratch: &mut [f64],
+    rs: &mut RowScratch,
 ) -> (f64, f64) {
     use crate::kernels::vmath;
     let mut grad = grad;
     if let Some(z32) = cast::<T, f32>(z) {
         let g32 = grad.as_mut().and_then(|(g, sc)| Some((cast_mut::<T, f32>(g)?, *sc)));
-        if let Some(l) = ce_row_f32(z32, y, wy, g32, scratch) {
+        if let Some(l) = ce_row_f32(z32, y, wy, g32, rs) {
             return l;
         }
     }
+    let scratch = &mut rs.buf[..];
     let c = z.len();
     let e = &mut scratch[..c];
     let (m, finite) = widen_max(z, e);
@@ -1413,12 +1490,13 @@ fn ce_row_hard<T: Element>(
 /// The f32 tier of the fast path: an f32 row with a class-id target, e_j = e^{z_j − m} in
 /// f32 arithmetic ([`vmath::exp32`](crate::kernels::vmath::exp32), 8 lanes, within
 /// B = [`EXP32_BOUND_U`](crate::kernels::vmath::exp32::EXP32_BOUND_U)·u relatively, u = 2⁻²⁴)
-/// stored into the scratch row (cache-resident, reused row after row), s′ = Σ_{j≠k} e_j summed
-/// in f64, then g_j = RN(e_j·ρ) with ρ = RN_f32(w_y·mul/S), S = 1 + s′, stored straight into
-/// the gradient (by non-temporal stores when the gradient is ≥ 2²⁴ components, so its lines
-/// are not read first); the target's and the argmax's components
-/// from [`ce_row_hard`]'s f64 formulas. `None` — nothing decided, the caller runs the f64
-/// tier, overwriting whatever was stored — unless the row passes the a-posteriori test below,
+/// stored into one of the scratch's two e rows (cache-resident, reused row after row),
+/// s′ = Σ_{j≠k} e_j summed in f64, then g_j = RN(e_j·ρ) with ρ = RN_f32(w_y·mul/S),
+/// S = 1 + s′, left pending ([`Pending`]) and stored into the gradient during the next row's
+/// pass or by the task's flush (by non-temporal stores when the gradient is ≥ 2²⁴
+/// components, so its lines are not read first); the target's and the argmax's components
+/// from [`ce_row_hard`]'s f64 formulas. `None` — nothing decided (nothing pending), the
+/// caller runs the f64 tier, overwriting whatever was stored — unless the row passes the a-posteriori test below,
 /// which guarantees the bar from quantities the pass has just computed (f64, cheap):
 ///
 /// - **value**: s′ is within Δ = B·u·s′ + C·2⁻¹⁵⁰ (a sum of non-negative terms, each within
@@ -1448,26 +1526,41 @@ fn ce_row_f32(
     y: usize,
     wy: f64,
     grad: Option<(&mut [f32], Scale)>,
-    scratch: &mut [f64],
+    rs: &mut RowScratch,
 ) -> Option<(f64, f64)> {
-    use crate::kernels::vmath::exp32::{self, EXP32_BOUND_U as B};
+    use exp32::EXP32_BOUND_U as B;
+    let c = z.len();
+    if rs.e32.len() < 2 * c {
+        rs.e32.resize(2 * c, 0.0);
+    }
+    // the previous row's stores, if it left them: done during this row's pass, or on their
+    // own if this row stops before it; this row's e_j go to the other half
+    let prev = rs.pending.take();
+    let half = prev.as_ref().map_or(0, |p| 1 - p.half);
+    let (lo, hi) = rs.e32[..2 * c].split_at_mut(c);
+    let (e, pe) = if half == 0 { (lo, &*hi) } else { (hi, &*lo) };
+    // SAFETY: the row is still borrowed by the task (Pending's contract).
+    let prev = prev.map(|p| unsafe { p.store(pe) });
+    let stop = |prev: Option<exp32::Store<'_>>| {
+        if let Some(st) = prev {
+            st.run();
+        }
+        None
+    };
     if z.is_empty() || !(wy > 0.0 && wy.is_finite()) {
-        return None;
+        return stop(prev);
     }
     let (m, k, finite) = exp32::max_first_f32(z);
     if !finite {
-        return None;
+        return stop(prev);
     }
     if let Some((_, sc)) = &grad {
         if !sc.fast {
-            return None;
+            return stop(prev);
         }
     }
-    // e_j into the scratch row (cache-resident, reused row after row), not the gradient
-    // SAFETY: an f64 slice of ≥ C/2 elements holds C f32s (alignment 8 ≥ 4).
-    let e = unsafe { std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<f32>(), z.len()) };
-    assert!(scratch.len() * 2 >= z.len());
-    let (sp, e2) = exp32::exp32_shift_sum_except(z, m, k, grad.is_some().then_some(&mut *e));
+    let pass = exp32::exp32_row(z, m, k, grad.is_some().then_some(&mut *e), prev);
+    let (sp, e2) = (pass.sp, pass.e2);
     let big_s = 1.0 + sp;
     let (m64, zy) = (m as f64, z[y] as f64);
     let ell = (m64 - zy) + libm::log1p(sp);
@@ -1494,7 +1587,15 @@ fn ce_row_f32(
         let rest = if y == k { 0.0 } else { wy };
         let gy = sc.apply(r * ey - wy) as f32;
         let gk = sc.apply(rest - r * sp) as f32;
-        exp32::scale_store_f32(e, rho, g, sc.stream, [(y, gy), (k, gk)]);
+        // the stores wait for the next row's pass (or the task's flush)
+        rs.pending = Some(Pending {
+            g: g.as_mut_ptr(),
+            len: c,
+            rho,
+            stream: sc.stream,
+            patch: [(y, gy), (k, gk)],
+            half,
+        });
     }
     let v = pair_scale(wy, pair_add(m64, -zy));
     let (h, lo) = pair_add(v.0, wy * libm::log1p(sp));
@@ -1506,9 +1607,12 @@ fn ce_row_f32(
 #[doc(hidden)]
 pub fn f32_tier_accepts(z: &[f32], y: usize, wy: f64, den: f64, grad: bool) -> bool {
     let mut g = vec![0.0f32; if grad { z.len() } else { 0 }];
-    let mut scratch = vec![0.0f64; z.len()];
+    let scratch = vec![0.0f64; z.len()];
     let sc = Scale::new(1.0, den);
-    ce_row_f32(z, y, wy, grad.then_some((&mut g[..], sc)), &mut scratch).is_some()
+    let mut rs = RowScratch { buf: scratch, ..RowScratch::default() };
+    let taken = ce_row_f32(z, y, wy, grad.then_some((&mut g[..], sc)), &mut rs).is_some();
+    rs.flush();
+    taken
 }
 
 /// The logits as f64 into `out` (f32 and bf16 by vmath's bulk loops, f16 through `half`'s

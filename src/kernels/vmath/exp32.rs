@@ -87,85 +87,116 @@ fn fold(acc: &[f64; L]) -> f64 {
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
-/// Over one slice: e_j = exp32_shift(z_j, m) (stored into `out` when given), (Σ e_j in f64
-/// — lane l takes j ≡ l mod 8, combined by [`fold`], then the tail in order —, max e_j).
-#[inline(always)]
-fn sum_max_body(z: &[f32], m: f32, mut out: Option<&mut [f32]>) -> (f64, f32) {
+/// What one [`exp32_row`] pass returns.
+#[derive(Clone, Copy, Debug)]
+pub struct RowPass {
+    /// s′ = Σ_{j≠k} e_j in f64: lane l takes j ≡ l mod 8 (e_k added as 0), the lanes combined
+    /// in a fixed order, then the tail in order.
+    pub sp: f64,
+    /// max_{j≠k} e_j (0 when C = 1).
+    pub e2: f32,
+}
+
+/// A row's gradient store: g_j = RN(e_j·ρ) (one IEEE product each, so the same bits on every
+/// path), except at the `patch` indices, which get the given values (later pairs win). Done
+/// by itself ([`Store::run`]) or during the next row's exponentials ([`exp32_row`]), where
+/// the stores overlap the arithmetic. With `stream` (AVX2 path only) the 32-byte-aligned
+/// parts of `g` away from the patches are written by non-temporal stores, which skip the
+/// read-for-ownership of each line of a gradient far larger than the caches; everything
+/// else by ordinary stores to locations the streaming stores do not touch. The caller makes
+/// the streaming stores visible to other threads with [`store_fence`] before the gradient is
+/// handed on.
+#[derive(Debug)]
+pub struct Store<'a> {
+    pub e: &'a [f32],
+    pub rho: f32,
+    pub g: &'a mut [f32],
+    pub stream: bool,
+    pub patch: [(usize, f32); 2],
+}
+
+impl Store<'_> {
+    /// The stores on their own.
+    #[inline]
+    pub fn run(self) {
+        scale_store_f32(self.e, self.rho, self.g, self.stream, self.patch)
+    }
+
+    /// The ordinary stores that [`exp32_row_avx2`]'s loop leaves: g outside the chunks it
+    /// covered, then the patches.
+    #[inline(always)]
+    fn rest(self, covered: std::ops::Range<usize>) {
+        let n = self.g.len().min(self.e.len());
+        let (a, b) = (covered.start.min(n), covered.end.min(n));
+        scale_body(&self.e[..a], self.rho, &mut self.g[..a]);
+        scale_body(&self.e[b..n], self.rho, &mut self.g[b..n]);
+        for (j, v) in self.patch {
+            self.g[j] = v;
+        }
+    }
+}
+
+/// One pass over a finite f32 row z with max m at index k: e_j = [`exp32_shift`](z_j, m) into
+/// `out` (when given; e_k = 1), s′ and max_{j≠k} e_j ([`RowPass`]); and, when `prev` is
+/// given, that (previous) row's gradient stores, done while this row's exponentials are
+/// computed so that its memory traffic overlaps the arithmetic (`prev.e` and `out` are
+/// different buffers; any lengths). The row after z in memory is prefetched into L2 meanwhile
+/// (a hint: no effect on any result). AVX2 + FMA chosen at run time; the same bits either way.
+#[inline]
+pub fn exp32_row(z: &[f32], m: f32, k: usize, out: Option<&mut [f32]>, prev: Option<Store<'_>>) -> RowPass {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: the features were detected at run time.
+        return unsafe { exp32_row_avx2(z, m, k, out, prev) };
+    }
+    exp32_row_plain(z, m, k, out, prev)
+}
+
+/// [`exp32_row`] compiled for the baseline target.
+#[doc(hidden)]
+#[inline(never)]
+pub fn exp32_row_plain(z: &[f32], m: f32, k: usize, mut out: Option<&mut [f32]>, prev: Option<Store<'_>>) -> RowPass {
+    let n8 = z.len() / L * L;
     let mut acc = [0.0f64; L];
     let mut mx = [0.0f32; L];
-    let n8 = z.len() / L * L;
     for i in (0..n8).step_by(L) {
         for l in 0..L {
-            let v = exp32_shift(z[i + l], m);
+            let j = i + l;
+            let v = exp32_shift(z[j], m);
             if let Some(o) = out.as_deref_mut() {
-                o[i + l] = v;
+                o[j] = v;
             }
+            let v = if j == k { 0.0 } else { v };
             acc[l] += v as f64;
             mx[l] = if v > mx[l] { v } else { mx[l] };
         }
     }
-    let mut s = fold(&acc);
+    if let Some(st) = prev {
+        st.rest(0..0);
+    }
+    tail(z, m, k, out, n8, &acc, &mx)
+}
+
+/// The lanes' sums and maxima combined, then the tail j ≥ n8 in order.
+#[inline(always)]
+fn tail(z: &[f32], m: f32, k: usize, mut out: Option<&mut [f32]>, n8: usize, acc: &[f64; L], mx: &[f32; L]) -> RowPass {
+    let mut s = fold(acc);
     let mut e2 = mx.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
     for j in n8..z.len() {
         let v = exp32_shift(z[j], m);
         if let Some(o) = out.as_deref_mut() {
             o[j] = v;
         }
-        s += v as f64;
-        e2 = if v > e2 { v } else { e2 };
-    }
-    (s, e2)
-}
-
-/// Both sides of k: (Σ_{j≠k} e_j, max_{j≠k} e_j), out[k] = 1.
-#[inline(always)]
-fn except_body(
-    z: &[f32],
-    m: f32,
-    k: usize,
-    out: Option<&mut [f32]>,
-    side: impl Fn(&[f32], f32, Option<&mut [f32]>, usize) -> (f64, f32),
-) -> (f64, f32) {
-    let (s0, m0, s1, m1) = match out {
-        Some(o) => {
-            let (lo, hi) = o.split_at_mut(k);
-            hi[0] = 1.0;
-            let (s0, m0) = side(&z[..k], m, Some(lo), 0);
-            let (s1, m1) = side(&z[k + 1..], m, Some(&mut hi[1..]), k + 1);
-            (s0, m0, s1, m1)
+        if j != k {
+            s += v as f64;
+            e2 = if v > e2 { v } else { e2 };
         }
-        None => {
-            let (s0, m0) = side(&z[..k], m, None, 0);
-            let (s1, m1) = side(&z[k + 1..], m, None, k + 1);
-            (s0, m0, s1, m1)
-        }
-    };
-    (s0 + s1, if m1 > m0 { m1 } else { m0 })
-}
-
-/// For a finite f32 row z with max m at index k (`k < z.len()`): e_j = [`exp32_shift`](z_j, m)
-/// into `out` (when given; out[k] = 1), and (s′ = Σ_{j≠k} e_j in f64 — each side of k summed
-/// in 8 lanes, fixed order —, max_{j≠k} e_j, 0 when C = 1). AVX2 + FMA chosen at run time;
-/// the same bits either way.
-#[inline]
-pub fn exp32_shift_sum_except(z: &[f32], m: f32, k: usize, out: Option<&mut [f32]>) -> (f64, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the features were detected at run time.
-        return unsafe { exp32_shift_sum_except_avx2(z, m, k, out) };
     }
-    exp32_shift_sum_except_plain(z, m, k, out)
+    RowPass { sp: s, e2 }
 }
 
-/// [`exp32_shift_sum_except`] compiled for the baseline target.
-#[doc(hidden)]
-#[inline(never)]
-pub fn exp32_shift_sum_except_plain(z: &[f32], m: f32, k: usize, out: Option<&mut [f32]>) -> (f64, f32) {
-    except_body(z, m, k, out, |z, m, o, _| sum_max_body(z, m, o))
-}
-
-/// [`exp32_shift_sum_except`] with AVX2 + FMA intrinsics: [`exp32_shift`]'s operations in
-/// the same order on 8 lanes, the same sums.
+/// [`exp32_row`] with AVX2 + FMA intrinsics: [`exp32_shift`]'s operations in the same order on
+/// 8 lanes, the same sums and maxima as the plain body, the same stored values.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -173,17 +204,78 @@ pub fn exp32_shift_sum_except_plain(z: &[f32], m: f32, k: usize, out: Option<&mu
 #[doc(hidden)]
 #[target_feature(enable = "avx2,fma")]
 #[inline(never)]
-pub unsafe fn exp32_shift_sum_except_avx2(
+pub unsafe fn exp32_row_avx2(
     z: &[f32],
     m: f32,
     k: usize,
-    out: Option<&mut [f32]>,
-) -> (f64, f32) {
-    // the next z.len() floats after the row (the next row of a row-major batch) are
-    // prefetched into L2 while this row's exponentials are computed: its max pass then
-    // reads from the cache instead of waiting for memory (no effect on any result)
-    let next = z.as_ptr().wrapping_add(z.len());
-    except_body(z, m, k, out, |zs, m, o, at| sum_max_avx2(zs, m, o, next.wrapping_add(at)))
+    mut out: Option<&mut [f32]>,
+    prev: Option<Store<'_>>,
+) -> RowPass {
+    use std::arch::x86_64::*;
+    let n8 = z.len() / L * L;
+    let ahead = z.as_ptr().wrapping_add(z.len());
+    let mv = _mm256_set1_ps(m);
+    let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut mx = _mm256_setzero_ps();
+    let (kb, ki) = (k / L * L, (k % L) as i32);
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // the previous row's stores: chunk i of this loop stores g[off + i .. off + i + 8]
+    // (off aligns them to 32 bytes when streaming), streamed unless a patch is in it
+    let (mut prev, gn, off, rv) = match prev {
+        Some(st) => {
+            let gn = st.g.len().min(st.e.len());
+            let off = if st.stream { st.g.as_ptr().align_offset(32).min(gn) } else { 0 };
+            let rv = _mm256_set1_ps(st.rho);
+            (Some(st), gn, off, rv)
+        }
+        None => (None, 0, 0, _mm256_setzero_ps()),
+    };
+    let chunk_of = |p: usize| if p >= off { (p - off) / L } else { usize::MAX };
+    let (pc0, pc1, stream) = prev.as_ref().map_or((usize::MAX, usize::MAX, false), |st| {
+        (chunk_of(st.patch[0].0), chunk_of(st.patch[1].0), st.stream)
+    });
+    let mut covered = off..off;
+    let zp = z.as_ptr();
+    for i in (0..n8).step_by(L) {
+        if i % 16 == 0 {
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(i).cast::<i8>());
+        }
+        let mut v = exp8(_mm256_loadu_ps(zp.add(i)), mv);
+        if let Some(o) = out.as_deref_mut() {
+            _mm256_storeu_ps(o.as_mut_ptr().add(i), v);
+        }
+        if let Some(st) = prev.as_mut() {
+            let j = off + i;
+            if j + L <= gn {
+                let g = st.g.as_mut_ptr().add(j);
+                let w = _mm256_mul_ps(_mm256_loadu_ps(st.e.as_ptr().add(j)), rv);
+                let c = i / L;
+                if stream && c != pc0 && c != pc1 {
+                    _mm256_stream_ps(g, w);
+                } else {
+                    _mm256_storeu_ps(g, w);
+                }
+                covered.end = j + L;
+            }
+        }
+        if i == kb {
+            // e_k enters the sum and the max as 0
+            let at_k = _mm256_cmpeq_epi32(lanes, _mm256_set1_epi32(ki));
+            v = _mm256_andnot_ps(_mm256_castsi256_ps(at_k), v);
+        }
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
+        mx = _mm256_max_ps(v, mx);
+    }
+    if let Some(st) = prev {
+        st.rest(covered);
+    }
+    let mut acc = [0.0f64; L];
+    _mm256_storeu_pd(acc.as_mut_ptr(), a0);
+    _mm256_storeu_pd(acc.as_mut_ptr().add(4), a1);
+    let mut lanes_mx = [0.0f32; L];
+    _mm256_storeu_ps(lanes_mx.as_mut_ptr(), mx);
+    tail(z, m, k, out, n8, &acc, &lanes_mx)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -215,48 +307,10 @@ unsafe fn exp8(z: std::arch::x86_64::__m256, m: std::arch::x86_64::__m256) -> st
     _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(bits)), _mm256_set1_ps(TWO_M64))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn sum_max_avx2(z: &[f32], m: f32, mut out: Option<&mut [f32]>, ahead: *const f32) -> (f64, f32) {
-    use std::arch::x86_64::*;
-    let mv = _mm256_set1_ps(m);
-    let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-    let mut mx = _mm256_setzero_ps();
-    let n8 = z.len() / L * L;
-    let zp = z.as_ptr();
-    for i in (0..n8).step_by(L) {
-        if i % 16 == 0 {
-            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(i).cast::<i8>());
-        }
-        let v = exp8(_mm256_loadu_ps(zp.add(i)), mv);
-        if let Some(o) = out.as_deref_mut() {
-            _mm256_storeu_ps(o.as_mut_ptr().add(i), v);
-        }
-        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
-        mx = _mm256_max_ps(v, mx);
-    }
-    let mut acc = [0.0f64; L];
-    _mm256_storeu_pd(acc.as_mut_ptr(), a0);
-    _mm256_storeu_pd(acc.as_mut_ptr().add(4), a1);
-    let mut lanes = [0.0f32; L];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), mx);
-    let mut s = fold(&acc);
-    let mut e2 = lanes.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
-    for j in n8..z.len() {
-        let v = exp32_shift(z[j], m);
-        if let Some(o) = out.as_deref_mut() {
-            o[j] = v;
-        }
-        s += v as f64;
-        e2 = if v > e2 { v } else { e2 };
-    }
-    (s, e2)
-}
-
-/// (max, index of its first occurrence, every value finite) of a non-empty f32 row; the max
-/// ignores NaN. AVX2 chosen at run time (the same answer either way).
+/// (max, index k of its first occurrence, every value finite) of a non-empty f32 row; the max
+/// ignores NaN and is returned as z_k (so a max of zero has the sign of the first zero,
+/// whatever order the lanes were combined in). For a row that is not finite only the flag
+/// is meant. AVX2 chosen at run time (the same answer either way).
 #[inline]
 pub fn max_first_f32(z: &[f32]) -> (f32, usize, bool) {
     #[cfg(target_arch = "x86_64")]
@@ -280,7 +334,8 @@ fn max_first_body(z: &[f32]) -> (f32, usize, bool) {
         }
     }
     let (m, fin) = max_fold(&acc, &chk, &z[n8..]);
-    (m, first_eq(z, m).unwrap_or(0), fin)
+    let k = first_eq(z, m).unwrap_or(0);
+    (z[k], k, fin)
 }
 
 /// The lanes' max (`>`, lane 0 first) and finiteness test, then the tail's.
@@ -318,14 +373,27 @@ pub unsafe fn max_first_f32_avx2(z: &[f32]) -> (f32, usize, bool) {
     use std::arch::x86_64::*;
     let n8 = z.len() / L * L;
     let zp = z.as_ptr();
-    let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
-    let mut chk = _mm256_setzero_ps();
+    // four independent chains (the max and the finiteness test do not depend on the order,
+    // so the answer is the plain body's): one chain is bound by the 4-cycle latency of
+    // vmaxps / vaddps, four keep up with L2
+    let mut acc = [_mm256_set1_ps(f32::NEG_INFINITY); 4];
+    let mut chk = [_mm256_setzero_ps(); 4];
     let zero = _mm256_setzero_ps();
-    for i in (0..n8).step_by(L) {
-        let x = _mm256_loadu_ps(zp.add(i));
-        acc = _mm256_max_ps(x, acc); // x > acc ? x : acc, as the plain body
-        chk = _mm256_add_ps(chk, _mm256_mul_ps(x, zero));
+    let n32 = n8 / (4 * L) * (4 * L);
+    for i in (0..n32).step_by(4 * L) {
+        for u in 0..4 {
+            let x = _mm256_loadu_ps(zp.add(i + u * L));
+            acc[u] = _mm256_max_ps(x, acc[u]); // x > acc ? x : acc, as the plain body
+            chk[u] = _mm256_add_ps(chk[u], _mm256_mul_ps(x, zero));
+        }
     }
+    for i in (n32..n8).step_by(L) {
+        let x = _mm256_loadu_ps(zp.add(i));
+        acc[0] = _mm256_max_ps(x, acc[0]);
+        chk[0] = _mm256_add_ps(chk[0], _mm256_mul_ps(x, zero));
+    }
+    let acc = _mm256_max_ps(_mm256_max_ps(acc[0], acc[1]), _mm256_max_ps(acc[2], acc[3]));
+    let chk = _mm256_add_ps(_mm256_add_ps(chk[0], chk[1]), _mm256_add_ps(chk[2], chk[3]));
     let (mut a, mut c) = ([0.0f32; L], [0.0f32; L]);
     _mm256_storeu_ps(a.as_mut_ptr(), acc);
     _mm256_storeu_ps(c.as_mut_ptr(), chk);
@@ -334,10 +402,12 @@ pub unsafe fn max_first_f32_avx2(z: &[f32]) -> (f32, usize, bool) {
     for i in (0..n8).step_by(L) {
         let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(zp.add(i)), mv));
         if hit != 0 {
-            return (m, i + hit.trailing_zeros() as usize, fin);
+            let k = i + hit.trailing_zeros() as usize;
+            return (z[k], k, fin);
         }
     }
-    (m, first_eq(&z[n8..], m).map_or(0, |p| n8 + p), fin)
+    let k = first_eq(&z[n8..], m).map_or(0, |p| n8 + p);
+    (z[k], k, fin)
 }
 
 /// The first j with z_j = m.

@@ -59,13 +59,15 @@
 //! ```
 
 pub mod multiclass;
+#[cfg(target_arch = "x86_64")]
+mod bce_avx2;
 
 use super::math::{logistic_grad, sigmoid, softplus};
 use super::reduce::{
-    block_sum, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
-    BLOCK,
+    lane_total, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
+    BLOCK, FAST_LANES,
 };
-use super::vmath::{logistic_parts_lanes, Lane, Lanes};
+use super::vmath::{logistic_parts_fast_lanes, Lane, Lanes};
 use losscheck_core::case::fdata;
 use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response, Tensor};
 use std::collections::BTreeMap;
@@ -462,30 +464,36 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 // bce_logits' fast path: no pos_weight, mask, weight or per-element cotangent.
 //
 // Per element, when |z| ≤ 700 (finite) and t ∈ [0, 1]: (softplus(z), softplus(−z), σ(z), σ(−z))
-// from [`logistic_parts`] (one exp, one log1p; each within 17u resp. 9u relatively, u = 2⁻⁵³),
-// l = t·softplus(−z) + (1−t)·softplus(z) — two non-negative terms, no cancellation: within
-// 20u relatively — and ∂l/∂z = (1−t)·σ(z) − t·σ(−z), the difference of two non-negative terms
-// p₂ − p₁ each within 11u: its absolute error is ≤ 11u·(p₁ + p₂) + u·|p₂ − p₁|, so where
-// |p₂ − p₁| ≥ 2⁻¹²·(p₁ + p₂) (the cheap test) it is within (11·2¹² + 1)u < 2⁻³⁷ relatively —
+// from [`logistic_parts_fast`] (one exp, one division, a short atanh series; softplus within
+// 56u, σ of the non-negative side within 7u and of the other side within 12u relatively,
+// u = 2⁻⁵³ — far more than the f32 / 16-bit outputs need: the precision tier of the fast
+// path), l = t·softplus(−z) + (1−t)·softplus(z) — two non-negative terms, no cancellation:
+// within 56u + 3u (1 − t, two products, the sum) < 2⁻⁴⁷ relatively, 2⁻²³ of an f32 ulp — and
+// ∂l/∂z = (1−t)·σ(z) − t·σ(−z), the difference of two non-negative terms p₂ − p₁ each within
+// 14u (12u, 1 − t, the product): its absolute error is ≤ 14u·(p₁ + p₂) + u·|p₂ − p₁|, so where
+// |p₂ − p₁| ≥ 2⁻¹²·(p₁ + p₂) (the cheap test) it is within (14·2¹² + 1)u < 2⁻³⁷ relatively —
 // 2⁻¹³ of an f32 ulp. (Not correct rounding: structured inputs can put the exact gradient far
 // closer than that to a rounding midpoint — in the f16 exhaustive certificate, t = ½ − 2⁻¹²
 // with a tiny z gives g = 2⁻¹² + ½·tanh(z/2), within ~2⁻⁵⁶ of an f16 midpoint — where the
 // general path's double-double crossing still rounds correctly and this one may take the
-// other neighbour, 1 ulp: 17 of the certificate's 1,114,112 gradients, all within the 2-ulp
-// bar. Sending every element whose two terms are within a factor 2 to the exact path, as the
-// general path does, would send ~14 % of typical data there.) Elements failing the test (near the zero crossing z* = logit(t), where
-// the two terms cancel; also ±inf, NaN, |z| > 700, NaN targets) take the exact path,
-// [`bce_logits_point`] (the double-double crossing of `math::logistic_grad`). The choice is
-// per element, from that element's inputs alone, so `none` outputs do not depend on the rest
-// of the batch. Gradients are scaled as `Plan` scales them; value sums as in the regression
-// fast path (plain lane sums per block, block totals compensated: within 2⁻⁴⁶ relatively,
-// the terms being ≥ 0).
+// other neighbour, 1 ulp: a few dozen of the certificate's 1,114,112 gradients, all within
+// the 2-ulp bar. Sending every element whose two terms are within a factor 2 to the exact
+// path, as the general path does, would send ~14 % of typical data there.) Elements failing
+// the test (near the zero crossing z* = logit(t), where the two terms cancel; also ±inf, NaN,
+// |z| > 700, NaN targets) take the exact path, [`bce_logits_point`] (the double-double
+// crossing of `math::logistic_grad`). The choice is per element, from that element's inputs
+// alone, so `none` outputs do not depend on the rest of the batch. Gradients are scaled as
+// `Plan` scales them; value sums as in the regression fast path (plain lane sums per block,
+// block totals compensated: within 2⁻⁴⁶ relatively, the terms being ≥ 0). One pass: each
+// group of LANES elements is converted, computed, fixed up, scaled, stored and summed
+// before the next (no block buffers).
 
 /// |p₂ − p₁| ≥ CANCEL·(p₁ + p₂) takes the fast gradient (2⁻¹²).
 const CANCEL: f64 = 1.0 / 4096.0;
 
-/// Lanes per step of the fast loop (two AVX2 vectors' worth of chains).
-const LANES: usize = 8;
+/// Lanes per step of the fast loop (two AVX2 vectors' worth of chains; = `FAST_LANES`, the
+/// lane sums of `reduce::block_sum`).
+const LANES: usize = FAST_LANES;
 
 /// One fast-path element (or lanes of them): (l, ∂l/∂z, whether both are good — in the
 /// domain and the gradient's terms not cancelling).
@@ -494,7 +502,7 @@ fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
     let (zero, one) = (V::splat(0.0), V::splat(1.0));
     let ok_in = V::and(V::and(z.abs().le(V::splat(700.0)), t.ge(zero)), t.le(one));
     let zz = V::select(ok_in, z, zero);
-    let (spp, spn, sp, sn) = logistic_parts_lanes(zz);
+    let (spp, spn, sp, sn) = logistic_parts_fast_lanes(zz);
     let b = one - t;
     let v = t * spn + b * spp;
     let (p2, p1) = (b * sp, t * sn);
@@ -531,12 +539,12 @@ impl<T: Element> BceFast<'_, T> {
             // SAFETY: the CPU has AVX2 and FMA (`use_avx2`).
             unsafe { self.blocks_avx2(&mut out.value, &mut g, &mut acc) };
         } else {
-            self.blocks(&mut out.value, &mut g, &mut acc);
+            self.blocks(&mut out.value, &mut g, &mut acc, Self::plain8);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = use_avx2;
-            self.blocks(&mut out.value, &mut g, &mut acc);
+            self.blocks(&mut out.value, &mut g, &mut acc, Self::plain8);
         }
         if !self.none {
             let total = acc.total();
@@ -557,60 +565,94 @@ impl<T: Element> BceFast<'_, T> {
         g: &mut [T],
         acc: &mut CompensatedSum,
     ) {
-        self.blocks(value, g, acc)
+        // SAFETY (of the closure's call): this function has AVX2 and FMA.
+        self.blocks(value, g, acc, |zb, tb| unsafe { bce_avx2::bce_fast8(zb, tb) })
     }
 
+    /// Elements `j..j + zb.len()` (≤ LANES of them) from their converted inputs: the fast
+    /// values where good, the exact path elsewhere; the scaled gradient stored, the values
+    /// stored (`none`) or added to the lane sums `lanes` (lane k takes element j + k).
     #[inline(always)]
-    fn blocks<O: Element>(&self, value: &mut [O], g: &mut [T], acc: &mut CompensatedSum) {
+    fn finish<O: Element>(
+        &self,
+        j: usize,
+        (zb, tb): (&[f64], &[f64]),
+        (vb, gb, okb): (&mut [f64], &mut [f64], &[bool]),
+        (value, g, lanes): (&mut [O], &mut [T], &mut [f64; LANES]),
+    ) {
+        let len = zb.len();
+        if okb.iter().any(|&ok| !ok) {
+            for k in 0..len {
+                if !okb[k] {
+                    (vb[k], gb[k]) = bce_logits_point(zb[k], tb[k], tb[k]);
+                }
+            }
+        }
+        if self.want {
+            for x in gb.iter_mut() {
+                *x = self.scale.apply(*x);
+            }
+            store_f64(gb, &mut g[j..j + len]);
+        }
+        if self.none {
+            store_f64(vb, &mut value[j..j + len]);
+        } else {
+            for k in 0..len {
+                lanes[k] += vb[k];
+            }
+        }
+    }
+
+    /// [`bce_fast_element`] on LANES elements (the plain code generation).
+    #[inline(always)]
+    fn plain8(zb: &[f64; LANES], tb: &[f64; LANES]) -> ([f64; LANES], [f64; LANES], [bool; LANES]) {
+        let (v, d, ok) = bce_fast_element(Lanes(*zb), Lanes(*tb));
+        (v.0, d.0, ok)
+    }
+
+    /// The fast loop; `step` is [`bce_fast_element`] on LANES elements (plain, or the AVX2
+    /// intrinsics of `bce_avx2`: the same bits).
+    #[inline(always)]
+    fn blocks<O: Element>(
+        &self,
+        value: &mut [O],
+        g: &mut [T],
+        acc: &mut CompensatedSum,
+        step: impl Fn(&[f64; LANES], &[f64; LANES]) -> ([f64; LANES], [f64; LANES], [bool; LANES]),
+    ) {
         let n = self.z.len();
-        let scale = self.scale;
-        let mut zb = [0.0f64; BLOCK];
-        let mut tb = [0.0f64; BLOCK];
-        let mut vb = [0.0f64; BLOCK];
-        let mut gb = [0.0f64; BLOCK];
-        let mut okb = [false; BLOCK];
         let mut start = 0;
         while start < n {
             let end = (start + BLOCK).min(n);
-            let len = end - start;
-            load_f64(&self.z[start..end], &mut zb[..len]);
-            load_f64(&self.t[start..end], &mut tb[..len]);
+            let mut lanes = [0.0f64; LANES];
             // branch-free (masks, selects) over LANES lanes at a time, so that it vectorizes
             // and LANES / 4 independent dependency chains interleave; the tail one by one (the
             // same operations: the same bits)
-            let mut j = 0;
-            while j + LANES <= len {
-                let z = Lanes::<LANES>(zb[j..j + LANES].try_into().unwrap());
-                let t = Lanes::<LANES>(tb[j..j + LANES].try_into().unwrap());
-                let (v, d, ok) = bce_fast_element(z, t);
-                vb[j..j + LANES].copy_from_slice(&v.0);
-                gb[j..j + LANES].copy_from_slice(&d.0);
-                okb[j..j + LANES].copy_from_slice(&ok);
+            let mut j = start;
+            while j + LANES <= end {
+                let (mut zb, mut tb) = ([0.0f64; LANES], [0.0f64; LANES]);
+                load_f64(&self.z[j..j + LANES], &mut zb);
+                load_f64(&self.t[j..j + LANES], &mut tb);
+                let (mut vb, mut gb, ok) = step(&zb, &tb);
+                let io = (&mut *value, &mut *g, &mut lanes);
+                self.finish(j, (&zb, &tb), (&mut vb, &mut gb, &ok), io);
                 j += LANES;
             }
-            for j in j..len {
-                (vb[j], gb[j], okb[j]) = bce_fast_element(zb[j], tb[j]);
-            }
-            let fails = okb[..len].iter().fold(0usize, |n, &ok| n + (!ok) as usize);
-            if fails != 0 {
-                for j in 0..len {
-                    if !okb[j] {
-                        let (v, d) = bce_logits_point(zb[j], tb[j], tb[j]);
-                        vb[j] = v;
-                        gb[j] = d;
-                    }
+            if j < end {
+                let len = end - j;
+                let (mut zb, mut tb) = ([0.0f64; LANES], [0.0f64; LANES]);
+                let (mut vb, mut gb, mut okb) = ([0.0f64; LANES], [0.0f64; LANES], [true; LANES]);
+                load_f64(&self.z[j..end], &mut zb[..len]);
+                load_f64(&self.t[j..end], &mut tb[..len]);
+                for k in 0..len {
+                    (vb[k], gb[k], okb[k]) = bce_fast_element(zb[k], tb[k]);
                 }
+                let io = (&mut *value, &mut *g, &mut lanes);
+                let bufs = (&mut vb[..len], &mut gb[..len], &okb[..len]);
+                self.finish(j, (&zb[..len], &tb[..len]), bufs, io);
             }
-            if self.want {
-                for x in gb[..len].iter_mut() {
-                    *x = scale.apply(*x);
-                }
-                store_f64(&gb[..len], &mut g[start..end]);
-            }
-            if self.none {
-                store_f64(&vb[..len], &mut value[start..end]);
-            } else {
-                acc.add(block_sum(&vb[..len]));
+            if !self.none {
+                acc.add(lane_total(&lanes));
             }
             start = end;
         }

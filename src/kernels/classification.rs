@@ -67,7 +67,7 @@ use super::reduce::{
     lane_total, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
     BLOCK, FAST_LANES,
 };
-use super::vmath::{logistic_parts_fast_lanes, Lane, Lanes};
+use super::vmath::{logistic_fast_core, Lane, Lanes};
 use losscheck_core::case::fdata;
 use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response, Tensor};
 use std::collections::BTreeMap;
@@ -463,13 +463,14 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 // ---------------------------------------------------------------------------------------------
 // bce_logits' fast path: no pos_weight, mask, weight or per-element cotangent.
 //
-// Per element, when |z| ≤ 700 (finite) and t ∈ [0, 1]: (softplus(z), softplus(−z), σ(z), σ(−z))
-// from [`logistic_parts_fast`] (one exp, one division, a short atanh series; softplus within
-// 56u, σ of the non-negative side within 7u and of the other side within 12u relatively,
-// u = 2⁻⁵³ — far more than the f32 / 16-bit outputs need: the precision tier of the fast
-// path), l = t·softplus(−z) + (1−t)·softplus(z) — two non-negative terms, no cancellation:
-// within 56u + 3u (1 − t, two products, the sum) < 2⁻⁴⁷ relatively, 2⁻²³ of an f32 ulp — and
-// ∂l/∂z = (1−t)·σ(z) − t·σ(−z), the difference of two non-negative terms p₂ − p₁ each within
+// Per element, when |z| ≤ 700 (finite) and t ∈ [0, 1]: L = ln(1 + e^−|z|), σ(z), σ(−z) from
+// [`logistic_fast_core`], the core of `vmath::logistic_parts_fast` (one exp, one division, a
+// short atanh series; L has the bits of softplus(−|z|) and is within its 56u, σ of the
+// non-negative side within 7u and of the other side within 12u relatively, u = 2⁻⁵³ — far
+// more than the f32 / 16-bit outputs need: the precision tier of the fast path),
+// l = t·softplus(−z) + (1−t)·softplus(z) = L + (1−t)·z (z ≥ 0) or L + t·(−z) (z < 0), as
+// t + (1−t) = 1 — one fma of non-negative terms, no cancellation: within 56u + u (1 − t) + u
+// < 2⁻⁴⁷ relatively, 2⁻²³ of an f32 ulp — and ∂l/∂z = (1−t)·σ(z) − t·σ(−z), the difference of two non-negative terms p₂ − p₁ each within
 // 14u (12u, 1 − t, the product): its absolute error is ≤ 14u·(p₁ + p₂) + u·|p₂ − p₁|, so where
 // |p₂ − p₁| ≥ 2⁻¹²·(p₁ + p₂) (the cheap test) it is within (14·2¹² + 1)u < 2⁻³⁷ relatively —
 // 2⁻¹³ of an f32 ulp. (Not correct rounding: structured inputs can put the exact gradient far
@@ -484,9 +485,9 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 // crossing of `math::logistic_grad`). The choice is per element, from that element's inputs
 // alone, so `none` outputs do not depend on the rest of the batch. Gradients are scaled as
 // `Plan` scales them; value sums as in the regression fast path (plain lane sums per block,
-// block totals compensated: within 2⁻⁴⁶ relatively, the terms being ≥ 0). One pass: each
-// group of LANES elements is converted, computed, fixed up, scaled, stored and summed
-// before the next (no block buffers).
+// block totals compensated: within 2⁻⁴⁶ relatively, the terms being ≥ 0). Per block, the
+// inputs are converted in bulk, each group of LANES elements is computed, fixed up, scaled
+// and summed in one step, and the gradients (values for `none`) converted back in bulk.
 
 /// |p₂ − p₁| ≥ CANCEL·(p₁ + p₂) takes the fast gradient (2⁻¹²).
 const CANCEL: f64 = 1.0 / 4096.0;
@@ -502,13 +503,17 @@ fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
     let (zero, one) = (V::splat(0.0), V::splat(1.0));
     let ok_in = V::and(V::and(z.abs().le(V::splat(700.0)), t.ge(zero)), t.le(one));
     let zz = V::select(ok_in, z, zero);
-    let (spp, spn, sp, sn) = logistic_parts_fast_lanes(zz);
+    let (e, l, d) = logistic_fast_core(zz);
+    let nonneg = zz.ge(zero);
     let b = one - t;
-    let v = t * spn + b * spp;
+    // l = L + (1−t)·z (z ≥ 0) or L + t·(−z) (z < 0): t·softplus(−z) + (1−t)·softplus(z)
+    let v = V::select(nonneg, b, t).fma(zz.abs(), l);
+    let ed = e * d;
+    let (sp, sn) = (V::select(nonneg, d, ed), V::select(nonneg, ed, d));
     let (p2, p1) = (b * sp, t * sn);
-    let d = p2 - p1;
-    let ok = V::and(ok_in, d.abs().ge(V::splat(CANCEL) * (p1 + p2)));
-    (v, d, ok)
+    let g = p2 - p1;
+    let ok = V::and(ok_in, g.abs().ge(V::splat(CANCEL) * (p1 + p2)));
+    (v, g, ok)
 }
 
 struct BceFast<'a, T> {
@@ -539,12 +544,12 @@ impl<T: Element> BceFast<'_, T> {
             // SAFETY: the CPU has AVX2 and FMA (`use_avx2`).
             unsafe { self.blocks_avx2(&mut out.value, &mut g, &mut acc) };
         } else {
-            self.blocks(&mut out.value, &mut g, &mut acc, Self::plain8);
+            self.blocks(&mut out.value, &mut g, &mut acc, Self::groups_plain);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = use_avx2;
-            self.blocks(&mut out.value, &mut g, &mut acc, Self::plain8);
+            self.blocks(&mut out.value, &mut g, &mut acc, Self::groups_plain);
         }
         if !self.none {
             let total = acc.total();
@@ -566,23 +571,23 @@ impl<T: Element> BceFast<'_, T> {
         acc: &mut CompensatedSum,
     ) {
         // SAFETY (of the closure's call): this function has AVX2 and FMA.
-        self.blocks(value, g, acc, |zb, tb| unsafe { bce_avx2::bce_fast8(zb, tb) })
+        self.blocks(value, g, acc, |job, zt, vg, lanes| unsafe {
+            bce_avx2::groups(job, zt, vg, lanes)
+        })
     }
 
-    /// Elements `j..j + zb.len()` (≤ LANES of them) from their converted inputs: the fast
-    /// values where good, the exact path elsewhere; the scaled gradient stored, the values
-    /// stored (`none`) or added to the lane sums `lanes` (lane k takes element j + k).
+    /// Up to LANES elements from their converted inputs: the fast results where good, the
+    /// exact path elsewhere; the gradient scaled; the values added to the lane sums `lanes`
+    /// (lane k takes the k-th element) unless `none`.
     #[inline(always)]
-    fn finish<O: Element>(
+    fn finish(
         &self,
-        j: usize,
         (zb, tb): (&[f64], &[f64]),
         (vb, gb, okb): (&mut [f64], &mut [f64], &[bool]),
-        (value, g, lanes): (&mut [O], &mut [T], &mut [f64; LANES]),
+        lanes: &mut [f64; LANES],
     ) {
-        let len = zb.len();
         if okb.iter().any(|&ok| !ok) {
-            for k in 0..len {
+            for k in 0..zb.len() {
                 if !okb[k] {
                     (vb[k], gb[k]) = bce_logits_point(zb[k], tb[k], tb[k]);
                 }
@@ -592,66 +597,81 @@ impl<T: Element> BceFast<'_, T> {
             for x in gb.iter_mut() {
                 *x = self.scale.apply(*x);
             }
-            store_f64(gb, &mut g[j..j + len]);
         }
-        if self.none {
-            store_f64(vb, &mut value[j..j + len]);
-        } else {
-            for k in 0..len {
+        if !self.none {
+            for k in 0..vb.len() {
                 lanes[k] += vb[k];
             }
         }
     }
 
-    /// [`bce_fast_element`] on LANES elements (the plain code generation).
+    /// The whole groups of LANES elements of a block, by [`bce_fast_element`] over lanes (the
+    /// plain code generation; `bce_avx2::groups` is the same in intrinsics): computed, fixed
+    /// up, scaled into `gb`, the values into `vb` (`none`) or the lane sums. Returns how many
+    /// elements were done (the tail is the caller's).
     #[inline(always)]
-    fn plain8(zb: &[f64; LANES], tb: &[f64; LANES]) -> ([f64; LANES], [f64; LANES], [bool; LANES]) {
-        let (v, d, ok) = bce_fast_element(Lanes(*zb), Lanes(*tb));
-        (v.0, d.0, ok)
+    fn groups_plain(
+        &self,
+        (zb, tb): (&[f64], &[f64]),
+        (vb, gb): (&mut [f64], &mut [f64]),
+        lanes: &mut [f64; LANES],
+    ) -> usize {
+        let mut j = 0;
+        while j + LANES <= zb.len() {
+            let zj: &[f64; LANES] = zb[j..j + LANES].try_into().unwrap();
+            let tj: &[f64; LANES] = tb[j..j + LANES].try_into().unwrap();
+            let (v, d, ok) = bce_fast_element(Lanes(*zj), Lanes(*tj));
+            let (mut v, mut d) = (v.0, d.0);
+            self.finish((zj, tj), (&mut v, &mut d, &ok), lanes);
+            gb[j..j + LANES].copy_from_slice(&d);
+            vb[j..j + LANES].copy_from_slice(&v);
+            j += LANES;
+        }
+        j
     }
 
-    /// The fast loop; `step` is [`bce_fast_element`] on LANES elements (plain, or the AVX2
-    /// intrinsics of `bce_avx2`: the same bits).
+    /// The fast loop; `groups` does a block's whole groups of LANES elements
+    /// ([`Self::groups_plain`], or its AVX2 intrinsics in `bce_avx2`: the same bits).
     #[inline(always)]
     fn blocks<O: Element>(
         &self,
         value: &mut [O],
         g: &mut [T],
         acc: &mut CompensatedSum,
-        step: impl Fn(&[f64; LANES], &[f64; LANES]) -> ([f64; LANES], [f64; LANES], [bool; LANES]),
+        groups: impl Fn(&Self, (&[f64], &[f64]), (&mut [f64], &mut [f64]), &mut [f64; LANES]) -> usize,
     ) {
         let n = self.z.len();
+        let (mut zb, mut tb) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+        let (mut vb, mut gb) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
         let mut start = 0;
         while start < n {
             let end = (start + BLOCK).min(n);
+            let len = end - start;
+            // inputs and outputs converted in bulk per block (L1-resident buffers)
+            load_f64(&self.z[start..end], &mut zb[..len]);
+            load_f64(&self.t[start..end], &mut tb[..len]);
             let mut lanes = [0.0f64; LANES];
-            // branch-free (masks, selects) over LANES lanes at a time, so that it vectorizes
-            // and LANES / 4 independent dependency chains interleave; the tail one by one (the
-            // same operations: the same bits)
-            let mut j = start;
-            while j + LANES <= end {
-                let (mut zb, mut tb) = ([0.0f64; LANES], [0.0f64; LANES]);
-                load_f64(&self.z[j..j + LANES], &mut zb);
-                load_f64(&self.t[j..j + LANES], &mut tb);
-                let (mut vb, mut gb, ok) = step(&zb, &tb);
-                let io = (&mut *value, &mut *g, &mut lanes);
-                self.finish(j, (&zb, &tb), (&mut vb, &mut gb, &ok), io);
-                j += LANES;
-            }
-            if j < end {
-                let len = end - j;
-                let (mut zb, mut tb) = ([0.0f64; LANES], [0.0f64; LANES]);
-                let (mut vb, mut gb, mut okb) = ([0.0f64; LANES], [0.0f64; LANES], [true; LANES]);
-                load_f64(&self.z[j..end], &mut zb[..len]);
-                load_f64(&self.t[j..end], &mut tb[..len]);
-                for k in 0..len {
-                    (vb[k], gb[k], okb[k]) = bce_fast_element(zb[k], tb[k]);
+            // LANES lanes at a time (branch-free, so that LANES / 4 independent dependency
+            // chains interleave); the tail one by one (the same operations: the same bits)
+            let ins = (&zb[..len], &tb[..len]);
+            let j = groups(self, ins, (&mut vb[..len], &mut gb[..len]), &mut lanes);
+            if j < len {
+                let m = len - j;
+                let (mut v, mut d, mut ok) = ([0.0f64; LANES], [0.0f64; LANES], [true; LANES]);
+                for k in 0..m {
+                    (v[k], d[k], ok[k]) = bce_fast_element(zb[j + k], tb[j + k]);
                 }
-                let io = (&mut *value, &mut *g, &mut lanes);
-                let bufs = (&mut vb[..len], &mut gb[..len], &okb[..len]);
-                self.finish(j, (&zb[..len], &tb[..len]), bufs, io);
+                let ins = (&zb[j..len], &tb[j..len]);
+                self.finish(ins, (&mut v[..m], &mut d[..m], &ok[..m]), &mut lanes);
+                gb[j..len].copy_from_slice(&d[..m]);
+                vb[j..len].copy_from_slice(&v[..m]);
             }
-            if !self.none {
+            if self.want {
+                store_f64(&gb[..len], &mut g[start..end]);
+            }
+            if self.none {
+                store_f64(&vb[..len], &mut value[start..end]);
+            } else {
                 acc.add(lane_total(&lanes));
             }
             start = end;

@@ -512,6 +512,14 @@ pub fn logistic_parts_fast(z: f64) -> (f64, f64, f64, f64) {
 /// [`logistic_parts_fast`] over lanes ([`Lane`]): the same bits per lane.
 #[inline(always)]
 pub fn logistic_parts_fast_lanes<V: Lane>(z: V) -> (V, V, V, V) {
+    let (e, l, d) = logistic_fast_core(z);
+    logistic_assemble(z, e, l, d)
+}
+
+/// The core of [`logistic_parts_fast`]: (e, L, 1/y) — e = e^−|z|, L = ln(1 + e) (the bits of
+/// softplus(−|z|), so within its bound), 1/y = 1/fl(1 + e) (the bits of σ(|z|)).
+#[inline(always)]
+pub fn logistic_fast_core<V: Lane>(z: V) -> (V, V, V) {
     const P: [f64; 8] = P_FAST;
     let e = exp_nonpos_lanes(-z.abs());
     let (y, c, big, f) = log1p_split(e);
@@ -526,8 +534,7 @@ pub fn logistic_parts_fast_lanes<V: Lane>(z: V) -> (V, V, V, V) {
     }
     let s_2 = s + s;
     let ln_m = (s_2 * s2).fma(p, s_2);
-    let l = log1p_join(big, ln_m, c * d);
-    logistic_assemble(z, e, l, d)
+    (e, log1p_join(big, ln_m, c * d), d)
 }
 
 /// Is AVX2 + FMA available (detected once, cached)? Always false off x86-64.

@@ -1,5 +1,5 @@
 //! The `bce_logits` fast element ([`super::bce_fast_element`], with
-//! [`vmath::logistic_parts_fast`](crate::kernels::vmath::logistic_parts_fast)) in AVX2 + FMA
+//! [`vmath::logistic_fast_core`](crate::kernels::vmath::logistic_fast_core)) in AVX2 + FMA
 //! intrinsics, 4 f64 lanes per vector. Every operation is the one of the generic (plain) source
 //! in the same order — IEEE add / sub / mul / div, correctly rounded fma (`vfmadd` and
 //! `vfnmadd`: −(k·c) + x rounded once is fma(−k, c, x)), comparisons and selects, exponent bits
@@ -9,6 +9,8 @@
 //! select).
 
 use crate::kernels::vmath::{LN2_HI, LN2_LO, LN2_TAIL, LOG2E, P_FAST, Q, SHIFT_NONPOS, TWO_M64};
+use super::{bce_logits_point, BceFast};
+use crate::kernels::reduce::FastScale;
 use std::arch::x86_64::*;
 
 /// (l, ∂l/∂z, good-mask as −1/0 lanes) of 4 elements: [`super::bce_fast_element`]'s bits.
@@ -32,7 +34,7 @@ pub(super) unsafe fn bce_fast4(z: __m256d, t: __m256d) -> (__m256d, __m256d, __m
     );
     let zz = _mm256_and_pd(ok_in, z);
     // e = exp_nonpos(−|zz|)
-    let x = _mm256_xor_pd(_mm256_andnot_pd(sign, zz), sign);
+    let x = _mm256_or_pd(zz, sign); // −|zz|
     let tt = _mm256_fmadd_pd(x, s(LOG2E), s(SHIFT_NONPOS));
     let k = _mm256_sub_pd(tt, s(SHIFT_NONPOS));
     let r = _mm256_fnmadd_pd(k, s(LN2_LO), _mm256_fnmadd_pd(k, s(LN2_HI), x));
@@ -70,18 +72,13 @@ pub(super) unsafe fn bce_fast4(z: __m256d, t: __m256d) -> (__m256d, __m256d, __m
         _mm256_add_pd(ln_m, _mm256_add_pd(s(LN2_TAIL), cy)),
     );
     let l = _mm256_blendv_pd(small, large, big);
-    // logistic_assemble(zz, e, l, d)
-    let pos = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(zz, zero), zz);
-    let neg = _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(zz, zero), _mm256_xor_pd(zz, sign));
-    let ed = _mm256_mul_pd(e, d);
+    // bce_fast_element
     let nonneg = _mm256_cmp_pd::<_CMP_GE_OQ>(zz, zero);
-    let spp = _mm256_add_pd(pos, l);
-    let spn = _mm256_add_pd(neg, l);
+    let b = _mm256_sub_pd(one, t);
+    let v = _mm256_fmadd_pd(_mm256_blendv_pd(t, b, nonneg), _mm256_andnot_pd(sign, zz), l);
+    let ed = _mm256_mul_pd(e, d);
     let sp = _mm256_blendv_pd(ed, d, nonneg);
     let sn = _mm256_blendv_pd(d, ed, nonneg);
-    // bce_fast_element
-    let b = _mm256_sub_pd(one, t);
-    let v = _mm256_add_pd(_mm256_mul_pd(t, spn), _mm256_mul_pd(b, spp));
     let p2 = _mm256_mul_pd(b, sp);
     let p1 = _mm256_mul_pd(t, sn);
     let g = _mm256_sub_pd(p2, p1);
@@ -92,22 +89,75 @@ pub(super) unsafe fn bce_fast4(z: __m256d, t: __m256d) -> (__m256d, __m256d, __m
     (v, g, _mm256_and_pd(ok_in, big_enough))
 }
 
-/// [`bce_fast4`] on 8 elements (two independent chains): (l, ∂l/∂z, good) per element.
+/// [`FastScale::apply`] on 4 lanes: the same bits.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scale4(scale: FastScale, g: __m256d) -> __m256d {
+    match scale {
+        FastScale::Mul(s) => _mm256_mul_pd(g, _mm256_set1_pd(s)),
+        FastScale::Div(cot, den) => {
+            let v = _mm256_div_pd(_mm256_mul_pd(g, _mm256_set1_pd(cot)), _mm256_set1_pd(den));
+            let zero = _mm256_setzero_pd();
+            _mm256_blendv_pd(v, zero, _mm256_cmp_pd::<_CMP_EQ_OQ>(g, zero))
+        }
+    }
+}
+
+/// The whole groups of 8 of a block (`BceFast::groups_plain`'s bits, in registers): returns
+/// how many elements were done (the tail is the caller's).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn bce_fast8(zb: &[f64; 8], tb: &[f64; 8]) -> ([f64; 8], [f64; 8], [bool; 8]) {
-    let (z0, z1) = (_mm256_loadu_pd(zb.as_ptr()), _mm256_loadu_pd(zb.as_ptr().add(4)));
-    let (t0, t1) = (_mm256_loadu_pd(tb.as_ptr()), _mm256_loadu_pd(tb.as_ptr().add(4)));
-    let (v0, g0, m0) = bce_fast4(z0, t0);
-    let (v1, g1, m1) = bce_fast4(z1, t1);
-    let (mut vb, mut gb) = ([0.0f64; 8], [0.0f64; 8]);
-    _mm256_storeu_pd(vb.as_mut_ptr(), v0);
-    _mm256_storeu_pd(vb.as_mut_ptr().add(4), v1);
-    _mm256_storeu_pd(gb.as_mut_ptr(), g0);
-    _mm256_storeu_pd(gb.as_mut_ptr().add(4), g1);
-    let bits = _mm256_movemask_pd(m0) | (_mm256_movemask_pd(m1) << 4);
-    (vb, gb, std::array::from_fn(|k| bits >> k & 1 != 0))
+pub(super) unsafe fn groups<T>(
+    job: &BceFast<'_, T>,
+    (zb, tb): (&[f64], &[f64]),
+    (vb, gb): (&mut [f64], &mut [f64]),
+    lanes: &mut [f64; 8],
+) -> usize {
+    let len = zb.len().min(tb.len()).min(vb.len()).min(gb.len());
+    let mut acc0 = _mm256_loadu_pd(lanes.as_ptr());
+    let mut acc1 = _mm256_loadu_pd(lanes.as_ptr().add(4));
+    let mut j = 0;
+    while j + 8 <= len {
+        let (zp, tp) = (zb.as_ptr().add(j), tb.as_ptr().add(j));
+        let (z0, z1) = (_mm256_loadu_pd(zp), _mm256_loadu_pd(zp.add(4)));
+        let (t0, t1) = (_mm256_loadu_pd(tp), _mm256_loadu_pd(tp.add(4)));
+        let (mut v0, mut g0, m0) = bce_fast4(z0, t0);
+        let (mut v1, mut g1, m1) = bce_fast4(z1, t1);
+        let bits = _mm256_movemask_pd(m0) | (_mm256_movemask_pd(m1) << 4);
+        if bits != 0xff {
+            // the rare element near the zero crossing (or out of the domain): exact path
+            let (mut v, mut g) = ([0.0f64; 8], [0.0f64; 8]);
+            _mm256_storeu_pd(v.as_mut_ptr(), v0);
+            _mm256_storeu_pd(v.as_mut_ptr().add(4), v1);
+            _mm256_storeu_pd(g.as_mut_ptr(), g0);
+            _mm256_storeu_pd(g.as_mut_ptr().add(4), g1);
+            for k in 0..8 {
+                if bits >> k & 1 == 0 {
+                    (v[k], g[k]) = bce_logits_point(zb[j + k], tb[j + k], tb[j + k]);
+                }
+            }
+            (v0, v1) = (_mm256_loadu_pd(v.as_ptr()), _mm256_loadu_pd(v.as_ptr().add(4)));
+            (g0, g1) = (_mm256_loadu_pd(g.as_ptr()), _mm256_loadu_pd(g.as_ptr().add(4)));
+        }
+        if job.want {
+            let gp = gb.as_mut_ptr().add(j);
+            _mm256_storeu_pd(gp, scale4(job.scale, g0));
+            _mm256_storeu_pd(gp.add(4), scale4(job.scale, g1));
+        }
+        if job.none {
+            let vp = vb.as_mut_ptr().add(j);
+            _mm256_storeu_pd(vp, v0);
+            _mm256_storeu_pd(vp.add(4), v1);
+        } else {
+            acc0 = _mm256_add_pd(acc0, v0);
+            acc1 = _mm256_add_pd(acc1, v1);
+        }
+        j += 8;
+    }
+    _mm256_storeu_pd(lanes.as_mut_ptr(), acc0);
+    _mm256_storeu_pd(lanes.as_mut_ptr().add(4), acc1);
+    j
 }

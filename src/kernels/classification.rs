@@ -477,7 +477,7 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 // closer than that to a rounding midpoint — in the f16 exhaustive certificate, t = ½ − 2⁻¹²
 // with a tiny z gives g = 2⁻¹² + ½·tanh(z/2), within ~2⁻⁵⁶ of an f16 midpoint — where the
 // general path's double-double crossing still rounds correctly and this one may take the
-// other neighbour, 1 ulp: a few dozen of the certificate's 1,114,112 gradients, all within
+// other neighbour, 1 ulp: 21 of the certificate's 1,114,112 gradients, all within
 // the 2-ulp bar. Sending every element whose two terms are within a factor 2 to the exact
 // path, as the general path does, would send ~14 % of typical data there.) Elements failing
 // the test (near the zero crossing z* = logit(t), where the two terms cancel; also ±inf, NaN,

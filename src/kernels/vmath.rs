@@ -365,6 +365,21 @@ pub fn log1p_unit(x: f64) -> f64 {
     log1p_unit_lanes(x)
 }
 
+/// 1/(2j + 3), j = 0..9: ln m = 2s + 2s·s²·Σ_j s^{2j}/(2j + 3) (atanh). [`log1p_unit`] takes
+/// all ten terms, [`logistic_parts_fast`] the first eight.
+pub(crate) const ATANH_SERIES: [f64; 10] = [
+    1.0 / 3.0,
+    1.0 / 5.0,
+    1.0 / 7.0,
+    1.0 / 9.0,
+    1.0 / 11.0,
+    1.0 / 13.0,
+    1.0 / 15.0,
+    1.0 / 17.0,
+    1.0 / 19.0,
+    1.0 / 21.0,
+];
+
 /// ln 2 − fl(ln 2).
 pub(crate) const LN2_TAIL: f64 = 2.319_046_813_846_299_6e-17;
 
@@ -392,19 +407,7 @@ fn log1p_join<V: Lane>(big: V::Mask, ln_m: V, cy: V) -> V {
 /// [`log1p_unit`] over lanes ([`Lane`]): the same bits per lane.
 #[inline(always)]
 pub fn log1p_unit_lanes<V: Lane>(x: V) -> V {
-    // 1/(2j + 3), j = 0..9
-    const P: [f64; 10] = [
-        1.0 / 3.0,
-        1.0 / 5.0,
-        1.0 / 7.0,
-        1.0 / 9.0,
-        1.0 / 11.0,
-        1.0 / 13.0,
-        1.0 / 15.0,
-        1.0 / 17.0,
-        1.0 / 19.0,
-        1.0 / 21.0,
-    ];
+    const P: [f64; 10] = ATANH_SERIES;
     let (y, c, big, f) = log1p_split(x);
     let s = f / (V::splat(2.0) + f);
     let s2 = s * s;
@@ -458,18 +461,6 @@ fn logistic_assemble<V: Lane>(z: V, e: V, l: V, d: V) -> (V, V, V, V) {
     )
 }
 
-/// 1/(2j + 3), j = 0..7: the atanh series of [`logistic_parts_fast`].
-pub(crate) const P_FAST: [f64; 8] = [
-    1.0 / 3.0,
-    1.0 / 5.0,
-    1.0 / 7.0,
-    1.0 / 9.0,
-    1.0 / 11.0,
-    1.0 / 13.0,
-    1.0 / 15.0,
-    1.0 / 17.0,
-];
-
 /// The bounds of [`logistic_parts_fast`] in u = 2⁻⁵³ (relative): softplus(±z), σ of the
 /// non-negative side, σ of the other side (the certificate's parts take the last per z).
 pub const LOGISTIC_FAST_BOUND_U: (f64, f64, f64) = (56.0, 7.0, 12.0);
@@ -520,7 +511,7 @@ pub fn logistic_parts_fast_lanes<V: Lane>(z: V) -> (V, V, V, V) {
 /// softplus(−|z|), so within its bound), 1/y = 1/fl(1 + e) (the bits of σ(|z|)).
 #[inline(always)]
 pub fn logistic_fast_core<V: Lane>(z: V) -> (V, V, V) {
-    const P: [f64; 8] = P_FAST;
+    let p8 = &ATANH_SERIES[..8];
     let e = exp_nonpos_lanes(-z.abs());
     let (y, c, big, f) = log1p_split(e);
     let w = V::splat(2.0) + f;
@@ -528,8 +519,8 @@ pub fn logistic_fast_core<V: Lane>(z: V) -> (V, V, V) {
     let d = w * q; // 1/y
     let s = f * (y * q); // f/w
     let s2 = s * s;
-    let mut p = V::splat(P[7]);
-    for &c in P[..7].iter().rev() {
+    let mut p = V::splat(p8[7]);
+    for &c in p8[..7].iter().rev() {
         p = p.fma(s2, V::splat(c));
     }
     let s_2 = s + s;

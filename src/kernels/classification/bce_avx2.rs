@@ -8,7 +8,9 @@
 //! `exp_nonpos`'s clamp at −746, a no-op here (the argument is −|z| ≥ −700 after the domain
 //! select).
 
-use crate::kernels::vmath::{LN2_HI, LN2_LO, LN2_TAIL, LOG2E, P_FAST, Q, SHIFT_NONPOS, TWO_M64};
+use crate::kernels::vmath::{
+    ATANH_SERIES, LN2_HI, LN2_LO, LN2_TAIL, LOG2E, Q, SHIFT_NONPOS, TWO_M64,
+};
 use super::{bce_logits_point, BceFast};
 use crate::kernels::reduce::FastScale;
 use std::arch::x86_64::*;
@@ -58,8 +60,8 @@ pub(super) unsafe fn bce_fast4(z: __m256d, t: __m256d) -> (__m256d, __m256d, __m
     let d = _mm256_mul_pd(w, qd);
     let sv = _mm256_mul_pd(f, _mm256_mul_pd(y, qd));
     let s2 = _mm256_mul_pd(sv, sv);
-    let mut pp = s(P_FAST[7]);
-    for &c in P_FAST[..7].iter().rev() {
+    let mut pp = s(ATANH_SERIES[7]);
+    for &c in ATANH_SERIES[..7].iter().rev() {
         pp = _mm256_fmadd_pd(pp, s2, s(c));
     }
     let s_2 = _mm256_add_pd(sv, sv);

@@ -8,11 +8,11 @@
 //! `exp_nonpos`'s clamp at −746, a no-op here (the argument is −|z| ≥ −700 after the domain
 //! select).
 
+use super::{bce_logits_point, BceFast};
+use crate::kernels::reduce::FastScale;
 use crate::kernels::vmath::{
     ATANH_SERIES, LN2_HI, LN2_LO, LN2_TAIL, LOG2E, Q, SHIFT_NONPOS, TWO_M64,
 };
-use super::{bce_logits_point, BceFast};
-use crate::kernels::reduce::FastScale;
 use std::arch::x86_64::*;
 
 /// (l, ∂l/∂z, good-mask as −1/0 lanes) of 4 elements: [`super::bce_fast_element`]'s bits.
@@ -77,7 +77,11 @@ pub(super) unsafe fn bce_fast4(z: __m256d, t: __m256d) -> (__m256d, __m256d, __m
     // bce_fast_element
     let nonneg = _mm256_cmp_pd::<_CMP_GE_OQ>(zz, zero);
     let b = _mm256_sub_pd(one, t);
-    let v = _mm256_fmadd_pd(_mm256_blendv_pd(t, b, nonneg), _mm256_andnot_pd(sign, zz), l);
+    let v = _mm256_fmadd_pd(
+        _mm256_blendv_pd(t, b, nonneg),
+        _mm256_andnot_pd(sign, zz),
+        l,
+    );
     let ed = _mm256_mul_pd(e, d);
     let sp = _mm256_blendv_pd(ed, d, nonneg);
     let sn = _mm256_blendv_pd(d, ed, nonneg);
@@ -141,8 +145,14 @@ pub(super) unsafe fn groups<T>(
                     (v[k], g[k]) = bce_logits_point(zb[j + k], tb[j + k], tb[j + k]);
                 }
             }
-            (v0, v1) = (_mm256_loadu_pd(v.as_ptr()), _mm256_loadu_pd(v.as_ptr().add(4)));
-            (g0, g1) = (_mm256_loadu_pd(g.as_ptr()), _mm256_loadu_pd(g.as_ptr().add(4)));
+            (v0, v1) = (
+                _mm256_loadu_pd(v.as_ptr()),
+                _mm256_loadu_pd(v.as_ptr().add(4)),
+            );
+            (g0, g1) = (
+                _mm256_loadu_pd(g.as_ptr()),
+                _mm256_loadu_pd(g.as_ptr().add(4)),
+            );
         }
         if job.want {
             let gp = gb.as_mut_ptr().add(j);

@@ -363,3 +363,40 @@ fn bce_logits_fast_path_bits() {
     bce_case::<bf16, bf16>();
     bce_case::<bf16, f32>();
 }
+
+/// bce_logits' fast path on rayon pools of 1, 2 and 3 threads (≥ 2²⁰ elements: spread over
+/// tasks, a partial task and a partial block at the end): the same bits, and the same bits as
+/// the plain code generation.
+fn bce_threads_case<T: Element>() {
+    let n = (1 << 20) + 3 * 65_536 + 1_234;
+    let mut z: Vec<T> = data(n, 21, -12.0, 12.0, true);
+    let t: Vec<T> = data(n, 22, 0.0, 1.0, false);
+    for j in (5..n).step_by(977) {
+        let tj = t[j].to_f64();
+        if tj > 0.0 && tj < 1.0 {
+            z[j] = T::from_f64((tj / (1.0 - tj)).ln()); // the exact path
+        }
+    }
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        // the code generation is chosen on the calling thread: the pool's, inside install
+        let run = |threads: usize, plain: bool| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let eval = || {
+                let args = ClassArgs::new(&z, &t).reduction(red);
+                let out: cls::Output<T, f32> = Binary::BceLogits.eval(&args).unwrap();
+                (bits(&out.value), bits(out.grad.as_ref().unwrap()))
+            };
+            pool.install(|| if plain { with_plain_codegen(eval) } else { eval() })
+        };
+        let one = run(1, false);
+        assert_eq!(run(2, false), one, "bce_logits {red:?}: 2 threads vs 1");
+        assert_eq!(run(3, false), one, "bce_logits {red:?}: 3 threads vs 1");
+        assert_eq!(run(2, true), one, "bce_logits {red:?}: plain on 2 threads vs avx2 on 1");
+    }
+}
+
+#[test]
+fn bce_logits_fast_path_threads() {
+    bce_threads_case::<f32>();
+    bce_threads_case::<bf16>();
+}

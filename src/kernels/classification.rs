@@ -516,6 +516,14 @@ fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
     (v, g, ok)
 }
 
+/// bce_logits' fast path spreads over rayon's pool from this many elements.
+#[cfg(feature = "parallel")]
+const BCE_PAR_MIN: usize = 1 << 20;
+/// Elements per rayon task (a multiple of BLOCK; the results do not depend on it).
+#[cfg(feature = "parallel")]
+const BCE_TASK: usize = 1 << 16;
+
+#[derive(Clone, Copy)]
 struct BceFast<'a, T> {
     z: &'a [T],
     t: &'a [T],
@@ -539,18 +547,16 @@ impl<T: Element> BceFast<'_, T> {
             out.value.clear();
         }
         let mut acc = CompensatedSum::new();
-        #[cfg(target_arch = "x86_64")]
-        if use_avx2() {
-            // SAFETY: the CPU has AVX2 and FMA (`use_avx2`).
-            unsafe { self.blocks_avx2(&mut out.value, &mut g, &mut acc) };
+        // the code generation is chosen here, on the caller's thread (`with_plain_codegen`)
+        let avx2 = use_avx2();
+        #[cfg(feature = "parallel")]
+        if n >= BCE_PAR_MIN && rayon::current_num_threads() > 1 {
+            self.run_tasks(avx2, &mut out.value, &mut g, &mut acc);
         } else {
-            self.blocks(&mut out.value, &mut g, &mut acc, Self::groups_plain);
+            self.dispatch(avx2, &mut out.value, &mut g, &mut |b| acc.add(b));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = use_avx2;
-            self.blocks(&mut out.value, &mut g, &mut acc, Self::groups_plain);
-        }
+        #[cfg(not(feature = "parallel"))]
+        self.dispatch(avx2, &mut out.value, &mut g, &mut |b| acc.add(b));
         if !self.none {
             let total = acc.total();
             let v = match mean_den {
@@ -562,16 +568,79 @@ impl<T: Element> BceFast<'_, T> {
         out.grad = self.want.then_some(g);
     }
 
+    /// The fast loop over all of `self`, in the code generation `avx2` (when the CPU has it),
+    /// each block's value total handed to `sink` in order.
+    fn dispatch<O: Element>(
+        &self,
+        avx2: bool,
+        value: &mut [O],
+        g: &mut [T],
+        sink: &mut dyn FnMut(f64),
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `avx2` is `use_avx2()`: the CPU has AVX2 and FMA.
+            unsafe { self.blocks_avx2(value, g, sink) };
+            return;
+        }
+        let _ = avx2;
+        self.blocks(value, g, sink, Self::groups_plain);
+    }
+
+    /// [`Self::dispatch`] spread over rayon's pool: tasks of BCE_TASK elements (whole blocks),
+    /// each writing its blocks' totals to their places; the totals are then added in block
+    /// order — the same sums in the same order as one thread: the same bits for any pool.
+    #[cfg(feature = "parallel")]
+    fn run_tasks<O: Element>(
+        &self,
+        avx2: bool,
+        value: &mut [O],
+        g: &mut [T],
+        acc: &mut CompensatedSum,
+    ) {
+        use rayon::prelude::*;
+        let n = self.z.len();
+        let mut totals = vec![0.0f64; n.div_ceil(BLOCK)];
+        let mut tasks = Vec::with_capacity(n.div_ceil(BCE_TASK));
+        let (mut vrest, mut grest, mut trest) = (value, g, &mut totals[..]);
+        let mut lo = 0;
+        while lo < n {
+            let len = BCE_TASK.min(n - lo);
+            let (v, vr) = std::mem::take(&mut vrest).split_at_mut(if self.none { len } else { 0 });
+            let (gt, gr) = std::mem::take(&mut grest).split_at_mut(if self.want { len } else { 0 });
+            let (tt, tr) = std::mem::take(&mut trest).split_at_mut(len.div_ceil(BLOCK));
+            (vrest, grest, trest) = (vr, gr, tr);
+            tasks.push((lo, v, gt, tt));
+            lo += len;
+        }
+        tasks.into_par_iter().for_each(|(lo, v, gt, tt)| {
+            let hi = (lo + BCE_TASK).min(n);
+            let job = BceFast {
+                z: &self.z[lo..hi],
+                t: &self.t[lo..hi],
+                ..*self
+            };
+            let mut k = 0;
+            job.dispatch(avx2, v, gt, &mut |b| {
+                tt[k] = b;
+                k += 1;
+            });
+        });
+        for &b in &totals {
+            acc.add(b);
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn blocks_avx2<O: Element>(
         &self,
         value: &mut [O],
         g: &mut [T],
-        acc: &mut CompensatedSum,
+        sink: &mut dyn FnMut(f64),
     ) {
         // SAFETY (of the closure's call): this function has AVX2 and FMA.
-        self.blocks(value, g, acc, |job, zt, vg, lanes| unsafe {
+        self.blocks(value, g, sink, |job, zt, vg, lanes| unsafe {
             bce_avx2::groups(job, zt, vg, lanes)
         })
     }
@@ -637,7 +706,7 @@ impl<T: Element> BceFast<'_, T> {
         &self,
         value: &mut [O],
         g: &mut [T],
-        acc: &mut CompensatedSum,
+        sink: &mut dyn FnMut(f64),
         groups: impl Fn(&Self, (&[f64], &[f64]), (&mut [f64], &mut [f64]), &mut [f64; LANES]) -> usize,
     ) {
         let n = self.z.len();
@@ -672,7 +741,7 @@ impl<T: Element> BceFast<'_, T> {
             if self.none {
                 store_f64(&vb[..len], &mut value[start..end]);
             } else {
-                acc.add(lane_total(&lanes));
+                sink(lane_total(&lanes));
             }
             start = end;
         }

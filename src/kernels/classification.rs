@@ -487,7 +487,10 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 // `Plan` scales them; value sums as in the regression fast path (plain lane sums per block,
 // block totals compensated: within 2⁻⁴⁶ relatively, the terms being ≥ 0). Per block, the
 // inputs are converted in bulk, each group of LANES elements is computed, fixed up, scaled
-// and summed in one step, and the gradients (values for `none`) converted back in bulk.
+// and summed in one step, and the gradients (values for `none`) converted back in bulk. From
+// BCE_PAR_MIN elements (feature `parallel`) tasks of whole blocks run on rayon's pool, each
+// block total stored in its place and the totals added in block order afterwards: the same
+// operations in the same order as one thread, so the same bits for any pool.
 
 /// |p₂ − p₁| ≥ CANCEL·(p₁ + p₂) takes the fast gradient (2⁻¹²).
 const CANCEL: f64 = 1.0 / 4096.0;

@@ -1,5 +1,5 @@
 //! The elementwise fast paths (mse, huber, bce_logits): the certification of
-//! `vmath::log1p_unit` and `vmath::logistic_parts` against MPFR, the correctly rounded
+//! `vmath::log1p_unit`, `vmath::logistic_parts` and `vmath::logistic_parts_fast` against MPFR, the correctly rounded
 //! f64 → f16 / bf16 conversions against `Element::from_f64`, the bit identity of the AVX2 and
 //! the plain code generations, and the fast path against the general path (`Plan::run`, taken
 //! here by passing an all-ones mask).
@@ -79,54 +79,72 @@ fn log1p_unit_certified() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// logistic_parts: softplus(±z) within 17u, σ(±z) within 9u, for finite |z| ≤ 700.
+// logistic_parts: softplus(±z) within 17u, σ(±z) within 9u, for finite |z| ≤ 700;
+// logistic_parts_fast (the cheaper tier): 56u and 12u. The bounds are the certificate's.
 
-fn check_parts(z: f64, worst: &mut [f64; 4]) {
-    let (spp, spn, sp, sn) = vmath::logistic_parts(z);
-    let errs = vmath_cert::errors(Function::LogisticParts, z, &[spp, spn, sp, sn]);
-    let bounds = [17.0, 17.0, 9.0, 9.0];
-    for k in 0..4 {
+fn check_parts(f: Function, z: f64, worst: &mut [f64; 4]) {
+    let got = f.eval(z);
+    let errs = vmath_cert::errors(f, z, &got);
+    for (k, &(part, bound)) in f.parts().iter().enumerate() {
         assert!(
-            errs[k] <= bounds[k],
-            "logistic_parts({z:e}) part {k}: relative error {:.2}u",
+            errs[k] <= bound,
+            "{}({z:e}) {part}: relative error {:.2}u",
+            f.name(),
             errs[k]
         );
         worst[k] = worst[k].max(errs[k]);
     }
 }
 
-#[test]
-fn logistic_parts_certified() {
+fn certify_parts(f: Function) {
     let mut worst = [0.0; 4];
     let mut r = Lcg(0x0bad_cafe_dead_beef);
     for _ in 0..100_000 {
-        check_parts(-700.0 + 1400.0 * r.unit(), &mut worst);
+        check_parts(f, -700.0 + 1400.0 * r.unit(), &mut worst);
     }
     for _ in 0..100_000 {
-        check_parts(-40.0 + 80.0 * r.unit(), &mut worst);
+        check_parts(f, -40.0 + 80.0 * r.unit(), &mut worst);
     }
     for _ in 0..50_000 {
         // magnitudes 2^-80 … 700 (the function's domain; 2^10 would leave it)
         let m = 2f64.powf(-80.0 + (80.0 + 700f64.log2()) * r.unit());
-        check_parts(if r.next() & 1 == 0 { m } else { -m }, &mut worst);
+        check_parts(f, if r.next() & 1 == 0 { m } else { -m }, &mut worst);
     }
     for b in 0..=u16::MAX {
         for z in [f16::from_bits(b).to_f64(), bf16::from_bits(b).to_f64()] {
             if z.abs() <= 700.0 {
-                check_parts(z, &mut worst);
+                check_parts(f, z, &mut worst);
             }
         }
     }
-    for z in [0.0, -0.0, 700.0, -700.0, 36.0, -36.0, 37.0, 1e-300, -1e-300] {
-        check_parts(z, &mut worst);
+    // 0, the ends, where e^-|z| drops below 2^-53, and where 1 + e^-|z| crosses √2
+    let sqrt2_edge = -(std::f64::consts::SQRT_2 - 1.0).ln();
+    let mut zs = vec![0.0, -0.0, 700.0, -700.0, 36.0, -36.0, 37.0, 1e-300, -1e-300];
+    for k in -64i64..=64 {
+        let z = f64::from_bits((sqrt2_edge.to_bits() as i64 + k) as u64);
+        zs.extend([z, -z]);
+    }
+    for z in zs {
+        check_parts(f, z, &mut worst);
     }
     eprintln!(
-        "logistic_parts worst: softplus(z) {:.2}u, softplus(-z) {:.2}u, σ(z) {:.2}u, σ(-z) {:.2}u",
+        "{} worst: softplus(z) {:.2}u, softplus(-z) {:.2}u, σ(z) {:.2}u, σ(-z) {:.2}u",
+        f.name(),
         worst[0],
         worst[1],
         worst[2],
         worst[3]
     );
+}
+
+#[test]
+fn logistic_parts_certified() {
+    certify_parts(Function::LogisticParts);
+}
+
+#[test]
+fn logistic_parts_fast_certified() {
+    certify_parts(Function::LogisticPartsFast);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,4 +362,41 @@ fn bce_logits_fast_path_bits() {
     bce_case::<f16, f32>();
     bce_case::<bf16, bf16>();
     bce_case::<bf16, f32>();
+}
+
+/// bce_logits' fast path on rayon pools of 1, 2 and 3 threads (≥ 2²⁰ elements: spread over
+/// tasks, a partial task and a partial block at the end): the same bits, and the same bits as
+/// the plain code generation.
+fn bce_threads_case<T: Element>() {
+    let n = (1 << 20) + 3 * 65_536 + 1_234;
+    let mut z: Vec<T> = data(n, 21, -12.0, 12.0, true);
+    let t: Vec<T> = data(n, 22, 0.0, 1.0, false);
+    for j in (5..n).step_by(977) {
+        let tj = t[j].to_f64();
+        if tj > 0.0 && tj < 1.0 {
+            z[j] = T::from_f64((tj / (1.0 - tj)).ln()); // the exact path
+        }
+    }
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        // the code generation is chosen on the calling thread: the pool's, inside install
+        let run = |threads: usize, plain: bool| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let eval = || {
+                let args = ClassArgs::new(&z, &t).reduction(red);
+                let out: cls::Output<T, f32> = Binary::BceLogits.eval(&args).unwrap();
+                (bits(&out.value), bits(out.grad.as_ref().unwrap()))
+            };
+            pool.install(|| if plain { with_plain_codegen(eval) } else { eval() })
+        };
+        let one = run(1, false);
+        assert_eq!(run(2, false), one, "bce_logits {red:?}: 2 threads vs 1");
+        assert_eq!(run(3, false), one, "bce_logits {red:?}: 3 threads vs 1");
+        assert_eq!(run(2, true), one, "bce_logits {red:?}: plain on 2 threads vs avx2 on 1");
+    }
+}
+
+#[test]
+fn bce_logits_fast_path_threads() {
+    bce_threads_case::<f32>();
+    bce_threads_case::<bf16>();
 }

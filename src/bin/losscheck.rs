@@ -98,7 +98,7 @@ enum Command {
     /// `--shard` also works for 16-bit dtypes.
     ///
     /// `--function F` certifies the kernels' own vectorized math instead (exp, exp_nonpos,
-    /// log1p_unit, logistic_parts): every input of the dtype in F's domain against MPFR and the
+    /// log1p_unit, logistic_parts, logistic_parts_fast, exp32_shift): every input of the dtype in F's domain against MPFR and the
     /// bound F's docs derive, to OUT/vmath/ (f32 with --shard K/N, or --shard 0/1 for all).
     ///
     /// Exit status: 0 = no findings (every bound holds), 1 = findings, 2 = usage error (e.g. a
@@ -123,7 +123,7 @@ struct ExhaustiveArgs {
     #[arg(long, conflicts_with = "losses")]
     all: bool,
     /// Instead of a loss, a function of the kernels' own math (`kernels::vmath`): exp,
-    /// exp_nonpos, log1p_unit, logistic_parts (repeatable). Every input of the dtype in the
+    /// exp_nonpos, log1p_unit, logistic_parts, logistic_parts_fast, exp32_shift (repeatable). Every input of the dtype in the
     /// function's domain is checked against MPFR and the bound its docs derive; one JSON
     /// certificate per function × dtype goes to OUT/vmath/vmath-<function>-<dtype>.json.
     #[arg(long = "function", conflicts_with_all = ["losses", "all"])]

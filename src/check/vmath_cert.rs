@@ -9,6 +9,7 @@
 //! | `exp_nonpos` | x ≤ 0 | the same bits as `exp` (and so its bound) |
 //! | `log1p_unit` | x ∈ [0, 1] | 12u |
 //! | `logistic_parts` | \|z\| ≤ 700 | softplus(±z) 17u, σ(±z) 9u |
+//! | `logistic_parts_fast` | \|z\| ≤ 700 | softplus(±z) 56u, σ(±z) 12u (7u on the non-negative side, not checked separately) |
 //! | `exp32_shift` | d ∈ [−104, 0] (as z = d, m = 0) | 2.5 units of 2⁻²⁴ for results ≥ 2⁻¹²⁶; below, 2⁻¹⁵⁰ + 2.5·2⁻²⁴·e^d absolute |
 //!
 //! [`errors`] is the one judge: `tests/kernels_simd*.rs` use it on dense samples and the
@@ -35,15 +36,17 @@ pub enum Function {
     ExpNonpos,
     Log1pUnit,
     LogisticParts,
+    LogisticPartsFast,
     Exp32Shift,
 }
 
 impl Function {
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 6] = [
         Function::Exp,
         Function::ExpNonpos,
         Function::Log1pUnit,
         Function::LogisticParts,
+        Function::LogisticPartsFast,
         Function::Exp32Shift,
     ];
 
@@ -53,6 +56,7 @@ impl Function {
             Function::ExpNonpos => "exp_nonpos",
             Function::Log1pUnit => "log1p_unit",
             Function::LogisticParts => "logistic_parts",
+            Function::LogisticPartsFast => "logistic_parts_fast",
             Function::Exp32Shift => "exp32_shift",
         }
     }
@@ -73,7 +77,7 @@ impl Function {
             Function::Exp => "every finite input",
             Function::ExpNonpos => "x ≤ 0",
             Function::Log1pUnit => "x ∈ [0, 1]",
-            Function::LogisticParts => "|z| ≤ 700",
+            Function::LogisticParts | Function::LogisticPartsFast => "|z| ≤ 700",
             Function::Exp32Shift => "d ∈ [−104, 0], as exp32_shift(d, 0)",
         }
     }
@@ -96,7 +100,7 @@ impl Function {
             Function::Exp => x.is_finite(),
             Function::ExpNonpos => x <= 0.0 && x.is_finite(),
             Function::Log1pUnit => (0.0..=1.0).contains(&x),
-            Function::LogisticParts => x.abs() <= 700.0,
+            Function::LogisticParts | Function::LogisticPartsFast => x.abs() <= 700.0,
             Function::Exp32Shift => (-104.0..=0.0).contains(&x),
         }
     }
@@ -122,6 +126,15 @@ impl Function {
                 ("sigma(z)", 9.0),
                 ("sigma(-z)", 9.0),
             ],
+            Function::LogisticPartsFast => {
+                const B: (f64, f64, f64) = vmath::LOGISTIC_FAST_BOUND_U;
+                &[
+                    ("softplus(z)", B.0),
+                    ("softplus(-z)", B.0),
+                    ("sigma(z)", B.2),
+                    ("sigma(-z)", B.2),
+                ]
+            }
             Function::Exp32Shift => &[("exp32", crate::kernels::vmath::exp32::EXP32_BOUND_U)],
         }
     }
@@ -134,6 +147,10 @@ impl Function {
             Function::Log1pUnit => vec![vmath::log1p_unit(x)],
             Function::LogisticParts => {
                 let (a, b, c, d) = vmath::logistic_parts(x);
+                vec![a, b, c, d]
+            }
+            Function::LogisticPartsFast => {
+                let (a, b, c, d) = vmath::logistic_parts_fast(x);
                 vec![a, b, c, d]
             }
             Function::Exp32Shift => vec![vmath::exp32::exp32_shift(x as f32, 0.0) as f64],
@@ -231,7 +248,7 @@ pub fn errors(f: Function, x: f64, got: &[f64]) -> Vec<f64> {
         }
         Function::Exp32Shift => vec![exp32_error(x, 0.0, got[0])],
         Function::Log1pUnit => vec![rel_u(got[0], &Float::with_val(PREC, x).ln_1p())],
-        Function::LogisticParts => {
+        Function::LogisticParts | Function::LogisticPartsFast => {
             let z = Float::with_val(PREC, x);
             let softplus = |w: Float| w.exp().ln_1p();
             let sigma = |w: Float| {

@@ -59,13 +59,15 @@
 //! ```
 
 pub mod multiclass;
+#[cfg(target_arch = "x86_64")]
+mod bce_avx2;
 
 use super::math::{logistic_grad, sigmoid, softplus};
 use super::reduce::{
-    block_sum, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
-    BLOCK,
+    lane_total, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
+    BLOCK, FAST_LANES,
 };
-use super::vmath::{logistic_parts_lanes, Lane, Lanes};
+use super::vmath::{logistic_fast_core, Lane, Lanes};
 use losscheck_core::case::fdata;
 use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response, Tensor};
 use std::collections::BTreeMap;
@@ -461,31 +463,41 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 // ---------------------------------------------------------------------------------------------
 // bce_logits' fast path: no pos_weight, mask, weight or per-element cotangent.
 //
-// Per element, when |z| ≤ 700 (finite) and t ∈ [0, 1]: (softplus(z), softplus(−z), σ(z), σ(−z))
-// from [`logistic_parts`] (one exp, one log1p; each within 17u resp. 9u relatively, u = 2⁻⁵³),
-// l = t·softplus(−z) + (1−t)·softplus(z) — two non-negative terms, no cancellation: within
-// 20u relatively — and ∂l/∂z = (1−t)·σ(z) − t·σ(−z), the difference of two non-negative terms
-// p₂ − p₁ each within 11u: its absolute error is ≤ 11u·(p₁ + p₂) + u·|p₂ − p₁|, so where
-// |p₂ − p₁| ≥ 2⁻¹²·(p₁ + p₂) (the cheap test) it is within (11·2¹² + 1)u < 2⁻³⁷ relatively —
+// Per element, when |z| ≤ 700 (finite) and t ∈ [0, 1]: L = ln(1 + e^−|z|), σ(z), σ(−z) from
+// [`logistic_fast_core`], the core of `vmath::logistic_parts_fast` (one exp, one division, a
+// short atanh series; L has the bits of softplus(−|z|) and is within its 56u, σ of the
+// non-negative side within 7u and of the other side within 12u relatively, u = 2⁻⁵³ — far
+// more than the f32 / 16-bit outputs need: the precision tier of the fast path),
+// l = t·softplus(−z) + (1−t)·softplus(z) = L + (1−t)·z (z ≥ 0) or L + t·(−z) (z < 0), as
+// t + (1−t) = 1 — one fma of non-negative terms, no cancellation: within 56u + u (1 − t) + u
+// < 2⁻⁴⁷ relatively, 2⁻²³ of an f32 ulp — and ∂l/∂z = (1−t)·σ(z) − t·σ(−z), the difference of two non-negative terms p₂ − p₁ each within
+// 14u (12u, 1 − t, the product): its absolute error is ≤ 14u·(p₁ + p₂) + u·|p₂ − p₁|, so where
+// |p₂ − p₁| ≥ 2⁻¹²·(p₁ + p₂) (the cheap test) it is within (14·2¹² + 1)u < 2⁻³⁷ relatively —
 // 2⁻¹³ of an f32 ulp. (Not correct rounding: structured inputs can put the exact gradient far
 // closer than that to a rounding midpoint — in the f16 exhaustive certificate, t = ½ − 2⁻¹²
 // with a tiny z gives g = 2⁻¹² + ½·tanh(z/2), within ~2⁻⁵⁶ of an f16 midpoint — where the
 // general path's double-double crossing still rounds correctly and this one may take the
-// other neighbour, 1 ulp: 17 of the certificate's 1,114,112 gradients, all within the 2-ulp
-// bar. Sending every element whose two terms are within a factor 2 to the exact path, as the
-// general path does, would send ~14 % of typical data there.) Elements failing the test (near the zero crossing z* = logit(t), where
-// the two terms cancel; also ±inf, NaN, |z| > 700, NaN targets) take the exact path,
-// [`bce_logits_point`] (the double-double crossing of `math::logistic_grad`). The choice is
-// per element, from that element's inputs alone, so `none` outputs do not depend on the rest
-// of the batch. Gradients are scaled as `Plan` scales them; value sums as in the regression
-// fast path (plain lane sums per block, block totals compensated: within 2⁻⁴⁶ relatively,
-// the terms being ≥ 0).
+// other neighbour, 1 ulp: 21 of the certificate's 1,114,112 gradients, all within
+// the 2-ulp bar. Sending every element whose two terms are within a factor 2 to the exact
+// path, as the general path does, would send ~14 % of typical data there.) Elements failing
+// the test (near the zero crossing z* = logit(t), where the two terms cancel; also ±inf, NaN,
+// |z| > 700, NaN targets) take the exact path, [`bce_logits_point`] (the double-double
+// crossing of `math::logistic_grad`). The choice is per element, from that element's inputs
+// alone, so `none` outputs do not depend on the rest of the batch. Gradients are scaled as
+// `Plan` scales them; value sums as in the regression fast path (plain lane sums per block,
+// block totals compensated: within 2⁻⁴⁶ relatively, the terms being ≥ 0). Per block, the
+// inputs are converted in bulk, each group of LANES elements is computed, fixed up, scaled
+// and summed in one step, and the gradients (values for `none`) converted back in bulk. From
+// BCE_PAR_MIN elements (feature `parallel`) tasks of whole blocks run on rayon's pool, each
+// block total stored in its place and the totals added in block order afterwards: the same
+// operations in the same order as one thread, so the same bits for any pool.
 
 /// |p₂ − p₁| ≥ CANCEL·(p₁ + p₂) takes the fast gradient (2⁻¹²).
 const CANCEL: f64 = 1.0 / 4096.0;
 
-/// Lanes per step of the fast loop (two AVX2 vectors' worth of chains).
-const LANES: usize = 8;
+/// Lanes per step of the fast loop (two AVX2 vectors' worth of chains; = `FAST_LANES`, the
+/// lane sums of `reduce::block_sum`).
+const LANES: usize = FAST_LANES;
 
 /// One fast-path element (or lanes of them): (l, ∂l/∂z, whether both are good — in the
 /// domain and the gradient's terms not cancelling).
@@ -494,15 +506,27 @@ fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
     let (zero, one) = (V::splat(0.0), V::splat(1.0));
     let ok_in = V::and(V::and(z.abs().le(V::splat(700.0)), t.ge(zero)), t.le(one));
     let zz = V::select(ok_in, z, zero);
-    let (spp, spn, sp, sn) = logistic_parts_lanes(zz);
+    let (e, l, d) = logistic_fast_core(zz);
+    let nonneg = zz.ge(zero);
     let b = one - t;
-    let v = t * spn + b * spp;
+    // l = L + (1−t)·z (z ≥ 0) or L + t·(−z) (z < 0): t·softplus(−z) + (1−t)·softplus(z)
+    let v = V::select(nonneg, b, t).fma(zz.abs(), l);
+    let ed = e * d;
+    let (sp, sn) = (V::select(nonneg, d, ed), V::select(nonneg, ed, d));
     let (p2, p1) = (b * sp, t * sn);
-    let d = p2 - p1;
-    let ok = V::and(ok_in, d.abs().ge(V::splat(CANCEL) * (p1 + p2)));
-    (v, d, ok)
+    let g = p2 - p1;
+    let ok = V::and(ok_in, g.abs().ge(V::splat(CANCEL) * (p1 + p2)));
+    (v, g, ok)
 }
 
+/// bce_logits' fast path spreads over rayon's pool from this many elements.
+#[cfg(feature = "parallel")]
+const BCE_PAR_MIN: usize = 1 << 20;
+/// Elements per rayon task (a multiple of BLOCK; the results do not depend on it).
+#[cfg(feature = "parallel")]
+const BCE_TASK: usize = 1 << 16;
+
+#[derive(Clone, Copy)]
 struct BceFast<'a, T> {
     z: &'a [T],
     t: &'a [T],
@@ -526,18 +550,16 @@ impl<T: Element> BceFast<'_, T> {
             out.value.clear();
         }
         let mut acc = CompensatedSum::new();
-        #[cfg(target_arch = "x86_64")]
-        if use_avx2() {
-            // SAFETY: the CPU has AVX2 and FMA (`use_avx2`).
-            unsafe { self.blocks_avx2(&mut out.value, &mut g, &mut acc) };
+        // the code generation is chosen here, on the caller's thread (`with_plain_codegen`)
+        let avx2 = use_avx2();
+        #[cfg(feature = "parallel")]
+        if n >= BCE_PAR_MIN && rayon::current_num_threads() > 1 {
+            self.run_tasks(avx2, &mut out.value, &mut g, &mut acc);
         } else {
-            self.blocks(&mut out.value, &mut g, &mut acc);
+            self.dispatch(avx2, &mut out.value, &mut g, &mut |b| acc.add(b));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = use_avx2;
-            self.blocks(&mut out.value, &mut g, &mut acc);
-        }
+        #[cfg(not(feature = "parallel"))]
+        self.dispatch(avx2, &mut out.value, &mut g, &mut |b| acc.add(b));
         if !self.none {
             let total = acc.total();
             let v = match mean_den {
@@ -549,68 +571,180 @@ impl<T: Element> BceFast<'_, T> {
         out.grad = self.want.then_some(g);
     }
 
+    /// The fast loop over all of `self`, in the code generation `avx2` (when the CPU has it),
+    /// each block's value total handed to `sink` in order.
+    fn dispatch<O: Element>(
+        &self,
+        avx2: bool,
+        value: &mut [O],
+        g: &mut [T],
+        sink: &mut dyn FnMut(f64),
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `avx2` is `use_avx2()`: the CPU has AVX2 and FMA.
+            unsafe { self.blocks_avx2(value, g, sink) };
+            return;
+        }
+        let _ = avx2;
+        self.blocks(value, g, sink, Self::groups_plain);
+    }
+
+    /// [`Self::dispatch`] spread over rayon's pool: tasks of BCE_TASK elements (whole blocks),
+    /// each writing its blocks' totals to their places; the totals are then added in block
+    /// order — the same sums in the same order as one thread: the same bits for any pool.
+    #[cfg(feature = "parallel")]
+    fn run_tasks<O: Element>(
+        &self,
+        avx2: bool,
+        value: &mut [O],
+        g: &mut [T],
+        acc: &mut CompensatedSum,
+    ) {
+        use rayon::prelude::*;
+        let n = self.z.len();
+        let mut totals = vec![0.0f64; n.div_ceil(BLOCK)];
+        let mut tasks = Vec::with_capacity(n.div_ceil(BCE_TASK));
+        let (mut vrest, mut grest, mut trest) = (value, g, &mut totals[..]);
+        let mut lo = 0;
+        while lo < n {
+            let len = BCE_TASK.min(n - lo);
+            let (v, vr) = std::mem::take(&mut vrest).split_at_mut(if self.none { len } else { 0 });
+            let (gt, gr) = std::mem::take(&mut grest).split_at_mut(if self.want { len } else { 0 });
+            let (tt, tr) = std::mem::take(&mut trest).split_at_mut(len.div_ceil(BLOCK));
+            (vrest, grest, trest) = (vr, gr, tr);
+            tasks.push((lo, v, gt, tt));
+            lo += len;
+        }
+        tasks.into_par_iter().for_each(|(lo, v, gt, tt)| {
+            let hi = (lo + BCE_TASK).min(n);
+            let job = BceFast {
+                z: &self.z[lo..hi],
+                t: &self.t[lo..hi],
+                ..*self
+            };
+            let mut k = 0;
+            job.dispatch(avx2, v, gt, &mut |b| {
+                tt[k] = b;
+                k += 1;
+            });
+        });
+        for &b in &totals {
+            acc.add(b);
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn blocks_avx2<O: Element>(
         &self,
         value: &mut [O],
         g: &mut [T],
-        acc: &mut CompensatedSum,
+        sink: &mut dyn FnMut(f64),
     ) {
-        self.blocks(value, g, acc)
+        // SAFETY (of the closure's call): this function has AVX2 and FMA.
+        self.blocks(value, g, sink, |job, zt, vg, lanes| unsafe {
+            bce_avx2::groups(job, zt, vg, lanes)
+        })
     }
 
+    /// Up to LANES elements from their converted inputs: the fast results where good, the
+    /// exact path elsewhere; the gradient scaled; the values added to the lane sums `lanes`
+    /// (lane k takes the k-th element) unless `none`.
     #[inline(always)]
-    fn blocks<O: Element>(&self, value: &mut [O], g: &mut [T], acc: &mut CompensatedSum) {
+    fn finish(
+        &self,
+        (zb, tb): (&[f64], &[f64]),
+        (vb, gb, okb): (&mut [f64], &mut [f64], &[bool]),
+        lanes: &mut [f64; LANES],
+    ) {
+        if okb.iter().any(|&ok| !ok) {
+            for k in 0..zb.len() {
+                if !okb[k] {
+                    (vb[k], gb[k]) = bce_logits_point(zb[k], tb[k], tb[k]);
+                }
+            }
+        }
+        if self.want {
+            for x in gb.iter_mut() {
+                *x = self.scale.apply(*x);
+            }
+        }
+        if !self.none {
+            for k in 0..vb.len() {
+                lanes[k] += vb[k];
+            }
+        }
+    }
+
+    /// The whole groups of LANES elements of a block, by [`bce_fast_element`] over lanes (the
+    /// plain code generation; `bce_avx2::groups` is the same in intrinsics): computed, fixed
+    /// up, scaled into `gb`, the values into `vb` (`none`) or the lane sums. Returns how many
+    /// elements were done (the tail is the caller's).
+    #[inline(always)]
+    fn groups_plain(
+        &self,
+        (zb, tb): (&[f64], &[f64]),
+        (vb, gb): (&mut [f64], &mut [f64]),
+        lanes: &mut [f64; LANES],
+    ) -> usize {
+        let mut j = 0;
+        while j + LANES <= zb.len() {
+            let zj: &[f64; LANES] = zb[j..j + LANES].try_into().unwrap();
+            let tj: &[f64; LANES] = tb[j..j + LANES].try_into().unwrap();
+            let (v, d, ok) = bce_fast_element(Lanes(*zj), Lanes(*tj));
+            let (mut v, mut d) = (v.0, d.0);
+            self.finish((zj, tj), (&mut v, &mut d, &ok), lanes);
+            gb[j..j + LANES].copy_from_slice(&d);
+            vb[j..j + LANES].copy_from_slice(&v);
+            j += LANES;
+        }
+        j
+    }
+
+    /// The fast loop; `groups` does a block's whole groups of LANES elements
+    /// ([`Self::groups_plain`], or its AVX2 intrinsics in `bce_avx2`: the same bits).
+    #[inline(always)]
+    fn blocks<O: Element>(
+        &self,
+        value: &mut [O],
+        g: &mut [T],
+        sink: &mut dyn FnMut(f64),
+        groups: impl Fn(&Self, (&[f64], &[f64]), (&mut [f64], &mut [f64]), &mut [f64; LANES]) -> usize,
+    ) {
         let n = self.z.len();
-        let scale = self.scale;
-        let mut zb = [0.0f64; BLOCK];
-        let mut tb = [0.0f64; BLOCK];
-        let mut vb = [0.0f64; BLOCK];
-        let mut gb = [0.0f64; BLOCK];
-        let mut okb = [false; BLOCK];
+        let (mut zb, mut tb) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+        let (mut vb, mut gb) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
         let mut start = 0;
         while start < n {
             let end = (start + BLOCK).min(n);
             let len = end - start;
+            // inputs and outputs converted in bulk per block (L1-resident buffers)
             load_f64(&self.z[start..end], &mut zb[..len]);
             load_f64(&self.t[start..end], &mut tb[..len]);
-            // branch-free (masks, selects) over LANES lanes at a time, so that it vectorizes
-            // and LANES / 4 independent dependency chains interleave; the tail one by one (the
-            // same operations: the same bits)
-            let mut j = 0;
-            while j + LANES <= len {
-                let z = Lanes::<LANES>(zb[j..j + LANES].try_into().unwrap());
-                let t = Lanes::<LANES>(tb[j..j + LANES].try_into().unwrap());
-                let (v, d, ok) = bce_fast_element(z, t);
-                vb[j..j + LANES].copy_from_slice(&v.0);
-                gb[j..j + LANES].copy_from_slice(&d.0);
-                okb[j..j + LANES].copy_from_slice(&ok);
-                j += LANES;
-            }
-            for j in j..len {
-                (vb[j], gb[j], okb[j]) = bce_fast_element(zb[j], tb[j]);
-            }
-            let fails = okb[..len].iter().fold(0usize, |n, &ok| n + (!ok) as usize);
-            if fails != 0 {
-                for j in 0..len {
-                    if !okb[j] {
-                        let (v, d) = bce_logits_point(zb[j], tb[j], tb[j]);
-                        vb[j] = v;
-                        gb[j] = d;
-                    }
+            let mut lanes = [0.0f64; LANES];
+            // LANES lanes at a time (branch-free, so that LANES / 4 independent dependency
+            // chains interleave); the tail one by one (the same operations: the same bits)
+            let ins = (&zb[..len], &tb[..len]);
+            let j = groups(self, ins, (&mut vb[..len], &mut gb[..len]), &mut lanes);
+            if j < len {
+                let m = len - j;
+                let (mut v, mut d, mut ok) = ([0.0f64; LANES], [0.0f64; LANES], [true; LANES]);
+                for k in 0..m {
+                    (v[k], d[k], ok[k]) = bce_fast_element(zb[j + k], tb[j + k]);
                 }
+                let ins = (&zb[j..len], &tb[j..len]);
+                self.finish(ins, (&mut v[..m], &mut d[..m], &ok[..m]), &mut lanes);
+                gb[j..len].copy_from_slice(&d[..m]);
+                vb[j..len].copy_from_slice(&v[..m]);
             }
             if self.want {
-                for x in gb[..len].iter_mut() {
-                    *x = scale.apply(*x);
-                }
                 store_f64(&gb[..len], &mut g[start..end]);
             }
             if self.none {
                 store_f64(&vb[..len], &mut value[start..end]);
             } else {
-                acc.add(block_sum(&vb[..len]));
+                sink(lane_total(&lanes));
             }
             start = end;
         }

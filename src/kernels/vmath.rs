@@ -365,30 +365,50 @@ pub fn log1p_unit(x: f64) -> f64 {
     log1p_unit_lanes(x)
 }
 
-/// [`log1p_unit`] over lanes ([`Lane`]): the same bits per lane.
+/// 1/(2j + 3), j = 0..9: ln m = 2s + 2s·s²·Σ_j s^{2j}/(2j + 3) (atanh). [`log1p_unit`] takes
+/// all ten terms, [`logistic_parts_fast`] the first eight.
+pub(crate) const ATANH_SERIES: [f64; 10] = [
+    1.0 / 3.0,
+    1.0 / 5.0,
+    1.0 / 7.0,
+    1.0 / 9.0,
+    1.0 / 11.0,
+    1.0 / 13.0,
+    1.0 / 15.0,
+    1.0 / 17.0,
+    1.0 / 19.0,
+    1.0 / 21.0,
+];
+
+/// ln 2 − fl(ln 2).
+pub(crate) const LN2_TAIL: f64 = 2.319_046_813_846_299_6e-17;
+
+/// The argument split shared by [`log1p_unit`] and [`logistic_parts_fast`]: y = 1 + x rounded,
+/// c = x − (y − 1) its rounding error (exact), whether y > √2, and f = m − 1 (exact) for
+/// m = y/2 there, m = y otherwise.
 #[inline(always)]
-pub fn log1p_unit_lanes<V: Lane>(x: V) -> V {
-    const SQRT2: f64 = std::f64::consts::SQRT_2;
-    const LN2_TAIL: f64 = 2.319_046_813_846_299_6e-17; // ln 2 − fl(ln 2)
-    // 1/(2j + 3), j = 0..9
-    const P: [f64; 10] = [
-        1.0 / 3.0,
-        1.0 / 5.0,
-        1.0 / 7.0,
-        1.0 / 9.0,
-        1.0 / 11.0,
-        1.0 / 13.0,
-        1.0 / 15.0,
-        1.0 / 17.0,
-        1.0 / 19.0,
-        1.0 / 21.0,
-    ];
+fn log1p_split<V: Lane>(x: V) -> (V, V, V::Mask, V) {
     let one = V::splat(1.0);
     let y = one + x;
     let c = x - (y - one);
-    let big = y.gt(V::splat(SQRT2));
+    let big = y.gt(V::splat(std::f64::consts::SQRT_2));
     let m = V::select(big, y * V::splat(0.5), y);
-    let f = m - one;
+    (y, c, big, m - one)
+}
+
+/// ln(1 + x) from ln m and c/y: ln m + c/y, or ln 2 + (ln m + (ln2_tail + c/y)) where y > √2.
+#[inline(always)]
+fn log1p_join<V: Lane>(big: V::Mask, ln_m: V, cy: V) -> V {
+    let small = ln_m + cy;
+    let large = V::splat(std::f64::consts::LN_2) + (ln_m + (V::splat(LN2_TAIL) + cy));
+    V::select(big, large, small)
+}
+
+/// [`log1p_unit`] over lanes ([`Lane`]): the same bits per lane.
+#[inline(always)]
+pub fn log1p_unit_lanes<V: Lane>(x: V) -> V {
+    const P: [f64; 10] = ATANH_SERIES;
+    let (y, c, big, f) = log1p_split(x);
     let s = f / (V::splat(2.0) + f);
     let s2 = s * s;
     let mut p = V::splat(P[9]);
@@ -397,10 +417,7 @@ pub fn log1p_unit_lanes<V: Lane>(x: V) -> V {
     }
     let s_2 = s + s;
     let ln_m = s_2 + (s_2 * s2) * p;
-    let cy = c / y;
-    let small = ln_m + cy;
-    let large = V::splat(std::f64::consts::LN_2) + (ln_m + (V::splat(LN2_TAIL) + cy));
-    V::select(big, large, small)
+    log1p_join(big, ln_m, c / y)
 }
 
 /// The pieces of the logistic functions at a finite z with |z| ≤ 700 (so e^−|z| ≥ 2⁻¹⁰¹⁰ is
@@ -422,14 +439,18 @@ pub fn logistic_parts(z: f64) -> (f64, f64, f64, f64) {
 /// [`logistic_parts`] over lanes ([`Lane`]): the same bits per lane.
 #[inline(always)]
 pub fn logistic_parts_lanes<V: Lane>(z: V) -> (V, V, V, V) {
-    let zero = V::splat(0.0);
     let one = V::splat(1.0);
-    let a = z.abs();
-    let e = exp_nonpos_lanes(-a);
+    let e = exp_nonpos_lanes(-z.abs());
     let l = log1p_unit_lanes(e);
+    logistic_assemble(z, e, l, one / (one + e))
+}
+
+/// (softplus(z), softplus(−z), σ(z), σ(−z)) from e = e^−|z|, L = ln(1 + e) and d = 1/(1 + e).
+#[inline(always)]
+fn logistic_assemble<V: Lane>(z: V, e: V, l: V, d: V) -> (V, V, V, V) {
+    let zero = V::splat(0.0);
     let pos = V::select(z.gt(zero), z, zero);
     let neg = V::select(z.lt(zero), -z, zero);
-    let d = one / (one + e);
     let ed = e * d;
     let nonneg = z.ge(zero);
     (
@@ -438,6 +459,73 @@ pub fn logistic_parts_lanes<V: Lane>(z: V) -> (V, V, V, V) {
         V::select(nonneg, d, ed),
         V::select(nonneg, ed, d),
     )
+}
+
+/// The bounds of [`logistic_parts_fast`] in u = 2⁻⁵³ (relative): softplus(±z), σ of the
+/// non-negative side, σ of the other side (the certificate's parts take the last per z).
+pub const LOGISTIC_FAST_BOUND_U: (f64, f64, f64) = (56.0, 7.0, 12.0);
+
+/// [`logistic_parts`] with one division instead of three and a shorter series — the cheaper
+/// tier of the `bce_logits` fast path, for f32 and 16-bit outputs, which need nowhere near
+/// 2⁻⁵⁰. Same domain (finite z, |z| ≤ 700) and parts, (softplus(z), softplus(−z), σ(z),
+/// σ(−z)).
+///
+/// e = e^−|z| by [`exp_nonpos`] (4u), and y, c, m, f as in [`log1p_unit`]; then w = 2 + f,
+/// q = 1/(y·w) — the one division — gives both 1/y = w·q and 1/w = y·q; s = f·(y·q),
+/// ln m = 2s + 2s·s²·P(s²) with P the atanh series Σ_{j=0..7} s^{2j}/(2j+3) in fma Horner,
+/// L = ln(1 + e) = ln m + c·(1/y) (+ ln 2 in double-double where y > √2, as [`log1p_unit`]),
+/// and σ of the non-negative side 1/y, of the other side e·(1/y).
+///
+/// **Bound** (relative, u = 2⁻⁵³, first order):
+/// - 1/y: y = fl(1 + e) is within 3u of 1 + e (e's 4u weighted by e/(1 + e) ≤ ½, plus its
+///   rounding); y·w, the division and w·q round once each (w·q = (1/y)(1 + δ)³): σ of the
+///   non-negative side within **6u** (stated 7u); the other side, e·(1/y), adds e's 4u and
+///   one rounding: **11u** (stated 12u).
+/// - L: s = f·(y·q) is f/fl(2 + f) times four roundings (y·w, 1/·, y·q, f·), fl(2 + f)
+///   within u of 2 + f: s within 5u of f/(2 + f); ln m = 2 atanh s inherits ≤ 1.02× that
+///   (|s| ≤ 0.1716): 5.1u. The series: s² ≤ 0.02944, truncation after j = 7 is
+///   Σ_{j≥8} s^{2j+2}/(2j+3) ≤ s¹⁸/19/(1 − s²) < 2⁻⁵⁰ = 8u relatively; its evaluation (s², 7
+///   fma, s_2·s², each damped by the term's weight ≤ 0.0102 of 2s) < 0.1u; the last fma
+///   rounds once (u): ln m within 6.2u + 8u = 14.2u. y ≤ √2: ln m + c/y, where c/y = c·(1/y)
+///   is within 4u of itself and the sum is at most twice ln m's size (|c| ≤ ulp(y)/2; bounded
+///   as ×3, as for [`log1p_unit`]) and rounds once: ≤ 3·14.2u + 4u + u = 47.6u. y > √2: ln m ∈
+///   (−0.347, 0] costs ≤ 14.2u·0.347 absolute, the inner roundings ≤ 0.7u, the result ≥ 0.3466
+///   rounds once: ≤ 16u. L inherits e's 4u at most (as in [`logistic_parts`]): **≤ 51.6u**;
+///   softplus(±z) = max(±z, 0) + L rounds once more: **52.6u** (stated 56u < 2⁻⁴⁷).
+///
+/// Certified against MPFR with the other functions of this module (`losscheck exhaustive
+/// --function logistic_parts_fast`, `tests/kernels_simd_elementwise.rs`).
+#[inline(always)]
+pub fn logistic_parts_fast(z: f64) -> (f64, f64, f64, f64) {
+    logistic_parts_fast_lanes(z)
+}
+
+/// [`logistic_parts_fast`] over lanes ([`Lane`]): the same bits per lane.
+#[inline(always)]
+pub fn logistic_parts_fast_lanes<V: Lane>(z: V) -> (V, V, V, V) {
+    let (e, l, d) = logistic_fast_core(z);
+    logistic_assemble(z, e, l, d)
+}
+
+/// The core of [`logistic_parts_fast`]: (e, L, 1/y) — e = e^−|z|, L = ln(1 + e) (the bits of
+/// softplus(−|z|), so within its bound), 1/y = 1/fl(1 + e) (the bits of σ(|z|)).
+#[inline(always)]
+pub fn logistic_fast_core<V: Lane>(z: V) -> (V, V, V) {
+    let p8 = &ATANH_SERIES[..8];
+    let e = exp_nonpos_lanes(-z.abs());
+    let (y, c, big, f) = log1p_split(e);
+    let w = V::splat(2.0) + f;
+    let q = V::splat(1.0) / (y * w);
+    let d = w * q; // 1/y
+    let s = f * (y * q); // f/w
+    let s2 = s * s;
+    let mut p = V::splat(p8[7]);
+    for &c in p8[..7].iter().rev() {
+        p = p.fma(s2, V::splat(c));
+    }
+    let s_2 = s + s;
+    let ln_m = (s_2 * s2).fma(p, s_2);
+    (e, log1p_join(big, ln_m, c * d), d)
 }
 
 /// Is AVX2 + FMA available (detected once, cached)? Always false off x86-64.
@@ -846,8 +934,13 @@ mod tests {
             let e = exp_nonpos_lanes(v);
             let l = log1p_unit_lanes(v.map(|x| x.abs().min(1.0)));
             let (a, b, p, q) = logistic_parts_lanes(v);
+            let fast = logistic_parts_fast_lanes(v);
             for i in 0..8 {
                 let x = c[i];
+                let f = logistic_parts_fast(x);
+                for (k, (g, w)) in [(fast.0 .0[i], f.0), (fast.1 .0[i], f.1), (fast.2 .0[i], f.2), (fast.3 .0[i], f.3)].into_iter().enumerate() {
+                    assert!(same(g, w), "logistic_parts_fast({x:e}) part {k}");
+                }
                 assert!(same(e.0[i], exp_nonpos(x)), "exp_nonpos({x:e})");
                 assert!(same(l.0[i], log1p_unit(x.abs().min(1.0))), "log1p_unit({x:e})");
                 let s = logistic_parts(x);

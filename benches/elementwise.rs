@@ -4,7 +4,9 @@
 //! targets U(0, 1)). Per group, in the same run:
 //!
 //! - `kernel`: the built-in kernel (f64 compute, compensated sum, masks/weights/cotangent
-//!   policy, one rounding per output), `eval_into` reusing its output buffers;
+//!   policy, one rounding per output), `eval_into` reusing its output buffers, in a pool of
+//!   one thread; for bce_logits also `kernel_t2`, the same in a pool of two (its blocks are
+//!   spread over rayon's pool from 2²⁰ elements; the same bits), in a second table;
 //! - `naive`: a scalar f32 loop, plain running sum, no policy handling, preallocated buffers;
 //! - `probe`: the memory probe (reads both inputs, writes as many gradients as the kernel).
 //!
@@ -100,13 +102,18 @@ fn bce_logits<T: Io>(c: &mut Criterion) -> Row {
     let z: Vec<T> = rng.normal(N, 0.0, 3.0);
     let t: Vec<T> = rng.uniform_vec(N, 0.0, 1.0);
     let mut g = Group::new::<T>(c, ["bce_logits", "16M", "16M"], N, 3, 0);
-    let mut out = cls::Output::<T, f32>::default();
-    g.run("kernel", || {
-        let args = ClassArgs::new(black_box(&z), black_box(&t));
-        Binary::BceLogits.eval_into(&args, &mut out).unwrap();
-        black_box(out.value[0])
-    });
-    drop(out);
+    // one thread, and (its blocks spread over rayon's pool) two
+    for (id, threads) in [("kernel", 1), ("kernel_t2", 2)] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut out = cls::Output::<T, f32>::default();
+        g.run(id, || {
+            pool.install(|| {
+                let args = ClassArgs::new(black_box(&z), black_box(&t));
+                Binary::BceLogits.eval_into(&args, &mut out).unwrap();
+                black_box(out.value[0])
+            })
+        });
+    }
     let mut grad = vec![T::default(); N];
     g.run("naive", || {
         naive_bce_logits(black_box(&z), black_box(&t), &mut grad)

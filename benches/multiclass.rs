@@ -93,52 +93,15 @@ fn group<T: Io>(c: &mut Criterion, n: usize, k: usize, confident: bool) -> Row {
     g.finish()
 }
 
-/// The two-thread kernel's medians and ratios (`ratios-multiclass-t2.md`).
-fn report_t2(rows: &[Row]) {
-    let mut s = String::from(
-        "| benchmark | kernel (1 thread) ms | kernel_t2 (2 threads) ms | t2 speed-up | \
-         naive ms | probe ms | kernel_t2 speed ÷ naive | kernel_t2 speed ÷ probe | kernel_t2 GB/s |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    let f = |x: Option<f64>| x.map_or("—".to_string(), |t| format!("{:.2}", t / 1e6));
-    let r2 = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => format!("{:.2}", a / b),
-        _ => "—".into(),
-    };
-    for r in rows {
-        let m = |id| common::median_ns(&r.group, id);
-        let (k1, k2, nv, pr) = (m("kernel"), m("kernel_t2"), m("naive"), m("probe"));
-        s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r.label,
-            f(k1),
-            f(k2),
-            r2(k1, k2),
-            f(nv),
-            f(pr),
-            r2(nv, k2),
-            r2(pr, k2),
-            k2.map_or("—".into(), |t| format!("{:.3}", r.bytes as f64 / t)),
-        );
-    }
-    println!("\n{s}");
-    let path = common::criterion_dir().join("ratios-multiclass-t2.md");
-    if std::fs::write(&path, &s).is_ok() {
-        println!("(written to {})", path.display());
-    }
-}
-
 fn main() {
-    // common::main, plus the two-thread table
-    let mut c = Criterion::default().configure_from_args();
-    let mut rows = Vec::new();
-    for confident in [false, true] {
-        for (n, k) in [(1024, 32000), (256, 128000)] {
-            rows.push(group::<f32>(&mut c, n, k, confident));
-            rows.push(group::<half::bf16>(&mut c, n, k, confident));
+    common::main("multiclass", |c| {
+        let mut rows = Vec::new();
+        for confident in [false, true] {
+            for (n, k) in [(1024, 32000), (256, 128000)] {
+                rows.push(group::<f32>(c, n, k, confident));
+                rows.push(group::<half::bf16>(c, n, k, confident));
+            }
         }
-    }
-    c.final_summary();
-    common::report("multiclass", &rows);
-    report_t2(&rows);
+        rows
+    })
 }

@@ -366,4 +366,47 @@ pub fn main(bench: &str, benches: impl FnOnce(&mut Criterion) -> Vec<Row>) {
     let rows = benches(&mut c);
     c.final_summary();
     report(bench, &rows);
+    if rows.iter().any(|r| median_ns(&r.group, "kernel_t2").is_some()) {
+        report_t2(bench, &rows);
+    }
 }
+
+/// The two-thread kernel's medians and ratios (`ratios-<bench>-t2.md`), for the groups that
+/// have a `kernel_t2` benchmark.
+pub fn report_t2(bench: &str, rows: &[Row]) {
+    let mut s = String::from(
+        "| benchmark | kernel (1 thread) ms | kernel_t2 (2 threads) ms | t2 speed-up | \
+         naive ms | probe ms | kernel_t2 speed ÷ naive | kernel_t2 speed ÷ probe | kernel_t2 GB/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let f = |x: Option<f64>| x.map_or("—".to_string(), |t| format!("{:.2}", t / 1e6));
+    let r2 = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "—".into(),
+    };
+    for r in rows {
+        let m = |id| median_ns(&r.group, id);
+        if m("kernel_t2").is_none() {
+            continue;
+        }
+        let (k1, k2, nv, pr) = (m("kernel"), m("kernel_t2"), m("naive"), m("probe"));
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.label,
+            f(k1),
+            f(k2),
+            r2(k1, k2),
+            f(nv),
+            f(pr),
+            r2(nv, k2),
+            r2(pr, k2),
+            k2.map_or("—".into(), |t| format!("{:.3}", r.bytes as f64 / t)),
+        );
+    }
+    println!("\n{s}");
+    let path = criterion_dir().join(format!("ratios-{bench}-t2.md"));
+    if std::fs::write(&path, &s).is_ok() {
+        println!("(written to {})", path.display());
+    }
+}
+

@@ -6,7 +6,9 @@
 
 use half::{bf16, f16};
 use losscheck::kernels::classification::{self as cls, Binary, ClassArgs};
-use losscheck::kernels::reduce::{f64_to_bf16_bits, f64_to_f16_bits, with_plain_codegen};
+use losscheck::kernels::reduce::{
+    cpu_codegen, f64_to_bf16_bits, f64_to_f16_bits, with_codegen, with_plain_codegen, Codegen,
+};
 use losscheck::kernels::regression::{ElementwiseArgs, Output, Regression};
 use losscheck::kernels::vmath;
 use losscheck::{Element, Reduction};
@@ -340,8 +342,24 @@ fn bce_case<T: Element, O: Element>() {
         let args = ClassArgs::new(&z, &t).reduction(red);
         let fast: cls::Output<T, O> = Binary::BceLogits.eval(&args).unwrap();
         let plain: cls::Output<T, O> = with_plain_codegen(|| Binary::BceLogits.eval(&args).unwrap());
-        assert_eq!(bits(&fast.value), bits(&plain.value), "bce_logits {red:?} avx2 vs plain");
+        assert_eq!(bits(&fast.value), bits(&plain.value), "bce_logits {red:?} {:?} vs plain", cpu_codegen());
         assert_eq!(bits(fast.grad.as_ref().unwrap()), bits(plain.grad.as_ref().unwrap()));
+        // every code generation below the CPU's (AVX2 where AVX-512 is the default), and the
+        // value alone (no gradient wanted): the same bits; whole blocks and a partial one
+        for cg in [Codegen::Plain, Codegen::Avx2, Codegen::Avx512] {
+            for len in [n, 3 * 256, 256 + 8, 7] {
+                let args = ClassArgs::new(&z[..len], &t[..len]).reduction(red);
+                let eval = |args: &ClassArgs<'_, T, T>| {
+                    let out: cls::Output<T, O> = Binary::BceLogits.eval(args).unwrap();
+                    (bits(&out.value), out.grad.as_deref().map(bits))
+                };
+                let (base, capped) = (with_plain_codegen(|| eval(&args)), with_codegen(cg, || eval(&args)));
+                assert_eq!(capped, base, "bce_logits {red:?} n={len}: {cg:?} vs plain");
+                let args = args.grad(false);
+                let (base, capped) = (with_plain_codegen(|| eval(&args)), with_codegen(cg, || eval(&args)));
+                assert_eq!(capped, base, "bce_logits {red:?} n={len}, no gradient: {cg:?} vs plain");
+            }
+        }
         let general: cls::Output<T, O> = Binary::BceLogits.eval(&args.mask(&ones)).unwrap();
         let (fg, gg) = (fast.grad.unwrap(), general.grad.unwrap());
         for j in 0..n {
@@ -379,19 +397,21 @@ fn bce_threads_case<T: Element>() {
     }
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         // the code generation is chosen on the calling thread: the pool's, inside install
-        let run = |threads: usize, plain: bool| {
+        let run = |threads: usize, cg: Codegen| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let eval = || {
                 let args = ClassArgs::new(&z, &t).reduction(red);
                 let out: cls::Output<T, f32> = Binary::BceLogits.eval(&args).unwrap();
                 (bits(&out.value), bits(out.grad.as_ref().unwrap()))
             };
-            pool.install(|| if plain { with_plain_codegen(eval) } else { eval() })
+            pool.install(|| with_codegen(cg, eval))
         };
-        let one = run(1, false);
-        assert_eq!(run(2, false), one, "bce_logits {red:?}: 2 threads vs 1");
-        assert_eq!(run(3, false), one, "bce_logits {red:?}: 3 threads vs 1");
-        assert_eq!(run(2, true), one, "bce_logits {red:?}: plain on 2 threads vs avx2 on 1");
+        let one = run(1, Codegen::Avx512);
+        assert_eq!(run(2, Codegen::Avx512), one, "bce_logits {red:?}: 2 threads vs 1");
+        assert_eq!(run(3, Codegen::Avx512), one, "bce_logits {red:?}: 3 threads vs 1");
+        let best = cpu_codegen();
+        assert_eq!(run(2, Codegen::Plain), one, "bce_logits {red:?}: plain on 2 threads vs {best:?} on 1");
+        assert_eq!(run(2, Codegen::Avx2), one, "bce_logits {red:?}: AVX2 on 2 threads vs {best:?} on 1");
     }
 }
 

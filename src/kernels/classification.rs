@@ -61,11 +61,13 @@
 pub mod multiclass;
 #[cfg(target_arch = "x86_64")]
 mod bce_avx2;
+#[cfg(target_arch = "x86_64")]
+mod bce_avx512;
 
 use super::math::{logistic_grad, sigmoid, softplus};
 use super::reduce::{
-    lane_total, load_f64, size_output, store_f64, use_avx2, CompensatedSum, FastScale, Plan,
-    BLOCK, FAST_LANES,
+    codegen, lane_total, load_f64, same_type, same_type_mut, size_output, store_f64, Codegen,
+    CompensatedSum, FastScale, Plan, BLOCK, FAST_LANES,
 };
 use super::vmath::{logistic_fast_core, Lane, Lanes};
 use losscheck_core::case::fdata;
@@ -550,16 +552,16 @@ impl<T: Element> BceFast<'_, T> {
             out.value.clear();
         }
         let mut acc = CompensatedSum::new();
-        // the code generation is chosen here, on the caller's thread (`with_plain_codegen`)
-        let avx2 = use_avx2();
+        // the code generation is chosen here, on the caller's thread (`with_codegen`)
+        let cg = codegen();
         #[cfg(feature = "parallel")]
         if n >= BCE_PAR_MIN && rayon::current_num_threads() > 1 {
-            self.run_tasks(avx2, &mut out.value, &mut g, &mut acc);
+            self.run_tasks(cg, &mut out.value, &mut g, &mut acc);
         } else {
-            self.dispatch(avx2, &mut out.value, &mut g, &mut |b| acc.add(b));
+            self.dispatch(cg, &mut out.value, &mut g, &mut |b| acc.add(b));
         }
         #[cfg(not(feature = "parallel"))]
-        self.dispatch(avx2, &mut out.value, &mut g, &mut |b| acc.add(b));
+        self.dispatch(cg, &mut out.value, &mut g, &mut |b| acc.add(b));
         if !self.none {
             let total = acc.total();
             let v = match mean_den {
@@ -571,22 +573,30 @@ impl<T: Element> BceFast<'_, T> {
         out.grad = self.want.then_some(g);
     }
 
-    /// The fast loop over all of `self`, in the code generation `avx2` (when the CPU has it),
-    /// each block's value total handed to `sink` in order.
+    /// The fast loop over all of `self`, in the code generation `cg` (at most the CPU's), each
+    /// block's value total handed to `sink` in order.
     fn dispatch<O: Element>(
         &self,
-        avx2: bool,
+        cg: Codegen,
         value: &mut [O],
         g: &mut [T],
         sink: &mut dyn FnMut(f64),
     ) {
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: `avx2` is `use_avx2()`: the CPU has AVX2 and FMA.
-            unsafe { self.blocks_avx2(value, g, sink) };
-            return;
+        match cg {
+            // SAFETY (all three): `cg` is `codegen()`: the CPU has AVX-512 F + DQ, AVX2, FMA.
+            Codegen::Avx512 => match (same_type::<T, f32>(self.z), same_type_mut::<T, f32>(g)) {
+                (Some(z), Some(g)) if !self.none => {
+                    let t = same_type::<T, f32>(self.t).unwrap();
+                    return unsafe { self.blocks_avx512_f32((z, t), g, sink) };
+                }
+                _ => return unsafe { self.blocks_avx512(value, g, sink) },
+            },
+            // SAFETY: the CPU has AVX2 and FMA.
+            Codegen::Avx2 => return unsafe { self.blocks_avx2(value, g, sink) },
+            Codegen::Plain => {}
         }
-        let _ = avx2;
+        let _ = cg;
         self.blocks(value, g, sink, Self::groups_plain);
     }
 
@@ -596,7 +606,7 @@ impl<T: Element> BceFast<'_, T> {
     #[cfg(feature = "parallel")]
     fn run_tasks<O: Element>(
         &self,
-        avx2: bool,
+        cg: Codegen,
         value: &mut [O],
         g: &mut [T],
         acc: &mut CompensatedSum,
@@ -624,13 +634,64 @@ impl<T: Element> BceFast<'_, T> {
                 ..*self
             };
             let mut k = 0;
-            job.dispatch(avx2, v, gt, &mut |b| {
+            job.dispatch(cg, v, gt, &mut |b| {
                 tt[k] = b;
                 k += 1;
             });
         });
         for &b in &totals {
             acc.add(b);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
+    unsafe fn blocks_avx512<O: Element>(
+        &self,
+        value: &mut [O],
+        g: &mut [T],
+        sink: &mut dyn FnMut(f64),
+    ) {
+        // SAFETY (of the closure's call): this function has AVX-512 F and DQ.
+        self.blocks(value, g, sink, |job, zt, vg, lanes| unsafe {
+            bce_avx512::groups(job, zt, vg, lanes)
+        })
+    }
+
+    /// The fast loop for f32 inputs with a reduced value, in AVX-512: each block's whole groups
+    /// of 8 straight from the f32 inputs to the f32 gradient (`bce_avx512::groups_f32`, no f64
+    /// block buffers: the inputs convert exactly, the gradient rounds once, as `store_f64`
+    /// does), the tail by [`Self::tail`]. The same operations per element and the same lane
+    /// sums per block as [`Self::blocks`]: the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
+    unsafe fn blocks_avx512_f32(
+        &self,
+        (z, t): (&[f32], &[f32]),
+        g: &mut [f32],
+        sink: &mut dyn FnMut(f64),
+    ) {
+        let n = z.len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + BLOCK).min(n);
+            let mut lanes = [0.0f64; LANES];
+            let gb = if self.want { &mut g[start..end] } else { &mut [][..] };
+            let ins = (&z[start..end], &t[start..end]);
+            // SAFETY: this function has AVX-512 F and DQ.
+            let j = unsafe { bce_avx512::groups_f32(self.scale, ins, gb, &mut lanes) };
+            if j < end - start {
+                let (m, zs, ts) = (end - start - j, &z[start + j..end], &t[start + j..end]);
+                let (mut zb, mut tb) = ([0.0f64; LANES], [0.0f64; LANES]);
+                load_f64(zs, &mut zb[..m]);
+                load_f64(ts, &mut tb[..m]);
+                let (_, d) = self.tail((&zb[..m], &tb[..m]), &mut lanes);
+                if self.want {
+                    store_f64(&d[..m], &mut gb[j..]);
+                }
+            }
+            sink(lane_total(&lanes));
+            start = end;
         }
     }
 
@@ -702,6 +763,20 @@ impl<T: Element> BceFast<'_, T> {
         j
     }
 
+    /// A block's last m < LANES elements (after its whole groups), one by one: the operations
+    /// of a group, finished like one ([`Self::finish`]); (values, scaled gradients) in the
+    /// first m places.
+    #[inline(always)]
+    fn tail(&self, (zb, tb): (&[f64], &[f64]), lanes: &mut [f64; LANES]) -> ([f64; LANES], [f64; LANES]) {
+        let m = zb.len();
+        let (mut v, mut d, mut ok) = ([0.0f64; LANES], [0.0f64; LANES], [true; LANES]);
+        for k in 0..m {
+            (v[k], d[k], ok[k]) = bce_fast_element(zb[k], tb[k]);
+        }
+        self.finish((zb, tb), (&mut v[..m], &mut d[..m], &ok[..m]), lanes);
+        (v, d)
+    }
+
     /// The fast loop; `groups` does a block's whole groups of LANES elements
     /// ([`Self::groups_plain`], or its AVX2 intrinsics in `bce_avx2`: the same bits).
     #[inline(always)]
@@ -729,12 +804,7 @@ impl<T: Element> BceFast<'_, T> {
             let j = groups(self, ins, (&mut vb[..len], &mut gb[..len]), &mut lanes);
             if j < len {
                 let m = len - j;
-                let (mut v, mut d, mut ok) = ([0.0f64; LANES], [0.0f64; LANES], [true; LANES]);
-                for k in 0..m {
-                    (v[k], d[k], ok[k]) = bce_fast_element(zb[j + k], tb[j + k]);
-                }
-                let ins = (&zb[j..len], &tb[j..len]);
-                self.finish(ins, (&mut v[..m], &mut d[..m], &ok[..m]), &mut lanes);
+                let (v, d) = self.tail((&zb[j..len], &tb[j..len]), &mut lanes);
                 gb[j..len].copy_from_slice(&d[..m]);
                 vb[j..len].copy_from_slice(&v[..m]);
             }
@@ -1066,5 +1136,90 @@ pub(super) fn response<T: Element, O: Element>(
         id: case.id,
         value,
         grad,
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::kernels::reduce::cpu_codegen;
+
+    /// Inputs of the fast element: typical, at the domain's edges, at the zero crossing, both
+    /// target edges, out of the domain, NaN and ±inf.
+    fn inputs() -> Vec<(f64, f64)> {
+        let mut zt = vec![
+            (0.0, 0.5), (-0.0, 0.0), (700.0, 1.0), (-700.0, 0.0), (700.5, 0.3), (-701.0, 0.7),
+            (f64::INFINITY, 1.0), (f64::NEG_INFINITY, 0.0), (f64::NAN, 0.5), (1.0, f64::NAN),
+            (2.0, -0.25), (2.0, 1.5), (1e-300, 0.5), (0.25f64.ln() - 0.75f64.ln(), 0.25),
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for k in 0..20_000 {
+            let (u, v) = (next(), next());
+            let z = (2.0 * u - 1.0) * [3.0, 30.0, 700.0, 1e-6][k % 4];
+            let t = [v, 0.0, 1.0, v * v][k / 4 % 4];
+            // every 7th at (near) the zero crossing, where the exact path takes over
+            let z = if k % 7 == 0 && t > 0.0 && t < 1.0 { (t / (1.0 - t)).ln() } else { z };
+            zt.push((z, t));
+        }
+        while zt.len() % 8 != 0 {
+            zt.push((0.5, 0.5));
+        }
+        zt
+    }
+
+    fn same(a: f64, b: f64) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    /// `bce_avx2::bce_fast4` and `bce_avx512::bce_fast8` give every lane the f64 bits of the
+    /// generic [`bce_fast_element`] (value, gradient, and the test's verdict) — before any
+    /// rounding to the output dtype, which would hide a difference in the last f64 bits.
+    #[test]
+    fn simd_fast_elements_are_the_generic_element_lane_by_lane() {
+        let level = cpu_codegen();
+        if level < Codegen::Avx2 {
+            eprintln!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        for c in inputs().chunks(8) {
+            let want: Vec<(f64, f64, bool)> = c.iter().map(|&(z, t)| bce_fast_element(z, t)).collect();
+            let check = |k: usize, (v, g, ok): (f64, f64, bool), cg: &str| {
+                let (z, t) = c[k];
+                assert_eq!(ok, want[k].2, "{cg}: verdict at z={z:e}, t={t:e}");
+                if ok {
+                    assert!(same(v, want[k].0) && same(g, want[k].1), "{cg}: z={z:e}, t={t:e}");
+                }
+            };
+            let (z, t): (Vec<f64>, Vec<f64>) = c.iter().copied().unzip();
+            // SAFETY: the CPU has AVX2 + FMA (checked above).
+            unsafe {
+                use std::arch::x86_64::*;
+                for h in 0..2 {
+                    let (zv, tv) = (_mm256_loadu_pd(z[4 * h..].as_ptr()), _mm256_loadu_pd(t[4 * h..].as_ptr()));
+                    let (v, g, m) = bce_avx2::bce_fast4(zv, tv);
+                    let (mut va, mut ga) = ([0.0; 4], [0.0; 4]);
+                    _mm256_storeu_pd(va.as_mut_ptr(), v);
+                    _mm256_storeu_pd(ga.as_mut_ptr(), g);
+                    let bits = _mm256_movemask_pd(m);
+                    for k in 0..4 {
+                        check(4 * h + k, (va[k], ga[k], bits >> k & 1 == 1), "avx2");
+                    }
+                }
+            }
+            if level >= Codegen::Avx512 {
+                // SAFETY: the CPU has AVX-512 F + DQ.
+                let (v, g, ok) = unsafe { bce_avx512::fast8_arrays(&z, &t) };
+                for k in 0..8 {
+                    check(k, (v[k], g[k], ok >> k & 1 == 1), "avx512");
+                }
+            }
+        }
+        if level < Codegen::Avx512 {
+            eprintln!("AVX-512 part skipped: this CPU has no AVX-512 F + DQ");
+        }
     }
 }

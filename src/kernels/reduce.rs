@@ -508,24 +508,83 @@ pub fn simd_level() -> bool {
     }
 }
 
-thread_local! {
-    static FORCE_PLAIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// A code generation of the fast paths, from the baseline up. Every level gives the same bits
+/// (the same IEEE operations in the same order); a higher one only runs more lanes at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Codegen {
+    /// The target's baseline (SSE2 on x86-64), from the scalar-shaped source.
+    Plain,
+    /// AVX2 + FMA (4 f64 lanes per vector).
+    Avx2,
+    /// AVX-512 F + DQ, with AVX2 + FMA (8 f64 lanes per vector): bce_logits' fast path.
+    Avx512,
 }
 
-/// Run `f` with the plain (baseline) code generation of the fast paths on this thread, even
-/// where AVX2 is available — for tests that compare the two code generations bit for bit.
+/// The best code generation this CPU runs, detected once and cached: [`Codegen::Avx512`] when
+/// it has AVX-512 F and DQ besides AVX2 and FMA, [`Codegen::Avx2`] with AVX2 and FMA,
+/// [`Codegen::Plain`] otherwise (and off x86-64).
+pub fn cpu_codegen() -> Codegen {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static LEVEL: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 + Codegen as u8
+        match LEVEL.load(Ordering::Relaxed) {
+            1 => Codegen::Plain,
+            2 => Codegen::Avx2,
+            3 => Codegen::Avx512,
+            _ => {
+                let level = if !simd_level() {
+                    Codegen::Plain
+                } else if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512dq")
+                {
+                    Codegen::Avx512
+                } else {
+                    Codegen::Avx2
+                };
+                LEVEL.store(1 + level as u8, Ordering::Relaxed);
+                level
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Codegen::Plain
+    }
+}
+
+thread_local! {
+    static CODEGEN_CAP: std::cell::Cell<Codegen> = const { std::cell::Cell::new(Codegen::Avx512) };
+}
+
+/// Run `f` with the fast paths' code generation on this thread capped at `cap` (the CPU's own
+/// level if that is lower) — for tests that compare the code generations bit for bit, and for
+/// benchmarks that measure one. Restored afterwards.
 #[doc(hidden)]
-pub fn with_plain_codegen<R>(f: impl FnOnce() -> R) -> R {
-    let old = FORCE_PLAIN.with(|c| c.replace(true));
+pub fn with_codegen<R>(cap: Codegen, f: impl FnOnce() -> R) -> R {
+    let old = CODEGEN_CAP.with(|c| c.replace(cap));
     let r = f();
-    FORCE_PLAIN.with(|c| c.set(old));
+    CODEGEN_CAP.with(|c| c.set(old));
     r
 }
 
-/// Use the AVX2 code generation for this call?
+/// Run `f` with the plain (baseline) code generation of the fast paths on this thread, even
+/// where AVX2 is available: [`with_codegen`]`(Codegen::Plain, f)`.
+#[doc(hidden)]
+pub fn with_plain_codegen<R>(f: impl FnOnce() -> R) -> R {
+    with_codegen(Codegen::Plain, f)
+}
+
+/// The code generation for this call: the CPU's, capped by [`with_codegen`].
+#[inline]
+pub(crate) fn codegen() -> Codegen {
+    cpu_codegen().min(CODEGEN_CAP.with(|c| c.get()))
+}
+
+/// Use the AVX2 code generation (or a higher one) for this call?
 #[inline]
 pub(crate) fn use_avx2() -> bool {
-    simd_level() && !FORCE_PLAIN.with(|c| c.get())
+    codegen() >= Codegen::Avx2
 }
 
 /// Reinterpret a slice of `T` as a slice of `U` when they are the same type.
@@ -540,7 +599,7 @@ pub(crate) fn same_type<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
 }
 
 #[inline(always)]
-fn same_type_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
+pub(crate) fn same_type_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
         // SAFETY: T and U are the same type.
         Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut U, s.len()) })

@@ -6,9 +6,12 @@
 //! - `kernel`: the built-in kernel (f64 compute, compensated sum, masks/weights/cotangent
 //!   policy, one rounding per output), `eval_into` reusing its output buffers, in a pool of
 //!   one thread; for bce_logits also `kernel_t2`, the same in a pool of two (its blocks are
-//!   spread over rayon's pool from 2²⁰ elements; the same bits), in a second table;
+//!   spread over rayon's pool from 2²⁰ elements; the same bits), in a second table; on a CPU
+//!   with AVX-512 also `kernel_avx2`, the one-thread kernel capped at the AVX2 code generation
+//!   (criterion's output only);
 //! - `naive`: a scalar f32 loop, plain running sum, no policy handling, preallocated buffers;
-//! - `probe`: the memory probe (reads both inputs, writes as many gradients as the kernel).
+//! - `probe`: the memory probe (reads both inputs, writes as many gradients as the kernel); for
+//!   bce_logits also `probe_t2`, the same on two threads (each its half), for the second table.
 //!
 //! Throughput is elements/s and bytes/s (bytes = inputs read + gradients written). The table of
 //! ratios is printed at the end and written to `<criterion dir>/ratios-elementwise.md`.
@@ -21,6 +24,7 @@ mod common;
 use common::{bytes, bytes_mut, sigmoid, softplus, Group, Io, Rng, Row};
 use criterion::Criterion;
 use losscheck::kernels::classification::{self as cls, Binary, ClassArgs};
+use losscheck::kernels::reduce::{cpu_codegen, with_codegen, Codegen};
 use losscheck::kernels::regression::{self as reg, ElementwiseArgs, Regression};
 use std::hint::black_box;
 
@@ -102,15 +106,22 @@ fn bce_logits<T: Io>(c: &mut Criterion) -> Row {
     let z: Vec<T> = rng.normal(N, 0.0, 3.0);
     let t: Vec<T> = rng.uniform_vec(N, 0.0, 1.0);
     let mut g = Group::new::<T>(c, ["bce_logits", "16M", "16M"], N, 3, 0);
-    // one thread, and (its blocks spread over rayon's pool) two
-    for (id, threads) in [("kernel", 1), ("kernel_t2", 2)] {
+    // one thread, and (its blocks spread over rayon's pool) two; on a CPU with AVX-512 also
+    // the AVX2 code generation on one thread (the same bits), to show what AVX-512 adds
+    let mut runs = vec![("kernel", 1, Codegen::Avx512), ("kernel_t2", 2, Codegen::Avx512)];
+    if cpu_codegen() == Codegen::Avx512 {
+        runs.push(("kernel_avx2", 1, Codegen::Avx2));
+    }
+    for (id, threads, cg) in runs {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut out = cls::Output::<T, f32>::default();
         g.run(id, || {
             pool.install(|| {
-                let args = ClassArgs::new(black_box(&z), black_box(&t));
-                Binary::BceLogits.eval_into(&args, &mut out).unwrap();
-                black_box(out.value[0])
+                with_codegen(cg, || {
+                    let args = ClassArgs::new(black_box(&z), black_box(&t));
+                    Binary::BceLogits.eval_into(&args, &mut out).unwrap();
+                    black_box(out.value[0])
+                })
             })
         });
     }
@@ -119,6 +130,7 @@ fn bce_logits<T: Io>(c: &mut Criterion) -> Row {
         naive_bce_logits(black_box(&z), black_box(&t), &mut grad)
     });
     g.probe(&[bytes(&z), bytes(&t)], &mut [bytes_mut(&mut grad)]);
+    g.probe_t2(&[bytes(&z), bytes(&t)], &mut [bytes_mut(&mut grad)]);
     g.finish()
 }
 

@@ -10,7 +10,8 @@
 //!   bits);
 //! - `naive`: a textbook log-softmax in f32 (max, Σ exp, log; gradient softmax − onehot, one
 //!   exp per logit kept in an f32 row scratch), loads / stores in the dtype;
-//! - `probe`: the memory probe (reads the logits and targets, writes a gradient-sized buffer).
+//! - `probe`: the memory probe (reads the logits and targets, writes a gradient-sized buffer);
+//!   `probe_t2` the same on two threads, each its half (for the two-thread table).
 //!
 //! Throughput is logits/s and bytes/s (bytes = logits + targets read, gradient written). The
 //! table of ratios is printed at the end and written to `<criterion dir>/ratios-multiclass.md`
@@ -90,6 +91,7 @@ fn group<T: Io>(c: &mut Criterion, n: usize, k: usize, confident: bool) -> Row {
         naive(black_box(&z), black_box(&y), k, &mut grad, &mut e)
     });
     g.probe(&[bytes(&z), bytes(&y)], &mut [bytes_mut(&mut grad)]);
+    g.probe_t2(&[bytes(&z), bytes(&y)], &mut [bytes_mut(&mut grad)]);
     g.finish()
 }
 

@@ -263,6 +263,29 @@ impl<'a> Group<'a> {
         self.run("probe", || probe(reads, writes));
     }
 
+    /// `probe_t2`: the memory probe on two threads, each reading and writing its half of
+    /// every buffer — the bandwidth two cores get, against which `kernel_t2` is measured.
+    pub fn probe_t2(&mut self, reads: &[&[u8]], writes: &mut [&mut [u8]]) {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let halves = |r: &[&[u8]], k: usize| -> Vec<(usize, usize)> {
+            r.iter().map(|b| if k == 0 { (0, b.len() / 2) } else { (b.len() / 2, b.len()) }).collect()
+        };
+        let (rh0, rh1) = (halves(reads, 0), halves(reads, 1));
+        let wl: Vec<usize> = writes.iter().map(|w| w.len()).collect();
+        self.run("probe_t2", || {
+            // split every write buffer at its middle: the two halves go to the two threads
+            let (mut w0, mut w1): (Vec<&mut [u8]>, Vec<&mut [u8]>) = writes
+                .iter_mut()
+                .zip(&wl)
+                .map(|(w, &n)| w.split_at_mut(n / 2))
+                .unzip();
+            let r0: Vec<&[u8]> = reads.iter().zip(&rh0).map(|(b, &(a, e))| &b[a..e]).collect();
+            let r1: Vec<&[u8]> = reads.iter().zip(&rh1).map(|(b, &(a, e))| &b[a..e]).collect();
+            let (a, b) = pool.install(|| rayon::join(|| probe(&r0, &mut w0), || probe(&r1, &mut w1)));
+            a.wrapping_add(b)
+        });
+    }
+
     pub fn finish(self) -> Row {
         self.g.finish();
         self.row
@@ -376,8 +399,9 @@ pub fn main(bench: &str, benches: impl FnOnce(&mut Criterion) -> Vec<Row>) {
 pub fn report_t2(bench: &str, rows: &[Row]) {
     let mut s = String::from(
         "| benchmark | kernel (1 thread) ms | kernel_t2 (2 threads) ms | t2 speed-up | \
-         naive ms | probe ms | kernel_t2 speed ÷ naive | kernel_t2 speed ÷ probe | kernel_t2 GB/s |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         naive ms | probe ms | probe_t2 (2 threads) ms | kernel_t2 speed ÷ naive | \
+         kernel_t2 speed ÷ probe | kernel_t2 speed ÷ probe_t2 | kernel_t2 GB/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let f = |x: Option<f64>| x.map_or("—".to_string(), |t| format!("{:.2}", t / 1e6));
     let r2 = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -390,16 +414,19 @@ pub fn report_t2(bench: &str, rows: &[Row]) {
             continue;
         }
         let (k1, k2, nv, pr) = (m("kernel"), m("kernel_t2"), m("naive"), m("probe"));
+        let p2 = m("probe_t2");
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.label,
             f(k1),
             f(k2),
             r2(k1, k2),
             f(nv),
             f(pr),
+            f(p2),
             r2(nv, k2),
             r2(pr, k2),
+            r2(p2, k2),
             k2.map_or("—".into(), |t| format!("{:.3}", r.bytes as f64 / t)),
         );
     }

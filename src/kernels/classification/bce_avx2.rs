@@ -8,7 +8,7 @@
 //! `exp_nonpos`'s clamp at −746, a no-op here (the argument is −|z| ≥ −700 after the domain
 //! select).
 
-use super::{bce_logits_point, BceFast};
+use super::{bce_logits_point, BceFast, BLOCK};
 use crate::kernels::reduce::FastScale;
 use crate::kernels::vmath::{
     ATANH_SERIES, LN2_HI, LN2_LO, LN2_TAIL, LOG2E, Q, SHIFT_NONPOS, TWO_M64,
@@ -21,22 +21,35 @@ use std::arch::x86_64::*;
 /// The CPU must support AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
+#[cfg(test)]
 pub(super) unsafe fn bce_fast4(z: __m256d, t: __m256d) -> (__m256d, __m256d, __m256d) {
+    let (zz, ok_in) = domain4(z, t);
+    rest4(zz, t, ok_in, exp4(zz))
+}
+
+/// The domain test: |z| ≤ 700, t ∈ [0, 1] (false for NaN); (zz, ok_in), zz = z there, else +0.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn domain4(z: __m256d, t: __m256d) -> (__m256d, __m256d) {
     let s = _mm256_set1_pd;
-    let (zero, one) = (_mm256_setzero_pd(), s(1.0));
-    let sign = s(-0.0);
-    // domain: |z| ≤ 700, t ∈ [0, 1] (false for NaN); zz = z there, else +0
-    let az = _mm256_andnot_pd(sign, z);
+    let az = _mm256_andnot_pd(s(-0.0), z);
     let ok_in = _mm256_and_pd(
         _mm256_and_pd(
             _mm256_cmp_pd::<_CMP_LE_OQ>(az, s(700.0)),
-            _mm256_cmp_pd::<_CMP_GE_OQ>(t, zero),
+            _mm256_cmp_pd::<_CMP_GE_OQ>(t, _mm256_setzero_pd()),
         ),
-        _mm256_cmp_pd::<_CMP_LE_OQ>(t, one),
+        _mm256_cmp_pd::<_CMP_LE_OQ>(t, s(1.0)),
     );
-    let zz = _mm256_and_pd(ok_in, z);
-    // e = exp_nonpos(−|zz|)
-    let x = _mm256_or_pd(zz, sign); // −|zz|
+    (_mm256_and_pd(ok_in, z), ok_in)
+}
+
+/// e = exp_nonpos(−|zz|), |zz| ≤ 700.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp4(zz: __m256d) -> __m256d {
+    let s = _mm256_set1_pd;
+    let one = s(1.0);
+    let x = _mm256_or_pd(zz, s(-0.0)); // −|zz|
     let tt = _mm256_fmadd_pd(x, s(LOG2E), s(SHIFT_NONPOS));
     let k = _mm256_sub_pd(tt, s(SHIFT_NONPOS));
     let r = _mm256_fnmadd_pd(k, s(LN2_LO), _mm256_fnmadd_pd(k, s(LN2_HI), x));
@@ -47,7 +60,16 @@ pub(super) unsafe fn bce_fast4(z: __m256d, t: __m256d) -> (__m256d, __m256d, __m
     let p = _mm256_fmadd_pd(r, _mm256_fmadd_pd(r, q, one), one);
     let low = _mm256_and_si256(_mm256_castpd_si256(tt), _mm256_set1_epi64x(0x7ff));
     let scale = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(low));
-    let e = _mm256_mul_pd(_mm256_mul_pd(p, scale), s(TWO_M64));
+    _mm256_mul_pd(_mm256_mul_pd(p, scale), s(TWO_M64))
+}
+
+/// The rest of [`bce_fast4`], from [`domain4`]'s and [`exp4`]'s results.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rest4(zz: __m256d, t: __m256d, ok_in: __m256d, e: __m256d) -> (__m256d, __m256d, __m256d) {
+    let s = _mm256_set1_pd;
+    let (zero, one) = (_mm256_setzero_pd(), s(1.0));
+    let sign = s(-0.0);
     // log1p_split(e)
     let y = _mm256_add_pd(one, e);
     let c = _mm256_sub_pd(e, _mm256_sub_pd(y, one));
@@ -122,7 +144,15 @@ pub(super) unsafe fn groups<T>(
     (vb, gb): (&mut [f64], &mut [f64]),
     lanes: &mut [f64; 8],
 ) -> usize {
-    let len = zb.len().min(tb.len()).min(vb.len()).min(gb.len());
+    let len = zb.len().min(tb.len()).min(vb.len()).min(gb.len()).min(BLOCK);
+    // pass 1: the exponentials (two passes as in `bce_avx512`: shorter dependency chains)
+    let mut eb = [0.0f64; BLOCK];
+    let mut j = 0;
+    while j + 4 <= len {
+        let (zz, _) = domain4(_mm256_loadu_pd(zb.as_ptr().add(j)), _mm256_loadu_pd(tb.as_ptr().add(j)));
+        _mm256_storeu_pd(eb.as_mut_ptr().add(j), exp4(zz));
+        j += 4;
+    }
     let mut acc0 = _mm256_loadu_pd(lanes.as_ptr());
     let mut acc1 = _mm256_loadu_pd(lanes.as_ptr().add(4));
     let mut j = 0;
@@ -130,8 +160,10 @@ pub(super) unsafe fn groups<T>(
         let (zp, tp) = (zb.as_ptr().add(j), tb.as_ptr().add(j));
         let (z0, z1) = (_mm256_loadu_pd(zp), _mm256_loadu_pd(zp.add(4)));
         let (t0, t1) = (_mm256_loadu_pd(tp), _mm256_loadu_pd(tp.add(4)));
-        let (mut v0, mut g0, m0) = bce_fast4(z0, t0);
-        let (mut v1, mut g1, m1) = bce_fast4(z1, t1);
+        let ((zz0, ok0), (zz1, ok1)) = (domain4(z0, t0), domain4(z1, t1));
+        let ep = eb.as_ptr().add(j);
+        let (mut v0, mut g0, m0) = rest4(zz0, t0, ok0, _mm256_loadu_pd(ep));
+        let (mut v1, mut g1, m1) = rest4(zz1, t1, ok1, _mm256_loadu_pd(ep.add(4)));
         let bits = _mm256_movemask_pd(m0) | (_mm256_movemask_pd(m1) << 4);
         if bits != 0xff {
             // the rare element near the zero crossing (or out of the domain): exact path

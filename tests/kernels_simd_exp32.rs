@@ -81,6 +81,11 @@ fn rows(seed: u64) -> Vec<Vec<f32>> {
     let mut r = vec![-87.0f32; 40];
     r[17] = 20.0; // subnormal and zero results
     out.push(r);
+    // e_j spread over ~35 decades, so that the f64 lane sums round and their order shows
+    // (a last group of 8 after the 16-lane steps of the AVX-512 pass, and a tail)
+    for len in [5003, 20011, 32008] {
+        out.push((0..len).map(|_| (-80.0 * lcg(&mut s)) as f32).collect());
+    }
     out
 }
 
@@ -154,6 +159,30 @@ fn exp32_avx2_and_plain_paths_agree_bitwise() {
         assert_eq!(bits(&sp[at..at + z.len()]), bits(&want), "previous row's stores (plain), C = {}", z.len());
         assert_eq!(bits(&sa[at..at + z.len()]), bits(&want), "previous row's stores (AVX2), C = {}", z.len());
         assert!(sa[..at].iter().chain(&sa[at + z.len()..]).all(|&x| x == 1.0), "stores stay in the row");
+        if losscheck::kernels::vmath::has_avx512() {
+            // the AVX-512 pass (16 lanes, the stores as 8-lane chunks): the same e_j, sums,
+            // maximum and previous row's stores, streamed or not, at every alignment
+            for stream in [false, true] {
+                let mut g5 = vec![0.0f32; z.len()];
+                let mut s5 = vec![1.0f32; z.len() + 9];
+                // SAFETY: AVX-512 F + DQ, AVX2 and FMA detected.
+                let r5 = unsafe {
+                    exp32::exp32_row_avx512(z, m, k, Some(&mut g5), Some(exp32::Store {
+                        e: &ep, rho, g: &mut s5[at..at + z.len()], stream, patch,
+                    }))
+                };
+                exp32::store_fence();
+                assert_eq!(bits(&s5[at..at + z.len()]), bits(&want), "previous row's stores (AVX-512), C = {}", z.len());
+                assert!(s5[..at].iter().chain(&s5[at + z.len()..]).all(|&x| x == 1.0), "stores stay in the row");
+                assert_eq!(bits(&g5), bits(&gp), "stored e_j (AVX-512), C = {}, k = {k}", z.len());
+                assert_eq!((r5.sp.to_bits(), r5.e2.to_bits()), (p.sp.to_bits(), p.e2.to_bits()), "AVX-512 sums, C = {}, k = {k}", z.len());
+                // SAFETY: as above.
+                let r5n = unsafe { exp32::exp32_row_avx512(z, m, k, None, None) };
+                assert_eq!((r5n.sp.to_bits(), r5n.e2.to_bits()), (p.sp.to_bits(), p.e2.to_bits()));
+            }
+        } else {
+            eprintln!("AVX-512 part skipped: this CPU has no AVX-512 F + DQ");
+        }
         // SAFETY: as above.
         let a_none = unsafe { exp32::exp32_row_avx2(z, m, k, None, None) };
         let p_none = exp32::exp32_row_plain(z, m, k, None, None);

@@ -528,6 +528,13 @@ pub fn logistic_fast_core<V: Lane>(z: V) -> (V, V, V) {
     (e, log1p_join(big, ln_m, c * d), d)
 }
 
+/// Are AVX-512 F + DQ available besides AVX2 + FMA (detected once, cached;
+/// [`reduce::cpu_codegen`](crate::kernels::reduce::cpu_codegen))? Always false off x86-64.
+#[inline]
+pub fn has_avx512() -> bool {
+    crate::kernels::reduce::cpu_codegen() == crate::kernels::reduce::Codegen::Avx512
+}
+
 /// Is AVX2 + FMA available (detected once, cached)? Always false off x86-64.
 #[inline]
 pub fn has_avx2_fma() -> bool {

@@ -145,6 +145,11 @@ impl Store<'_> {
 #[inline]
 pub fn exp32_row(z: &[f32], m: f32, k: usize, out: Option<&mut [f32]>, prev: Option<Store<'_>>) -> RowPass {
     #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: the features were detected at run time.
+        return unsafe { exp32_row_avx512(z, m, k, out, prev) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() {
         // SAFETY: the features were detected at run time.
         return unsafe { exp32_row_avx2(z, m, k, out, prev) };
@@ -276,6 +281,147 @@ pub unsafe fn exp32_row_avx2(
     let mut lanes_mx = [0.0f32; L];
     _mm256_storeu_ps(lanes_mx.as_mut_ptr(), mx);
     tail(z, m, k, out, n8, &acc, &lanes_mx)
+}
+
+/// [`exp32_row`] with AVX-512 (F + DQ) intrinsics: [`exp32_shift`]'s operations in the same
+/// order on 16 lanes ([`exp16`]), the previous row's stores as two 8-lane chunks per step (the
+/// chunks, streaming and patches of [`exp32_row_avx2`]), each half of a step added to the 8
+/// f64 lane sums in turn (lane l still takes j ≡ l mod 8 in order), the maxima of lanes l and
+/// l + 8 combined (a max does not depend on the order); a last group of 8 by [`exp8`]. The
+/// same sums, maxima and stored values as the plain body.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+#[inline(never)]
+pub unsafe fn exp32_row_avx512(
+    z: &[f32],
+    m: f32,
+    k: usize,
+    mut out: Option<&mut [f32]>,
+    prev: Option<Store<'_>>,
+) -> RowPass {
+    use std::arch::x86_64::*;
+    const W: usize = 2 * L;
+    let (n8, n16) = (z.len() / L * L, z.len() / W * W);
+    let ahead = z.as_ptr().wrapping_add(z.len());
+    let mv = _mm512_set1_ps(m);
+    let mut acc = _mm512_setzero_pd();
+    let mut mx = _mm512_setzero_ps();
+    let (kb, ki) = (k / W * W, (k % W) as i32);
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let (mut prev, gn, off, rv) = match prev {
+        Some(st) => {
+            let gn = st.g.len().min(st.e.len());
+            let off = if st.stream { st.g.as_ptr().align_offset(32).min(gn) } else { 0 };
+            let rv = _mm256_set1_ps(st.rho);
+            (Some(st), gn, off, rv)
+        }
+        None => (None, 0, 0, _mm256_setzero_ps()),
+    };
+    let chunk_of = |p: usize| if p >= off { (p - off) / L } else { usize::MAX };
+    let (pc0, pc1, stream) = prev.as_ref().map_or((usize::MAX, usize::MAX, false), |st| {
+        (chunk_of(st.patch[0].0), chunk_of(st.patch[1].0), st.stream)
+    });
+    let mut covered = off..off;
+    // the previous row's chunk c = i / 8: g[off + i .. off + i + 8], as in exp32_row_avx2
+    let mut store = |prev: &mut Option<Store<'_>>, i: usize| {
+        if let Some(st) = prev.as_mut() {
+            let j = off + i;
+            if j + L <= gn {
+                let g = st.g.as_mut_ptr().add(j);
+                let w = _mm256_mul_ps(_mm256_loadu_ps(st.e.as_ptr().add(j)), rv);
+                let c = i / L;
+                if stream && c != pc0 && c != pc1 {
+                    _mm256_stream_ps(g, w);
+                } else {
+                    _mm256_storeu_ps(g, w);
+                }
+                covered.end = j + L;
+            }
+        }
+    };
+    let zp = z.as_ptr();
+    for i in (0..n16).step_by(W) {
+        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(i).cast::<i8>());
+        let mut v = exp16(_mm512_loadu_ps(zp.add(i)), mv);
+        if let Some(o) = out.as_deref_mut() {
+            _mm512_storeu_ps(o.as_mut_ptr().add(i), v);
+        }
+        store(&mut prev, i);
+        store(&mut prev, i + L);
+        if i == kb {
+            // e_k enters the sum and the max as 0
+            let at_k = _mm512_cmpeq_epi32_mask(lanes, _mm512_set1_epi32(ki));
+            v = _mm512_maskz_mov_ps(!at_k, v);
+        }
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))));
+        mx = _mm512_max_ps(v, mx);
+    }
+    let mut lanes_mx = [0.0f32; W];
+    _mm512_storeu_ps(lanes_mx.as_mut_ptr(), mx);
+    let mut mx8 = [0.0f32; L];
+    for l in 0..L {
+        let (a, b) = (lanes_mx[l], lanes_mx[l + L]);
+        mx8[l] = if a > b { a } else { b };
+    }
+    let mut sums = [0.0f64; L];
+    _mm512_storeu_pd(sums.as_mut_ptr(), acc);
+    if n8 > n16 {
+        // one group of 8 left before the tail
+        let i = n16;
+        let v = exp8(_mm256_loadu_ps(zp.add(i)), _mm256_set1_ps(m));
+        if let Some(o) = out.as_deref_mut() {
+            _mm256_storeu_ps(o.as_mut_ptr().add(i), v);
+        }
+        store(&mut prev, i);
+        let mut va = [0.0f32; L];
+        _mm256_storeu_ps(va.as_mut_ptr(), v);
+        if k / L * L == i {
+            va[k % L] = 0.0;
+        }
+        for l in 0..L {
+            sums[l] += va[l] as f64;
+            mx8[l] = if va[l] > mx8[l] { va[l] } else { mx8[l] };
+        }
+    }
+    if let Some(st) = prev {
+        st.rest(covered);
+    }
+    tail(z, m, k, out, n8, &sums, &mx8)
+}
+
+/// [`exp8`] on 16 lanes: the same operations.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+#[inline]
+unsafe fn exp16(z: std::arch::x86_64::__m512, m: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let d = _mm512_sub_ps(z, m);
+    let bb = _mm512_sub_ps(d, z);
+    let nm = _mm512_xor_ps(m, _mm512_set1_ps(-0.0));
+    let dl = _mm512_add_ps(_mm512_sub_ps(z, _mm512_sub_ps(d, bb)), _mm512_sub_ps(nm, bb));
+    let lim = _mm512_set1_ps(LIM);
+    // the plain clamp (LIM, 0) where d < LIM, for every non-NaN d (d = −∞ included)
+    let dl = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(d, lim), dl);
+    let d = _mm512_max_ps(d, lim);
+    let sh = _mm512_set1_ps(SHIFT);
+    let t = _mm512_fmadd_ps(d, _mm512_set1_ps(LOG2E), sh);
+    let kk = _mm512_sub_ps(t, sh);
+    let r = _mm512_fnmadd_ps(kk, _mm512_set1_ps(LN2_HI), d);
+    let r = _mm512_add_ps(_mm512_fnmadd_ps(kk, _mm512_set1_ps(LN2_LO), r), dl);
+    let mut q = _mm512_set1_ps(Q[4]);
+    for &c in Q[..4].iter().rev() {
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(c));
+    }
+    let x = _mm512_fmadd_ps(_mm512_mul_ps(r, r), q, r);
+    let p = _mm512_add_ps(_mm512_set1_ps(1.0), x);
+    let ki = _mm512_cvtps_epi32(kk);
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(ki, _mm512_set1_epi32(191)));
+    _mm512_mul_ps(_mm512_mul_ps(p, _mm512_castsi512_ps(bits)), _mm512_set1_ps(TWO_M64))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -129,6 +129,11 @@ fn exp32_avx2_and_plain_paths_agree_bitwise() {
         // SAFETY: AVX2 + FMA detected above.
         let avx = unsafe { exp32::max_first_f32_avx2(z) };
         assert_eq!((m.to_bits(), k, fin), (avx.0.to_bits(), avx.1, avx.2), "max_first_f32, C = {}", z.len());
+        if losscheck::kernels::vmath::has_avx512() {
+            // SAFETY: AVX-512 F + DQ, AVX2 and FMA detected.
+            let a5 = unsafe { exp32::max_first_f32_avx512(z) };
+            assert_eq!((m.to_bits(), k, fin), (a5.0.to_bits(), a5.1, a5.2), "max_first_f32 (AVX-512), C = {}", z.len());
+        }
         if !fin {
             continue;
         }

@@ -460,6 +460,11 @@ unsafe fn exp8(z: std::arch::x86_64::__m256, m: std::arch::x86_64::__m256) -> st
 #[inline]
 pub fn max_first_f32(z: &[f32]) -> (f32, usize, bool) {
     #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: the features were detected at run time.
+        return unsafe { max_first_f32_avx512(z) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() {
         // SAFETY: the features were detected at run time.
         return unsafe { max_first_f32_avx2(z) };
@@ -553,6 +558,63 @@ pub unsafe fn max_first_f32_avx2(z: &[f32]) -> (f32, usize, bool) {
         }
     }
     let k = first_eq(&z[n8..], m).map_or(0, |p| n8 + p);
+    (z[k], k, fin)
+}
+
+/// [`max_first_f32`] with AVX-512 (16 lanes, four chains): the lanes l and l + 8 are combined
+/// first (a max and a finiteness test do not depend on the order), then as
+/// [`max_first_f32_avx2`]; the same answer.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+#[inline(never)]
+pub unsafe fn max_first_f32_avx512(z: &[f32]) -> (f32, usize, bool) {
+    use std::arch::x86_64::*;
+    const W: usize = 2 * L;
+    let n8 = z.len() / L * L;
+    let zp = z.as_ptr();
+    let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+    let mut chk = [_mm512_setzero_ps(); 4];
+    let zero = _mm512_setzero_ps();
+    let n64 = n8 / (4 * W) * (4 * W);
+    for i in (0..n64).step_by(4 * W) {
+        for u in 0..4 {
+            let x = _mm512_loadu_ps(zp.add(i + u * W));
+            acc[u] = _mm512_max_ps(x, acc[u]); // x > acc ? x : acc, as the plain body
+            chk[u] = _mm512_add_ps(chk[u], _mm512_mul_ps(x, zero));
+        }
+    }
+    let acc = _mm512_max_ps(_mm512_max_ps(acc[0], acc[1]), _mm512_max_ps(acc[2], acc[3]));
+    let chk = _mm512_add_ps(_mm512_add_ps(chk[0], chk[1]), _mm512_add_ps(chk[2], chk[3]));
+    // 16 lanes to 8, then the rest of the whole groups of 8 on 8 lanes
+    let half = |v: __m512, hi: bool| {
+        let d = _mm512_castps_pd(v);
+        _mm256_castpd_ps(if hi { _mm512_extractf64x4_pd::<1>(d) } else { _mm512_castpd512_pd256(d) })
+    };
+    let mut acc8 = _mm256_max_ps(half(acc, false), half(acc, true));
+    let mut chk8 = _mm256_add_ps(half(chk, false), half(chk, true));
+    for i in (n64..n8).step_by(L) {
+        let x = _mm256_loadu_ps(zp.add(i));
+        acc8 = _mm256_max_ps(x, acc8);
+        chk8 = _mm256_add_ps(chk8, _mm256_mul_ps(x, _mm256_setzero_ps()));
+    }
+    let (mut a, mut c) = ([0.0f32; L], [0.0f32; L]);
+    _mm256_storeu_ps(a.as_mut_ptr(), acc8);
+    _mm256_storeu_ps(c.as_mut_ptr(), chk8);
+    let (m, fin) = max_fold(&a, &c, &z[n8..]);
+    let mv = _mm512_set1_ps(m);
+    let n16 = z.len() / W * W;
+    for i in (0..n16).step_by(W) {
+        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_loadu_ps(zp.add(i)), mv);
+        if hit != 0 {
+            let k = i + hit.trailing_zeros() as usize;
+            return (z[k], k, fin);
+        }
+    }
+    let k = first_eq(&z[n16..], m).map_or(0, |p| n16 + p);
     (z[k], k, fin)
 }
 

@@ -69,7 +69,7 @@ use super::reduce::{
     codegen, lane_total, load_f64, same_type, same_type_mut, size_output, store_f64, Codegen,
     CompensatedSum, FastScale, Plan, BLOCK, FAST_LANES,
 };
-use super::vmath::{logistic_fast_core, Lane, Lanes};
+use super::vmath::{exp_nonpos_unclamped_lanes, logistic_fast_from_e, Lane, Lanes};
 use losscheck_core::case::fdata;
 use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response, Tensor};
 use std::collections::BTreeMap;
@@ -466,7 +466,7 @@ pub(crate) fn bce_logits_point(z: f64, t: f64, a: f64) -> (f64, f64) {
 // bce_logits' fast path: no pos_weight, mask, weight or per-element cotangent.
 //
 // Per element, when |z| ≤ 700 (finite) and t ∈ [0, 1]: L = ln(1 + e^−|z|), σ(z), σ(−z) from
-// [`logistic_fast_core`], the core of `vmath::logistic_parts_fast` (one exp, one division, a
+// [`logistic_fast_core`](super::vmath::logistic_fast_core), the core of `vmath::logistic_parts_fast` (one exp, one division, a
 // short atanh series; L has the bits of softplus(−|z|) and is within its 56u, σ of the
 // non-negative side within 7u and of the other side within 12u relatively, u = 2⁻⁵³ — far
 // more than the f32 / 16-bit outputs need: the precision tier of the fast path),
@@ -502,13 +502,35 @@ const CANCEL: f64 = 1.0 / 4096.0;
 const LANES: usize = FAST_LANES;
 
 /// One fast-path element (or lanes of them): (l, ∂l/∂z, whether both are good — in the
-/// domain and the gradient's terms not cancelling).
+/// domain and the gradient's terms not cancelling). In three parts, so that the SIMD code
+/// generations can run the exponentials of a block in a loop of their own (`bce_avx2`,
+/// `bce_avx512`: the same operations per element).
 #[inline(always)]
 fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
+    let (zz, ok_in) = bce_domain(z, t);
+    bce_rest(zz, t, ok_in, bce_exp(zz))
+}
+
+/// The domain test |z| ≤ 700, t ∈ [0, 1] (false for NaN): (zz, ok_in), zz = z there, else +0.
+#[inline(always)]
+fn bce_domain<V: Lane>(z: V, t: V) -> (V, V::Mask) {
     let (zero, one) = (V::splat(0.0), V::splat(1.0));
     let ok_in = V::and(V::and(z.abs().le(V::splat(700.0)), t.ge(zero)), t.le(one));
-    let zz = V::select(ok_in, z, zero);
-    let (e, l, d) = logistic_fast_core(zz);
+    (V::select(ok_in, z, zero), ok_in)
+}
+
+/// e = e^−|zz| ([`logistic_fast_core`](super::vmath::logistic_fast_core)'s exponential;
+/// |zz| ≤ 700 by [`bce_domain`], so without the clamp).
+#[inline(always)]
+fn bce_exp<V: Lane>(zz: V) -> V {
+    exp_nonpos_unclamped_lanes(-zz.abs())
+}
+
+/// The rest of [`bce_fast_element`] from [`bce_domain`]'s and [`bce_exp`]'s results.
+#[inline(always)]
+fn bce_rest<V: Lane>(zz: V, t: V, ok_in: V::Mask, e: V) -> (V, V, V::Mask) {
+    let (zero, one) = (V::splat(0.0), V::splat(1.0));
+    let (l, d) = logistic_fast_from_e(e);
     let nonneg = zz.ge(zero);
     let b = one - t;
     // l = L + (1−t)·z (z ≥ 0) or L + t·(−z) (z < 0): t·softplus(−z) + (1−t)·softplus(z)

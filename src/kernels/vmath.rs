@@ -59,6 +59,8 @@
 use half::bf16;
 
 pub mod exp32;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd_x86;
 
 pub(crate) const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// 0x3FE62E42FEE00000: 32 significant bits, so k·LN2_HI is exact for |k| < 2²¹.
@@ -116,6 +118,15 @@ pub trait Lane:
     fn exponent_from_low_bits(self) -> Self;
     /// Lane by lane f64::from_bits(x.to_bits() << 52).
     fn shift_to_exponent(self) -> Self;
+    /// self·2^k rounded once, for [`exp_nonpos_unclamped_lanes`]'s p (∈ [0.7, 1.5]), k and t
+    /// (k integral in [−1077, 0], t's low 11 bits k + 64 + 1023): self·2^(k+64) (exact) ·
+    /// 2⁻⁶⁴ (rounds once, into the subnormals only). AVX-512 overrides it with one `scalef`,
+    /// which rounds the same exact product once: the same bits.
+    #[inline(always)]
+    fn scale_pow2(self, k: Self, t: Self) -> Self {
+        let _ = k;
+        self * t.exponent_from_low_bits() * Self::splat(TWO_M64)
+    }
 }
 
 impl Lane for f64 {
@@ -329,12 +340,16 @@ pub fn exp_nonpos(x: f64) -> f64 {
 #[inline(always)]
 pub fn exp_nonpos_lanes<V: Lane>(x: V) -> V {
     let c = V::splat(-746.0);
-    let x = V::select(x.lt(c), c, x); // keeps NaN
+    exp_nonpos_unclamped_lanes(V::select(x.lt(c), c, x)) // keeps NaN
+}
+
+/// [`exp_nonpos_lanes`] without its clamp, for x ∈ [−746, 0] (or NaN) only: the same bits
+/// there. For callers whose domain test already bounds x (bce_logits: |z| ≤ 700).
+#[inline(always)]
+pub fn exp_nonpos_unclamped_lanes<V: Lane>(x: V) -> V {
     let t = x.fma(V::splat(LOG2E), V::splat(SHIFT_NONPOS));
     let k = t - V::splat(SHIFT_NONPOS);
-    let p = exp_reduced(reduce(x, k));
-    let scale = t.exponent_from_low_bits(); // 2^(k + 64)
-    p * scale * V::splat(TWO_M64)
+    exp_reduced(reduce(x, k)).scale_pow2(k, t)
 }
 
 /// ln(1 + x) for x ∈ [0, 1] (the range softplus needs: x = e^−|z|), with IEEE basic
@@ -511,8 +526,15 @@ pub fn logistic_parts_fast_lanes<V: Lane>(z: V) -> (V, V, V, V) {
 /// softplus(−|z|), so within its bound), 1/y = 1/fl(1 + e) (the bits of σ(|z|)).
 #[inline(always)]
 pub fn logistic_fast_core<V: Lane>(z: V) -> (V, V, V) {
-    let p8 = &ATANH_SERIES[..8];
     let e = exp_nonpos_lanes(-z.abs());
+    let (l, d) = logistic_fast_from_e(e);
+    (e, l, d)
+}
+
+/// The rest of [`logistic_fast_core`] from its e = e^−|z|: (L, 1/y).
+#[inline(always)]
+pub fn logistic_fast_from_e<V: Lane>(e: V) -> (V, V) {
+    let p8 = &ATANH_SERIES[..8];
     let (y, c, big, f) = log1p_split(e);
     let w = V::splat(2.0) + f;
     let q = V::splat(1.0) / (y * w);
@@ -525,7 +547,7 @@ pub fn logistic_fast_core<V: Lane>(z: V) -> (V, V, V) {
     }
     let s_2 = s + s;
     let ln_m = (s_2 * s2).fma(p, s_2);
-    (e, log1p_join(big, ln_m, c * d), d)
+    (log1p_join(big, ln_m, c * d), d)
 }
 
 /// Are AVX-512 F + DQ available besides AVX2 + FMA (detected once, cached;
@@ -827,33 +849,12 @@ pub unsafe fn exp_shift_sum_except_avx2(e: &mut [f64], m: f64, k: usize) -> f64 
     s + exp_shift_sum_avx2(&mut hi[1..], m)
 }
 
+/// exp_nonpos(x − m) on 4 lanes ([`exp_nonpos_lanes`] on [`simd_x86::F64x4`]: the same bits).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
+#[inline(always)]
 unsafe fn exp4(x: std::arch::x86_64::__m256d, m: std::arch::x86_64::__m256d) -> std::arch::x86_64::__m256d {
-    use std::arch::x86_64::*;
-    let v = _mm256_sub_pd(x, m);
-    let lim = _mm256_set1_pd(-746.0);
-    // v < −746 ? −746 : v (NaN stays: the comparison is false)
-    let d = _mm256_blendv_pd(v, lim, _mm256_cmp_pd::<_CMP_LT_OQ>(v, lim));
-    let sh = _mm256_set1_pd(SHIFT_NONPOS);
-    let t = _mm256_fmadd_pd(d, _mm256_set1_pd(LOG2E), sh);
-    let kk = _mm256_sub_pd(t, sh);
-    let nk = _mm256_xor_pd(kk, _mm256_set1_pd(-0.0));
-    let r = _mm256_fmadd_pd(nk, _mm256_set1_pd(LN2_HI), d);
-    let r = _mm256_fmadd_pd(nk, _mm256_set1_pd(LN2_LO), r);
-    let mut q = _mm256_set1_pd(Q[9]);
-    for &c in Q[..9].iter().rev() {
-        q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(c));
-    }
-    let one = _mm256_set1_pd(1.0);
-    let u = _mm256_fmadd_pd(r, q, one);
-    let p = _mm256_fmadd_pd(r, u, one);
-    let bits = _mm256_slli_epi64::<52>(_mm256_and_si256(
-        _mm256_castpd_si256(t),
-        _mm256_set1_epi64x(0x7ff),
-    ));
-    _mm256_mul_pd(_mm256_mul_pd(p, _mm256_castsi256_pd(bits)), _mm256_set1_pd(TWO_M64))
+    use simd_x86::F64x4;
+    exp_nonpos_lanes(F64x4(x) - F64x4(m)).0
 }
 
 #[cfg(target_arch = "x86_64")]

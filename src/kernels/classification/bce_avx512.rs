@@ -1,12 +1,12 @@
-//! The `bce_logits` fast element in AVX-512 (F + DQ) intrinsics, 8 f64 lanes per vector: the
-//! operations of [`super::bce_avx2::bce_fast4`] (and so of the generic source,
-//! [`super::bce_fast_element`]) in the same order, lane for lane — comparisons give bit masks
-//! instead of vector masks, `mask_blend` replaces `blendv`, `maskz_mov` the and with the mask —
-//! so each lane gives the plain path's bits (`tests/kernels_simd_elementwise.rs`,
+//! The `bce_logits` fast path in AVX-512 (F + DQ), 8 f64 lanes per vector: the generic
+//! element ([`super::bce_domain`], [`super::bce_exp`], [`super::bce_rest`]) instantiated on
+//! [`F64x8`] (comparisons give bit masks, selects are `mask_blend`, and exp_nonpos's exact
+//! p·2^(k+64)·2⁻⁶⁴ is one `scalef`(p, k): the same rounding of the same exact product), so each
+//! lane gives the plain path's bits (`tests/kernels_simd_elementwise.rs`,
 //! `bce_logits_fast_path_bits`, compares all three code generations; the unit test
-//! `simd_fast_elements_are_the_generic_element_lane_by_lane` compares the f64 lanes). One
-//! instruction differs and gives the same value: exp_nonpos's p·2^(k+64)·2⁻⁶⁴ is `scalef`(p, k)
-//! (both exact, e ≥ e⁻⁷⁰⁰ being normal).
+//! `simd_fast_elements_are_the_generic_element_lane_by_lane` compares the f64 lanes). This file
+//! holds the loop structure, the loads and stores (f32 straight from registers), the prefetches
+//! and the exact-path fix-ups.
 //!
 //! **Two passes per block.** One element's operations form a dependency chain of roughly 200
 //! cycles (the exponential's polynomial, the division, the atanh series); with ~80 vector
@@ -18,18 +18,16 @@
 //! 2-core Xeon VM (16M f32 elements, cache-resident blocks): 56 → 44 ms; three passes (the
 //! division apart) were slower (47 ms).
 
-use super::{bce_logits_point, BceFast, BLOCK};
+use super::{bce_domain, bce_exp, bce_logits_point, bce_rest, BceFast, BLOCK};
 use crate::kernels::reduce::FastScale;
-use crate::kernels::vmath::{
-    ATANH_SERIES, LN2_HI, LN2_LO, LN2_TAIL, LOG2E, Q, SHIFT_NONPOS,
-};
+use crate::kernels::vmath::simd_x86::F64x8;
 use std::arch::x86_64::*;
 
 /// How far ahead (elements) `groups_f32` prefetches its inputs and the gradient's lines: four
 /// blocks (4 KiB of f32). Measured on a 2-core Xeon VM: 16M elements from memory 60 → 51 ms.
 const PREFETCH: usize = 4 * BLOCK;
 
-/// (l, ∂l/∂z, good-mask) of 8 elements: [`super::bce_fast_element`]'s bits.
+/// (l, ∂l/∂z, good-mask) of 8 elements: [`super::bce_fast_element`] on [`F64x8`].
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and DQ.
@@ -41,103 +39,24 @@ unsafe fn bce_fast8(z: __m512d, t: __m512d) -> (__m512d, __m512d, __mmask8) {
     rest8(zz, t, ok_in, exp8(zz))
 }
 
-/// The domain test: |z| ≤ 700, t ∈ [0, 1] (false for NaN); (zz, ok_in), zz = z there, else +0.
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq")]
+/// [`super::bce_domain`] on 8 lanes: (zz, ok_in).
+#[inline(always)]
 unsafe fn domain8(z: __m512d, t: __m512d) -> (__m512d, __mmask8) {
-    let s = _mm512_set1_pd;
-    let az = _mm512_andnot_pd(s(-0.0), z);
-    // each masked comparison is the and of its mask and the comparison
-    let ok_in = _mm512_mask_cmp_pd_mask::<_CMP_LE_OQ>(
-        _mm512_mask_cmp_pd_mask::<_CMP_GE_OQ>(
-            _mm512_cmp_pd_mask::<_CMP_LE_OQ>(az, s(700.0)),
-            t,
-            _mm512_setzero_pd(),
-        ),
-        t,
-        s(1.0),
-    );
-    (_mm512_maskz_mov_pd(ok_in, z), ok_in)
+    let (zz, ok_in) = bce_domain(F64x8(z), F64x8(t));
+    (zz.0, ok_in)
 }
 
-/// e = exp_nonpos(−|zz|), |zz| ≤ 700.
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq")]
+/// [`super::bce_exp`] on 8 lanes.
+#[inline(always)]
 unsafe fn exp8(zz: __m512d) -> __m512d {
-    let s = _mm512_set1_pd;
-    let one = s(1.0);
-    let x = _mm512_or_pd(zz, s(-0.0)); // −|zz|
-    let tt = _mm512_fmadd_pd(x, s(LOG2E), s(SHIFT_NONPOS));
-    let k = _mm512_sub_pd(tt, s(SHIFT_NONPOS));
-    let r = _mm512_fnmadd_pd(k, s(LN2_LO), _mm512_fnmadd_pd(k, s(LN2_HI), x));
-    let mut q = s(Q[9]);
-    for &c in Q[..9].iter().rev() {
-        q = _mm512_fmadd_pd(q, r, s(c));
-    }
-    let p = _mm512_fmadd_pd(r, _mm512_fmadd_pd(r, q, one), one);
-    // exp_nonpos scales by p·2^(k+64) (exact) then ·2⁻⁶⁴ (rounds only into the subnormals,
-    // which e ≥ e⁻⁷⁰⁰ never reaches): p·2^k exactly, which scalef gives in one step
-    _mm512_scalef_pd(p, k)
+    bce_exp(F64x8(zz)).0
 }
 
-/// The rest of [`bce_fast8`], from [`domain8`]'s and [`exp8`]'s results.
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn rest8(
-    zz: __m512d,
-    t: __m512d,
-    ok_in: __mmask8,
-    e: __m512d,
-) -> (__m512d, __m512d, __mmask8) {
-    let s = _mm512_set1_pd;
-    let (zero, one) = (_mm512_setzero_pd(), s(1.0));
-    let sign = s(-0.0);
-    // log1p_split(e)
-    let y = _mm512_add_pd(one, e);
-    let c = _mm512_sub_pd(e, _mm512_sub_pd(y, one));
-    let big = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(y, s(std::f64::consts::SQRT_2));
-    let m = _mm512_mask_blend_pd(big, y, _mm512_mul_pd(y, s(0.5)));
-    let f = _mm512_sub_pd(m, one);
-    // the one division
-    let w = _mm512_add_pd(s(2.0), f);
-    let qd = _mm512_div_pd(one, _mm512_mul_pd(y, w));
-    let d = _mm512_mul_pd(w, qd);
-    let sv = _mm512_mul_pd(f, _mm512_mul_pd(y, qd));
-    let s2 = _mm512_mul_pd(sv, sv);
-    let mut pp = s(ATANH_SERIES[7]);
-    for &c in ATANH_SERIES[..7].iter().rev() {
-        pp = _mm512_fmadd_pd(pp, s2, s(c));
-    }
-    let s_2 = _mm512_add_pd(sv, sv);
-    let ln_m = _mm512_fmadd_pd(_mm512_mul_pd(s_2, s2), pp, s_2);
-    // log1p_join
-    let cy = _mm512_mul_pd(c, d);
-    let small = _mm512_add_pd(ln_m, cy);
-    let large = _mm512_add_pd(
-        s(std::f64::consts::LN_2),
-        _mm512_add_pd(ln_m, _mm512_add_pd(s(LN2_TAIL), cy)),
-    );
-    let l = _mm512_mask_blend_pd(big, small, large);
-    // bce_fast_element
-    let nonneg = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(zz, zero);
-    let b = _mm512_sub_pd(one, t);
-    let v = _mm512_fmadd_pd(
-        _mm512_mask_blend_pd(nonneg, t, b),
-        _mm512_andnot_pd(sign, zz),
-        l,
-    );
-    let ed = _mm512_mul_pd(e, d);
-    let sp = _mm512_mask_blend_pd(nonneg, ed, d);
-    let sn = _mm512_mask_blend_pd(nonneg, d, ed);
-    let p2 = _mm512_mul_pd(b, sp);
-    let p1 = _mm512_mul_pd(t, sn);
-    let g = _mm512_sub_pd(p2, p1);
-    let ok = _mm512_mask_cmp_pd_mask::<_CMP_GE_OQ>(
-        ok_in,
-        _mm512_andnot_pd(sign, g),
-        _mm512_mul_pd(s(super::CANCEL), _mm512_add_pd(p1, p2)),
-    );
-    (v, g, ok)
+/// [`super::bce_rest`] on 8 lanes.
+#[inline(always)]
+unsafe fn rest8(zz: __m512d, t: __m512d, ok_in: __mmask8, e: __m512d) -> (__m512d, __m512d, __mmask8) {
+    let (v, g, ok) = bce_rest(F64x8(zz), F64x8(t), ok_in, F64x8(e));
+    (v.0, g.0, ok)
 }
 
 /// The lanes of (v, g) that `ok` leaves out, by the exact path ([`bce_logits_point`]) from the

@@ -230,66 +230,80 @@ fn normal_rows(n: usize, c: usize, sigma: f64, s: &mut u64) -> Vec<f64> {
         .collect()
 }
 
-/// Rows N(0, σ²) of C classes, uniform targets, f32: every case judged against the MPFR
-/// oracle (DESIGN.md's bar, gradients normwise per row) — zero findings. These are the rows
-/// the f32 tier takes (the acceptance test below checks they do).
+/// Rows N(0, σ²) of C classes, uniform targets, f32, bf16 and f16 (the 16-bit logits widened
+/// to f32, the gradient judged against the 16-bit dtype's ulps): every case judged against the
+/// MPFR oracle (DESIGN.md's bar, gradients normwise per row) — zero findings. These are the
+/// rows the f32 tier takes (the acceptance test below checks they do).
 #[test]
 fn cross_entropy_f32_tier_meets_the_bar() {
-    let mut s = 11u64;
     let mut cases = 0;
-    for &c in &[2usize, 10, 100, 1000, 32_000] {
-        for &sigma in &[0.5, 1.0, 3.0, 8.0] {
-            for red in ["mean", "sum", "none"] {
-                for weighted in [false, true] {
-                    let n = if c >= 32_000 { 2 } else { 6 };
-                    let mut case = Case::new("cross_entropy", Dtype::F32).unwrap();
-                    case.set_reduction(losscheck::Reduction::parse(red).unwrap());
-                    let z = normal_rows(n, c, sigma, &mut s);
-                    let y: Vec<i64> = (0..n).map(|_| (lcg(&mut s) * c as f64) as i64).collect();
-                    case.inputs.insert("logits".into(), Tensor::float(Dtype::F32, vec![n, c], z));
-                    case.inputs.insert("target".into(), Tensor::int(vec![n], y));
-                    if weighted {
-                        let w: Vec<f64> = (0..c).map(|j| [0.5, 1.0, 2.0, 0.75][j % 4]).collect();
-                        case.inputs.insert("class_weight".into(), Tensor::float(Dtype::F32, vec![c], w));
+    for dtype in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
+        let mut s = 11u64;
+        for &c in &[2usize, 10, 100, 1000, 32_000] {
+            for &sigma in &[0.5, 1.0, 3.0, 8.0] {
+                for red in ["mean", "sum", "none"] {
+                    for weighted in [false, true] {
+                        let n = if c >= 32_000 { 2 } else { 6 };
+                        let mut case = Case::new("cross_entropy", dtype).unwrap();
+                        case.set_reduction(losscheck::Reduction::parse(red).unwrap());
+                        let z = normal_rows(n, c, sigma, &mut s);
+                        let y: Vec<i64> = (0..n).map(|_| (lcg(&mut s) * c as f64) as i64).collect();
+                        case.inputs.insert("logits".into(), Tensor::float_rounded(dtype, vec![n, c], z).0);
+                        case.inputs.insert("target".into(), Tensor::int(vec![n], y));
+                        if weighted {
+                            let w: Vec<f64> = (0..c).map(|j| [0.5, 1.0, 2.0, 0.75][j % 4]).collect();
+                            case.inputs.insert("class_weight".into(), Tensor::float(dtype, vec![c], w));
+                        }
+                        case.grad = vec!["logits".into()];
+                        let o = campaign::judge_case(case, &Kernels, 0);
+                        assert!(o.oracle_error.is_none(), "{:?}", o.oracle_error);
+                        let r = o.report.expect("judged");
+                        assert!(r.passed(), "{dtype:?}, C = {c}, σ = {sigma}, {red}, weighted = {weighted}: {:?} {:?}", r.verdicts, r.outputs.iter().map(|o| (&o.output, o.ulps, o.allowed)).collect::<Vec<_>>());
+                        cases += 1;
                     }
-                    case.grad = vec!["logits".into()];
-                    let o = campaign::judge_case(case, &Kernels, 0);
-                    assert!(o.oracle_error.is_none(), "{:?}", o.oracle_error);
-                    let r = o.report.expect("judged");
-                    assert!(r.passed(), "C = {c}, σ = {sigma}, {red}, weighted = {weighted}: {:?} {:?}", r.verdicts, r.outputs.iter().map(|o| (&o.output, o.ulps, o.allowed)).collect::<Vec<_>>());
-                    cases += 1;
                 }
             }
         }
     }
-    assert_eq!(cases, 120);
+    assert_eq!(cases, 360);
 }
 
 /// The tier is taken where it pays: ≥ 97% of N(0, 3²) rows of 32,000 classes (the benchmark's
-/// rows), and never a confident row.
+/// rows) in f32, bf16 and f16, and never a confident row.
 #[test]
 fn cross_entropy_f32_tier_takes_typical_rows_and_refuses_confident_ones() {
     use losscheck::kernels::classification::multiclass::f32_tier_accepts;
-    let mut s = 5u64;
-    let c = 32_000;
-    let (mut taken, total) = (0, 64);
-    for _ in 0..total {
-        let z: Vec<f32> = normal_rows(1, c, 3.0, &mut s).iter().map(|&x| x as f32).collect();
-        let y = (lcg(&mut s) * c as f64) as usize;
-        taken += f32_tier_accepts(&z, y, 1.0, 1024.0, true) as u32;
+    use losscheck::Element;
+    fn check<T: Element>() {
+        let mut s = 5u64;
+        let c = 32_000;
+        let (mut taken, total) = (0, 64);
+        for _ in 0..total {
+            let z: Vec<T> = normal_rows(1, c, 3.0, &mut s).iter().map(|&x| T::from_f64(x)).collect();
+            let y = (lcg(&mut s) * c as f64) as usize;
+            taken += f32_tier_accepts(&z, y, 1.0, 1024.0, true) as u32;
+        }
+        let name = T::DTYPE;
+        assert!(taken * 100 >= total * 97, "{name:?}: {taken} of {total} rows took the f32 tier");
+        let mut z = vec![T::from_f64(0.0); 100];
+        z[3] = T::from_f64(30.0);
+        assert!(!f32_tier_accepts(&z, 3, 1.0, 1.0, true), "{name:?}: a confident row");
+        assert!(!f32_tier_accepts(&z, 3, 1.0, 1.0, false), "{name:?}: a confident row (value only)");
+        assert!(f32_tier_accepts(&z, 4, 1.0, 1.0, true), "{name:?}: a confidently wrong row is well conditioned");
+        // confident beyond f32's exp range: the other e_j are 0 in f32 and ℓ = log1p(34·e^−106)
+        // ≈ 4e-45 is not 0 (the campaign's case 3873, shrunk) — the absolute term refuses it
+        let mut z = vec![T::from_f64(0.0); 35];
+        z[24] = T::from_f64(106.0);
+        assert!(!f32_tier_accepts(&z, 24, 1.0, 1.0, false), "{name:?}: ℓ below what the f32 exps resolve");
     }
-    assert!(taken * 100 >= total * 97, "{taken} of {total} rows took the f32 tier");
-    let mut z = vec![0.0f32; 100];
-    z[3] = 30.0;
-    assert!(!f32_tier_accepts(&z, 3, 1.0, 1.0, true), "a confident row");
-    assert!(!f32_tier_accepts(&z, 3, 1.0, 1.0, false), "a confident row (value only)");
-    assert!(f32_tier_accepts(&z, 4, 1.0, 1.0, true), "a confidently wrong row is well conditioned");
-    // confident beyond f32's exp range: the other e_j are 0 in f32 and ℓ = log1p(34·e^−106)
-    // ≈ 4e-45 is not 0 (the campaign's case 3873, shrunk) — the absolute term refuses it
-    let mut z = vec![0.0f32; 35];
-    z[24] = 105.964_95;
-    assert!(!f32_tier_accepts(&z, 24, 1.0, 1.0, false), "ℓ below what the f32 exps resolve");
-    let _ = (f16::ONE, bf16::ONE);
+    check::<f32>();
+    check::<bf16>();
+    check::<f16>();
+    // a 16-bit gradient whose scale could overflow f16 goes to the f64 tier; bf16 takes it
+    let z: Vec<f16> = (0..64).map(|j| f16::from_f64((j % 7) as f64 * 0.3)).collect();
+    assert!(!f32_tier_accepts(&z, 5, 1.0, 1.0 / 65536.0, true), "f16: w·k/den = 65536");
+    let z: Vec<bf16> = (0..64).map(|j| bf16::from_f64((j % 7) as f64 * 0.3)).collect();
+    assert!(f32_tier_accepts(&z, 5, 1.0, 1.0 / 65536.0, true), "bf16: w·k/den = 65536");
 }
 
 /// Each row's gradient stores wait for the next row's pass (or the end of its rayon task), and

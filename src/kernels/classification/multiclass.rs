@@ -68,12 +68,15 @@
 //!   error is about (C/8 + 10)·2⁻⁵³ (≤ 2⁻³⁸ for C ≤ 2²⁰; the f32 bar needs 2⁻²⁵); see
 //!   `ce_row_hard`. Every other row (NaN, ±inf, smoothing, soft targets, w_y = 0) takes the
 //!   exact path above, unchanged.
-//! - **f32 tier** (f32 logits, in front of the fast path): the exponentials in f32 arithmetic,
+//! - **f32 tier** (f32, bf16 and f16 logits — the 16-bit ones widened to f32 in bulk, exactly —
+//!   in front of the fast path): the exponentials in f32 arithmetic,
 //!   8 lanes ([`vmath::exp32`](crate::kernels::vmath::exp32), within 2.5·2⁻²⁴, certified on
 //!   every f32 input), kept only when an a-posteriori test on the row's own ℓ, S, p_y and
 //!   largest non-argmax term proves the bar (`ce_row_f32` derives it); otherwise the row is
 //!   recomputed by the fast path above. Typical rows (N(0, 3²), C = 32000: ~97%) stand;
-//!   confident ones never do. A row's gradient stores wait for the next row's pass
+//!   confident ones never do. For 16-bit logits the gradient's test is against the 16-bit
+//!   dtype's ulps (`ce_row_16`), and each g_j is RN₁₆(RN₃₂(e_j·ρ)). An f32 row's gradient
+//!   stores wait for the next row's pass
 //!   ([`exp32_row`](crate::kernels::vmath::exp32::exp32_row) does them between its
 //!   exponentials, so the memory traffic overlaps the arithmetic) or for the end of the task;
 //!   each row's bits are the same either way.
@@ -1455,11 +1458,8 @@ fn ce_row_hard<T: Element>(
 ) -> (f64, f64) {
     use crate::kernels::vmath;
     let mut grad = grad;
-    if let Some(z32) = cast::<T, f32>(z) {
-        let g32 = grad.as_mut().and_then(|(g, sc)| Some((cast_mut::<T, f32>(g)?, *sc)));
-        if let Some(l) = ce_row_f32(z32, y, wy, g32, rs) {
-            return l;
-        }
+    if let Some(l) = tier_row(z, y, wy, grad.as_mut().map(|(g, sc)| (&mut **g, *sc)), rs) {
+        return l;
     }
     let scratch = &mut rs.buf[..];
     let c = z.len();
@@ -1528,7 +1528,6 @@ fn ce_row_f32(
     grad: Option<(&mut [f32], Scale)>,
     rs: &mut RowScratch,
 ) -> Option<(f64, f64)> {
-    use exp32::EXP32_BOUND_U as B;
     let c = z.len();
     if rs.e32.len() < 2 * c {
         rs.e32.resize(2 * c, 0.0);
@@ -1541,6 +1540,127 @@ fn ce_row_f32(
     let (e, pe) = if half == 0 { (lo, &*hi) } else { (hi, &*lo) };
     // SAFETY: the row is still borrowed by the task (Pending's contract).
     let prev = prev.map(|p| unsafe { p.store(pe) });
+    let sc = grad.as_ref().map(|(_, sc)| *sc);
+    let t = tier_pass(z, y, wy, sc, grad.is_some().then_some(e), prev, TierPrec::F32)?;
+    if let (Some((g, sc)), Some((rho, gy, gk))) = (grad, t.grad) {
+        // the stores wait for the next row's pass (or the task's flush)
+        rs.pending = Some(Pending {
+            g: g.as_mut_ptr(),
+            len: c,
+            rho,
+            stream: sc.stream,
+            patch: [(y, gy as f32), (t.k, gk as f32)],
+            half,
+        });
+    }
+    Some(t.value)
+}
+
+/// The f32 tier for 16-bit logits (bf16, f16): the row widened to f32 (exact) in bulk, the
+/// f32 tier's pass and test ([`tier_pass`], the gradient's part against the 16-bit dtype's
+/// ulps: [`TierPrec`]), then g_j = RN₁₆(RN₃₂(e_j·ρ)) stored at once (in bulk; no stores
+/// left pending) and the target's and argmax's components rounded once from f64.
+fn ce_row_16<H: Half16>(
+    z: &[H],
+    y: usize,
+    wy: f64,
+    grad: Option<(&mut [H], Scale)>,
+    rs: &mut RowScratch,
+) -> Option<(f64, f64)> {
+    debug_assert!(rs.pending.is_none(), "16-bit rows leave no stores pending");
+    let c = z.len();
+    if rs.e32.len() < 2 * c {
+        rs.e32.resize(2 * c, 0.0);
+    }
+    let (z32, e) = rs.e32[..2 * c].split_at_mut(c);
+    H::widen(z, z32);
+    let sc = grad.as_ref().map(|(_, sc)| *sc);
+    let t = tier_pass(z32, y, wy, sc, grad.is_some().then_some(&mut *e), None, H::PREC)?;
+    if let (Some((g, _)), Some((rho, gy, gk))) = (grad, t.grad) {
+        for v in e.iter_mut() {
+            *v *= rho;
+        }
+        H::narrow(e, g);
+        g[y] = H::from_f64(gy);
+        g[t.k] = H::from_f64(gk);
+    }
+    Some(t.value)
+}
+
+/// The 16-bit dtypes the f32 tier takes: their f32 conversions in bulk (both exact one way,
+/// round-to-nearest-even the other) and their [`TierPrec`].
+trait Half16: Element {
+    const PREC: TierPrec;
+    fn widen(z: &[Self], out: &mut [f32]);
+    fn narrow(e: &[f32], out: &mut [Self]);
+}
+
+impl Half16 for half::bf16 {
+    /// 8 significant bits: ulp(x) > 2⁻⁸·|x|; the range of f32.
+    const PREC: TierPrec = TierPrec { lambda: 65536.0, extra: 1.0, max: 1.0e38 };
+    fn widen(z: &[Self], out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        z.convert_to_f32_slice(out);
+    }
+    fn narrow(e: &[f32], out: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        out.convert_from_f32_slice(e);
+    }
+}
+
+impl Half16 for half::f16 {
+    /// 11 significant bits: ulp(x) > 2⁻¹¹·|x| (subnormals: more); largest finite 65504.
+    const PREC: TierPrec = TierPrec { lambda: 8192.0, extra: 1.0, max: 32768.0 };
+    fn widen(z: &[Self], out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        z.convert_to_f32_slice(out);
+    }
+    fn narrow(e: &[f32], out: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        out.convert_from_f32_slice(e);
+    }
+}
+
+/// The gradient dtype as [`tier_pass`]'s test sees it: `lambda` = its unit u_g (ulp(x) >
+/// u_g·|x|) over 2⁻²⁴; `extra` = 1 when each g_j is rounded to f32 before its own dtype (a
+/// relative error ≤ 2⁻²⁴ more), else 0; `max` = a bound on w_y·|k/den| that keeps every
+/// component far from the dtype's overflow (so the double rounding never decides between a
+/// finite value and ∞).
+#[derive(Clone, Copy)]
+struct TierPrec {
+    lambda: f64,
+    extra: f64,
+    max: f64,
+}
+
+impl TierPrec {
+    const F32: TierPrec = TierPrec { lambda: 1.0, extra: 0.0, max: f64::INFINITY };
+}
+
+/// A row the f32 tier's test accepted: its value pair, its first argmax k and, with a
+/// gradient, (ρ, the target's component, the argmax's component) — the last two scaled, in
+/// f64, for the caller to round once into its dtype.
+struct TierRow {
+    value: (f64, f64),
+    k: usize,
+    grad: Option<(f32, f64, f64)>,
+}
+
+/// The f32 tier's pass over an f32 row and its a-posteriori test ([`ce_row_f32`] derives it;
+/// `prec` gives the gradient's dtype — the value's test is always against f32's ulps, the
+/// finest value dtype): e_j into `e` when given (the gradient is wanted, scaled by `sc`),
+/// `prev`'s stores done during the pass or before returning. `None`: the row is for the f64
+/// tier.
+fn tier_pass(
+    z: &[f32],
+    y: usize,
+    wy: f64,
+    sc: Option<Scale>,
+    mut e: Option<&mut [f32]>,
+    prev: Option<exp32::Store<'_>>,
+    prec: TierPrec,
+) -> Option<TierRow> {
+    use exp32::EXP32_BOUND_U as B;
     let stop = |prev: Option<exp32::Store<'_>>| {
         if let Some(st) = prev {
             st.run();
@@ -1554,12 +1674,12 @@ fn ce_row_f32(
     if !finite {
         return stop(prev);
     }
-    if let Some((_, sc)) = &grad {
-        if !sc.fast {
+    if let Some(sc) = &sc {
+        if !(sc.fast && (wy * sc.mul).abs() <= prec.max) {
             return stop(prev);
         }
     }
-    let pass = exp32::exp32_row(z, m, k, grad.is_some().then_some(&mut *e), prev);
+    let pass = exp32::exp32_row(z, m, k, e.as_deref_mut(), prev);
     let (sp, e2) = (pass.sp, pass.e2);
     let big_s = 1.0 + sp;
     let (m64, zy) = (m as f64, z[y] as f64);
@@ -1569,11 +1689,14 @@ fn ce_row_f32(
     if !(sp_err / big_s <= 1.25 * ell) {
         return None;
     }
-    if let Some((g, sc)) = grad {
+    let v = pair_scale(wy, pair_add(m64, -zy));
+    let (h, lo) = pair_add(v.0, wy * libm::log1p(sp));
+    let mut row = TierRow { value: (h, lo + v.1), k, grad: None };
+    if let (Some(sc), Some(e)) = (sc, e) {
         let ey = if y == k { 1.0 } else { e[y] as f64 };
         let py = ey / big_s;
-        let room = 0.75 * (1.0 - py);
-        if !(((2.0 * B + 1.0) * e2 as f64 + 2f64.powi(-126)) / big_s <= room
+        let room = 0.75 * prec.lambda * (1.0 - py);
+        if !(((2.0 * B + 1.0 + prec.extra) * e2 as f64 + 2f64.powi(-126)) / big_s <= room
             && sp_err / (big_s * big_s) <= room
             && 2.0 * B * py <= room)
         {
@@ -1585,34 +1708,46 @@ fn ce_row_f32(
             return None;
         }
         let rest = if y == k { 0.0 } else { wy };
-        let gy = sc.apply(r * ey - wy) as f32;
-        let gk = sc.apply(rest - r * sp) as f32;
-        // the stores wait for the next row's pass (or the task's flush)
-        rs.pending = Some(Pending {
-            g: g.as_mut_ptr(),
-            len: c,
-            rho,
-            stream: sc.stream,
-            patch: [(y, gy), (k, gk)],
-            half,
-        });
+        row.grad = Some((rho, sc.apply(r * ey - wy), sc.apply(rest - r * sp)));
     }
-    let v = pair_scale(wy, pair_add(m64, -zy));
-    let (h, lo) = pair_add(v.0, wy * libm::log1p(sp));
-    Some((h, lo + v.1))
+    Some(row)
 }
 
-/// Does one f32 row take the f32 tier of the fast path ([`ce_row_f32`]'s test)? For tests
-/// and benchmarks: `den` is the mean's denominator, `grad` whether the gradient is wanted.
+/// The f32 tier for the dtypes it takes ([`ce_row_f32`], [`ce_row_16`]); `None` for a row it
+/// leaves to the f64 tier and for other dtypes.
+#[inline]
+fn tier_row<T: Element>(
+    z: &[T],
+    y: usize,
+    wy: f64,
+    grad: Option<(&mut [T], Scale)>,
+    rs: &mut RowScratch,
+) -> Option<(f64, f64)> {
+    fn as_ty<T: Element, U: Element>(g: Option<(&mut [T], Scale)>) -> Option<(&mut [U], Scale)> {
+        g.and_then(|(g, sc)| Some((cast_mut::<T, U>(g)?, sc)))
+    }
+    if let Some(z) = cast::<T, f32>(z) {
+        ce_row_f32(z, y, wy, as_ty(grad), rs)
+    } else if let Some(z) = cast::<T, half::bf16>(z) {
+        ce_row_16(z, y, wy, as_ty(grad), rs)
+    } else if let Some(z) = cast::<T, half::f16>(z) {
+        ce_row_16(z, y, wy, as_ty(grad), rs)
+    } else {
+        None
+    }
+}
+
+/// Does one row (f32, bf16 or f16 logits) take the f32 tier of the fast path ([`ce_row_f32`]'s
+/// and [`ce_row_16`]'s test)? For tests and benchmarks: `den` is the mean's denominator, `grad`
+/// whether the gradient is wanted. Other dtypes: false.
 #[doc(hidden)]
-pub fn f32_tier_accepts(z: &[f32], y: usize, wy: f64, den: f64, grad: bool) -> bool {
-    let mut g = vec![0.0f32; if grad { z.len() } else { 0 }];
-    let scratch = vec![0.0f64; z.len()];
+pub fn f32_tier_accepts<T: Element>(z: &[T], y: usize, wy: f64, den: f64, grad: bool) -> bool {
+    let mut g = vec![T::from_f64(0.0); if grad { z.len() } else { 0 }];
     let sc = Scale::new(1.0, den);
-    let mut rs = RowScratch { buf: scratch, ..RowScratch::default() };
-    let taken = ce_row_f32(z, y, wy, grad.then_some((&mut g[..], sc)), &mut rs).is_some();
+    let mut rs = RowScratch { buf: vec![0.0f64; z.len()], ..RowScratch::default() };
+    let taken = tier_row(z, y, wy, grad.then_some((&mut g[..], sc)), &mut rs);
     rs.flush();
-    taken
+    taken.is_some()
 }
 
 /// The logits as f64 into `out` (f32 and bf16 by vmath's bulk loops, f16 through `half`'s

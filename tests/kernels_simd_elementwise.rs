@@ -420,3 +420,88 @@ fn bce_logits_fast_path_threads() {
     bce_threads_case::<f32>();
     bce_threads_case::<bf16>();
 }
+
+// ---------------------------------------------------------------------------------------------
+// dpo's fast path (bce_fast_element at x = β·h, t = 1 − ε).
+
+/// |a − b| ≤ one ulp of T at max(|a|, |b|) (or T's smallest subnormal): two neighbours of T.
+fn within_one_ulp_of<T: Element>(a: f64, b: f64) -> bool {
+    let (p, tiny) = match T::DTYPE {
+        losscheck::Dtype::F32 => (24, 2f64.powi(-149)),
+        losscheck::Dtype::F16 => (11, 2f64.powi(-24)),
+        losscheck::Dtype::Bf16 => (8, 2f64.powi(-133)),
+    };
+    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 2f64.powi(1 - p) * a.abs().max(b.abs()) + tiny
+}
+
+/// dpo on log-probs around −150 (N(−150, 20²)-like, as the benchmark's), with elements that
+/// must leave the fast path — h inexact in f64 (magnitudes 2⁴⁸ apart), |β·h| > 700, the
+/// gradient's zero crossing x = ln((1 − ε)/ε), NaN and ±inf — for ε ∈ {0, 0.1, 0.125, 10⁻²⁰}
+/// (the last: 1 − (1 − ε) is not ε, so no fast path) and every reduction: every code
+/// generation gives the plain one's bits, at whole and partial blocks, with and without
+/// gradients; and the fast path agrees with the general one (`run2`, taken by an all-ones
+/// mask) to one ulp of T per output.
+fn dpo_case<T: Element, O: Element>() {
+    use losscheck::kernels::preference::{dpo, DpoArgs, Output as DOut};
+    let n = 4000 + 13;
+    let x: [Vec<T>; 4] = std::array::from_fn(|k| data(n, 40 + k as u64, -190.0, -110.0, true));
+    let [mut pc, pr, mut rc, rr] = x;
+    let beta = 0.1;
+    for j in (2..n).step_by(31) {
+        pc[j] = T::from_f64(3e4); // with rc tiny: h inexact in f64 for f32 inputs
+        rc[j] = T::from_f64(1.1e-7);
+    }
+    for j in (9..n).step_by(37) {
+        pc[j] = T::from_f64(-9000.0); // β·h < −700
+    }
+    let ones = vec![1i64; n];
+    for eps in [0.0f64, 0.1, 0.125, 1e-20] {
+        let mut pc = pc.clone();
+        if eps > 0.0 {
+            // the zero crossing: β·h = ln((1 − ε)/ε), as near as T allows
+            let xs = ((1.0 - eps) / eps).ln() / beta;
+            for j in (4..n).step_by(29) {
+                pc[j] = T::from_f64(rc[j].to_f64() + pr[j].to_f64() - rr[j].to_f64() + xs);
+            }
+        }
+        for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            let eval = |len: usize, grads: bool| {
+                let args = DpoArgs::new(&pc[..len], &pr[..len], &rc[..len], &rr[..len]).reduction(red).grads(grads, grads);
+                let out: DOut<T, O> = dpo(&args, beta, eps).unwrap();
+                (bits(&out.value), out.grad_policy_chosen.as_deref().map(bits), out.grad_policy_rejected.as_deref().map(bits))
+            };
+            for len in [n, 3 * 256, 256 + 8, 7] {
+                for grads in [true, false] {
+                    let base = with_plain_codegen(|| eval(len, grads));
+                    for cg in [Codegen::Avx2, Codegen::Avx512] {
+                        assert_eq!(with_codegen(cg, || eval(len, grads)), base, "dpo ε={eps} {red:?} n={len} grads={grads}: {cg:?} vs plain");
+                    }
+                }
+            }
+            let args = DpoArgs::new(&pc, &pr, &rc, &rr).reduction(red);
+            let fast: DOut<T, O> = dpo(&args, beta, eps).unwrap();
+            let general: DOut<T, O> = dpo(&args.mask(&ones), beta, eps).unwrap();
+            for (j, (a, b)) in fast.value.iter().zip(&general.value).enumerate() {
+                assert!(within_one_ulp_of::<O>(a.to_f64(), b.to_f64()), "dpo ε={eps} {red:?} value {j}: {a:?} vs {b:?}");
+            }
+            let (fc, gc) = (fast.grad_policy_chosen.unwrap(), general.grad_policy_chosen.unwrap());
+            let (fr, gr) = (fast.grad_policy_rejected.unwrap(), general.grad_policy_rejected.unwrap());
+            for j in 0..n {
+                assert!(within_one_ulp_of::<T>(fc[j].to_f64(), gc[j].to_f64()), "dpo ε={eps} {red:?} ∂/∂πc {j}: {:?} vs {:?}", fc[j], gc[j]);
+                assert!(fr[j].to_f64() == -fc[j].to_f64() || fr[j].to_f64().is_nan(), "∂/∂πr = −∂/∂πc (zeros of either sign)");
+                assert!(within_one_ulp_of::<T>(fr[j].to_f64(), gr[j].to_f64()));
+            }
+            if eps == 1e-20 {
+                assert_eq!(bits(&fast.value), bits(&general.value), "ε = 1e-20 takes the general path");
+            }
+        }
+    }
+}
+
+#[test]
+fn dpo_fast_path_bits_equal_across_code_generations_and_agree_with_the_general_path() {
+    dpo_case::<f32, f32>();
+    dpo_case::<bf16, f32>();
+    dpo_case::<bf16, bf16>();
+    dpo_case::<f16, f16>();
+}

@@ -506,7 +506,7 @@ const LANES: usize = FAST_LANES;
 /// generations can run the exponentials of a block in a loop of their own (`bce_avx2`,
 /// `bce_avx512`: the same operations per element).
 #[inline(always)]
-fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
+pub(crate) fn bce_fast_element<V: Lane>(z: V, t: V) -> (V, V, V::Mask) {
     let (zz, ok_in) = bce_domain(z, t);
     bce_rest(zz, t, ok_in, bce_exp(zz))
 }

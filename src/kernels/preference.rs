@@ -26,6 +26,15 @@
 //!   double-double ([`exp_dd`]) times (1 + x_lo) for the low part of x, and 1 − ε exact as a
 //!   double-double: accurate to about 2^−100 relatively to the terms, however close x is to x*.
 //!
+//! - **Fast path** (no weight, mask or per-element cotangent; ε = 0 or 1 − (1 − ε) = ε to
+//!   2⁻⁴⁰): dpo at x = β·h *is* bce_logits at logit x and target 1 − ε, so where h is exact in
+//!   f64 (three error-free TwoSums with zero errors), each element is bce_logits' fast element
+//!   (`classification::bce_fast_element`: |x| ≤ 700, no cancellation in the gradient), on
+//!   8 / 4 f64 lanes (AVX-512 / AVX2, chosen at run time) or plain — the same operations, the
+//!   same bits. Everything else is [`dpo_point`] above, element by element. Accurate to far
+//!   better than the output ulp, not correctly rounded everywhere (the exhaustive 16-bit
+//!   certificates: max 1 ulp, as before). `DpoFast` has the derivation.
+//!
 //! Invalid input (lengths, β ≤ 0 or not finite, ε outside [0, ½], and the weight / mask /
 //! cotangent checks of [`Plan::new`]) is an `Err` naming the input or param and the value.
 //! Extended reals: inf − inf in h is NaN; h = ±inf gives σ ∈ {0, 1} and softplus ∈ {0, inf}.
@@ -58,7 +67,16 @@ use super::ranking::{
     bad_param, check_len, extras, output_default, pair_sum, reduction_builders, req_input,
     response2, run2, softplus_pair, sum_exact, Pair,
 };
-use super::reduce::Plan;
+use super::classification::bce_fast_element;
+use super::math::round_odd;
+use super::ranking::reduced_value;
+use super::reduce::{
+    codegen, load_f64, size_output, store_f64, Codegen, CompensatedSum, FastScale, Plan, BLOCK,
+    FAST_LANES,
+};
+#[cfg(target_arch = "x86_64")]
+use super::vmath::simd_x86::{F64x4, F64x8};
+use super::vmath::{LaneIo, Lanes};
 use losscheck_core::{Case, Checked, Element, LossError, Reduction, Response};
 
 /// The preference losses this module implements.
@@ -234,6 +252,16 @@ pub fn dpo_into<T: Element, O: Element>(
         args.ref_chosen,
         args.ref_rejected,
     );
+    let t = 1.0 - label_smoothing;
+    // the fast path's b = 1 − t must be ε to 2⁻⁴⁰ relatively (true for ε = 0 and ε ≥ 2⁻¹³)
+    let b_ok = label_smoothing == 0.0 || ((1.0 - t) - label_smoothing).abs() <= label_smoothing * 2f64.powi(-40);
+    if let (Some(scale), true) = (plan.fast_scale(), b_ok) {
+        let none = args.reduction == Reduction::None;
+        let want = [args.grad_policy_chosen, args.grad_policy_rejected];
+        let job = DpoFast { x: [pc, pr, rc, rr], beta, eps: label_smoothing, t, scale, none, want };
+        job.run(&plan, out);
+        return Ok(());
+    }
     run2(
         &plan,
         args.cotangent,
@@ -252,6 +280,168 @@ pub fn dpo_into<T: Element, O: Element>(
         },
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fast path.
+
+/// dpo's fast path, for a plan without mask, weight or per-element cotangent (and ε = 0 or
+/// ε ≥ about 2⁻¹³, so that 1 − (1 − ε) is ε to 2⁻⁴⁰): with x = β·h, dpo *is* bce_logits at
+/// logit x and target t = 1 − ε — l = t·softplus(−x) + (1 − t)·softplus(x), ∂l/∂x = (1 − t)·σ(x)
+/// − t·σ(−x) — so each element is [`bce_fast_element`] (its domain |x| ≤ 700, its
+/// no-cancellation test, its bound: l within 2⁻⁴⁸, ∂l/∂x within 2⁻³⁷ relatively), taken where
+/// h = (πc − rc) − (πr − rr) is exact in f64 (its three TwoSum errors are 0; then x = RN(β·h)
+/// is within 2⁻⁵³ of the exact product, which moves l and ∂l/∂x by at most |x|·2⁻⁵³ ≤ 2⁻⁴³
+/// relatively). Everything else — an inexact h, |x| > 700, the gradient's zero crossing,
+/// NaN, ±inf — takes [`dpo_point`], the exact path, element by element. The value terms
+/// are summed as [`run2`] sums them (a compensated sum of pairs, rounded once, to odd, for
+/// the output dtype); the gradients are scaled as [`Plan`] scales them ([`FastScale`]).
+/// Written once over [`LaneIo`] and instantiated per code generation: the same operations per
+/// element, so the same bits on every CPU and for every [`Codegen`].
+struct DpoFast<'a, T> {
+    x: [&'a [T]; 4],
+    beta: f64,
+    eps: f64,
+    t: f64,
+    scale: FastScale,
+    none: bool,
+    want: [bool; 2],
+}
+
+impl<T: Element> DpoFast<'_, T> {
+    fn run<O: Element>(&self, plan: &Plan<'_, T>, out: &mut Output<T, O>) {
+        let n = self.x[0].len();
+        let zero = T::from_f64(0.0);
+        let mut gc = out.grad_policy_chosen.take().unwrap_or_default();
+        let mut gr = out.grad_policy_rejected.take().unwrap_or_default();
+        for (g, w) in [(&mut gc, self.want[0]), (&mut gr, self.want[1])] {
+            if w {
+                size_output(g, n, zero);
+            } else {
+                g.clear();
+            }
+        }
+        if self.none {
+            size_output(&mut out.value, n, O::from_f64(0.0));
+        } else {
+            out.value.clear();
+        }
+        let mut acc = CompensatedSum::new();
+        let (value, g) = (&mut out.value[..], [&mut gc[..], &mut gr[..]]);
+        match codegen() {
+            // SAFETY: `codegen()` is at most the CPU's: it has AVX-512 F + DQ, AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Codegen::Avx512 => unsafe { self.blocks_avx512(value, g, &mut acc) },
+            // SAFETY: the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Codegen::Avx2 => unsafe { self.blocks_avx2(value, g, &mut acc) },
+            _ => self.blocks::<Lanes<FAST_LANES>, O>(value, g, &mut acc),
+        }
+        if !self.none {
+            out.value.push(reduced_value(plan, &acc));
+        }
+        out.grad_policy_chosen = self.want[0].then_some(gc);
+        out.grad_policy_rejected = self.want[1].then_some(gr);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
+    unsafe fn blocks_avx512<O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], acc: &mut CompensatedSum) {
+        self.blocks::<F64x8, O>(value, g, acc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn blocks_avx2<O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], acc: &mut CompensatedSum) {
+        self.blocks::<F64x4, O>(value, g, acc)
+    }
+
+    /// Block by block: the inputs widened in bulk, x where h is exact (NaN, which the fast
+    /// element refuses, elsewhere), the fast element over whole vectors V and then one by one
+    /// (its f64 instantiation: the same operations), [`dpo_point`] where it refused, the
+    /// outputs scaled and narrowed in bulk, the value terms (hi, lo) summed.
+    #[inline(always)]
+    fn blocks<V: LaneIo, O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], acc: &mut CompensatedSum) {
+        let n = self.x[0].len();
+        let [gc, gr] = g;
+        let mut xs = [[0.0f64; BLOCK]; 4];
+        let (mut xb, mut vb, mut lob, mut gb) = ([0.0f64; BLOCK], [0.0f64; BLOCK], [0.0f64; BLOCK], [0.0f64; BLOCK]);
+        let (beta, tv) = (self.beta, V::splat(self.t));
+        let mut start = 0;
+        while start < n {
+            let end = (start + BLOCK).min(n);
+            let len = end - start;
+            for (k, x) in self.x.iter().enumerate() {
+                load_f64(&x[start..end], &mut xs[k][..len]);
+            }
+            let [pc, pr, rc, rr] = &xs;
+            for j in 0..len {
+                let (a, ea) = two_sum(pc[j], -rc[j]);
+                let (b, eb) = two_sum(pr[j], -rr[j]);
+                let (h, eh) = two_sum(a, -b);
+                let exact = ea == 0.0 && eb == 0.0 && eh == 0.0;
+                xb[j] = if exact { beta * h } else { f64::NAN };
+            }
+            let mut refused = false;
+            let mut j = 0;
+            while j + V::N <= len {
+                let (v, d, ok) = bce_fast_element(V::load(&xb[j..]), tv);
+                v.store(&mut vb[j..]);
+                d.store(&mut gb[j..]);
+                refused |= V::bits(ok) != (1u32 << V::N) - 1;
+                j += V::N;
+            }
+            let mut okb = [true; BLOCK];
+            for k in j..len {
+                let (v, d, ok) = bce_fast_element(xb[k], self.t);
+                (vb[k], gb[k], okb[k]) = (v, d, ok);
+                refused |= !ok;
+            }
+            if refused {
+                // which ones: the same test again, element by element (rare: cold)
+                for k in 0..j {
+                    okb[k] = bce_fast_element(xb[k], self.t).2;
+                }
+            }
+            let mut any_lo = false;
+            for k in 0..len {
+                if okb[k] {
+                    lob[k] = 0.0;
+                    gb[k] *= beta;
+                } else {
+                    let ((hi, lo), [d, _]) = dpo_point(pc[k], pr[k], rc[k], rr[k], beta, self.eps);
+                    (vb[k], lob[k], gb[k]) = (hi, if hi.is_finite() { lo } else { 0.0 }, d);
+                    any_lo |= lob[k] != 0.0;
+                }
+            }
+            if self.none {
+                if any_lo {
+                    for k in 0..len {
+                        vb[k] = round_odd(vb[k], lob[k]);
+                    }
+                }
+                store_f64(&vb[..len], &mut value[start..end]);
+            } else {
+                for k in 0..len {
+                    acc.add_lane(start + k, vb[k]);
+                    acc.add_lane(start + k, lob[k]);
+                }
+            }
+            if self.want[0] || self.want[1] {
+                let (ga, gb2) = xs.split_at_mut(1);
+                for k in 0..len {
+                    (ga[0][k], gb2[0][k]) = self.scale.apply_pair(gb[k]);
+                }
+                if self.want[0] {
+                    store_f64(&ga[0][..len], &mut gc[start..end]);
+                }
+                if self.want[1] {
+                    store_f64(&gb2[0][..len], &mut gr[start..end]);
+                }
+            }
+            start = end;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -181,6 +181,36 @@ impl Lane for f64 {
     }
 }
 
+/// Whole-vector loads and stores of a [`Lane`] type, for block loops written once and
+/// instantiated per code generation ([`Lanes`] plain, [`simd_x86::F64x4`] AVX2,
+/// [`simd_x86::F64x8`] AVX-512).
+pub(crate) trait LaneIo: Lane {
+    /// Lanes per vector.
+    const N: usize;
+    /// The lanes from `s[..N]` (panics if `s` is shorter).
+    fn load(s: &[f64]) -> Self;
+    /// The lanes into `d[..N]` (panics if `d` is shorter).
+    fn store(self, d: &mut [f64]);
+    /// Bit l set where lane l of `m` is true.
+    fn bits(m: Self::Mask) -> u32;
+}
+
+impl<const L: usize> LaneIo for Lanes<L> {
+    const N: usize = L;
+    #[inline(always)]
+    fn load(s: &[f64]) -> Self {
+        Lanes(s[..L].try_into().unwrap())
+    }
+    #[inline(always)]
+    fn store(self, d: &mut [f64]) {
+        d[..L].copy_from_slice(&self.0);
+    }
+    #[inline(always)]
+    fn bits(m: [bool; L]) -> u32 {
+        m.iter().enumerate().fold(0, |b, (l, &x)| b | ((x as u32) << l))
+    }
+}
+
 /// L f64 lanes ([`Lane`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Lanes<const L: usize>(pub [f64; L]);

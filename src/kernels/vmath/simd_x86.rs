@@ -8,7 +8,7 @@
 //! intrinsics inline there); anywhere else calling them is undefined behaviour on a CPU
 //! without the features, hence the `unsafe` constructor contract below.
 
-use super::Lane;
+use super::{Lane, LaneIo};
 use std::arch::x86_64::*;
 
 /// 4 f64 lanes in an AVX2 register. Only for code compiled with `avx2,fma` enabled, run on a
@@ -173,5 +173,41 @@ impl Lane for F64x8 {
     #[inline(always)]
     fn scale_pow2(self, k: Self, _t: Self) -> Self {
         F64x8(unsafe { _mm512_scalef_pd(self.0, k.0) })
+    }
+}
+
+impl LaneIo for F64x4 {
+    const N: usize = 4;
+    #[inline(always)]
+    fn load(s: &[f64]) -> Self {
+        let s = &s[..4];
+        F64x4(unsafe { _mm256_loadu_pd(s.as_ptr()) })
+    }
+    #[inline(always)]
+    fn store(self, d: &mut [f64]) {
+        let d = &mut d[..4];
+        unsafe { _mm256_storeu_pd(d.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    fn bits(m: __m256d) -> u32 {
+        unsafe { _mm256_movemask_pd(m) as u32 }
+    }
+}
+
+impl LaneIo for F64x8 {
+    const N: usize = 8;
+    #[inline(always)]
+    fn load(s: &[f64]) -> Self {
+        let s = &s[..8];
+        F64x8(unsafe { _mm512_loadu_pd(s.as_ptr()) })
+    }
+    #[inline(always)]
+    fn store(self, d: &mut [f64]) {
+        let d = &mut d[..8];
+        unsafe { _mm512_storeu_pd(d.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    fn bits(m: __mmask8) -> u32 {
+        m as u32
     }
 }

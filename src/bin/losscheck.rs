@@ -301,8 +301,23 @@ struct VerifyArgs {
     json: bool,
 }
 
+/// A closed stdout (`losscheck list | head`) ends the program quietly, as it ends other Unix
+/// tools, instead of a panic in `println!`: SIGPIPE back to its default action. Only for the
+/// commands that start no subject process: the fuzzer and the exec targets must see a dead
+/// subject's pipe as an error (EPIPE) and report it, not be killed by it.
+fn quiet_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition, before this program starts any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Command::List { .. } | Command::Merge(_)) {
+        quiet_on_closed_stdout();
+    }
     let r = match cli.cmd {
         Command::List { json } => cmd_list(json),
         Command::Eval {

@@ -197,7 +197,7 @@ def time_jax(kind, dt, xs, other, argnums):
 
 def losscheck_ms(group):
     """losscheck's median for `group` at the same thread count: `kernel` is the one-thread
-    kernel; with --threads T > 1 the `kernel_tT` benchmark (multiclass and bce_logits have kernel_t2) if
+    kernel; with --threads T > 1 the `kernel_tT` benchmark (multiclass, bce_logits and dpo have kernel_t2) if
     there is one, else the one-thread `kernel` (marked with * in the table)."""
     ids = ["kernel"] if T == 1 else [f"kernel_t{T}", "kernel"]
     for kid in ids:

@@ -4,7 +4,9 @@
 //! no label smoothing; value, ∂/∂policy_chosen, ∂/∂policy_rejected). Per group, same run:
 //!
 //! - `kernel`: the built-in kernel (`info_nce`: f64 `matrixmultiply` GEMMs and double-double
-//!   row pieces, allocating its outputs; `dpo`: `dpo_into`, reusing them);
+//!   row pieces, allocating its outputs; `dpo`: `dpo_into`, reusing them, inside a rayon pool
+//!   of one thread); for dpo also `kernel_t2`, the same on a pool of two threads (its blocks
+//!   spread over it; the same bits), and `probe_t2`, the probe on two threads;
 //! - `naive`: straightforward scalar f32 (`info_nce`: normalise, S = q̂k̂ᵀ/τ by dot products
 //!   with 8 partial sums, row log-softmax, dS = (softmax − I)/(Nτ), then dS·k̂, dSᵀ·q̂ by
 //!   axpy loops and the normalisation's backward);
@@ -157,19 +159,25 @@ fn dpo_group<T: Io>(c: &mut Criterion) -> Row {
     let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let x: [Vec<T>; 4] = std::array::from_fn(|_| rng.normal(PAIRS, -150.0, 20.0));
     let mut g = Group::new::<T>(c, ["dpo", "1M", "1M pairs"], PAIRS, 6, 0);
-    let mut out = pref::Output::<T, f32>::default();
-    g.run("kernel", || {
-        let args = DpoArgs::new(&x[0], &x[1], &x[2], &x[3]);
-        dpo_into(black_box(&args), BETA as f64, 0.0, &mut out).unwrap();
-        black_box(out.value[0])
-    });
-    drop(out);
+    // one thread, and (its blocks spread over rayon's pool) two
+    for (id, threads) in [("kernel", 1), ("kernel_t2", 2)] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut out = pref::Output::<T, f32>::default();
+        g.run(id, || {
+            pool.install(|| {
+                let args = DpoArgs::new(&x[0], &x[1], &x[2], &x[3]);
+                dpo_into(black_box(&args), BETA as f64, 0.0, &mut out).unwrap();
+                black_box(out.value[0])
+            })
+        });
+    }
     let (mut gc, mut gr) = (vec![T::default(); PAIRS], vec![T::default(); PAIRS]);
     g.run("naive", || {
         naive_dpo(black_box([&x[0], &x[1], &x[2], &x[3]]), &mut gc, &mut gr)
     });
     let reads = [bytes(&x[0]), bytes(&x[1]), bytes(&x[2]), bytes(&x[3])];
     g.probe(&reads, &mut [bytes_mut(&mut gc), bytes_mut(&mut gr)]);
+    g.probe_t2(&reads, &mut [bytes_mut(&mut gc), bytes_mut(&mut gr)]);
     g.finish()
 }
 

@@ -505,3 +505,37 @@ fn dpo_fast_path_bits_equal_across_code_generations_and_agree_with_the_general_p
     dpo_case::<bf16, bf16>();
     dpo_case::<f16, f16>();
 }
+
+/// dpo's fast path on rayon pools of 1, 2 and 3 threads (≥ 2¹⁸ pairs: spread over tasks, a
+/// partial task and a partial block at the end, with exact-path elements): the same bits, and
+/// the same bits as the plain and AVX2 code generations.
+fn dpo_threads_case<T: Element>() {
+    use losscheck::kernels::preference::{dpo, DpoArgs, Output as DOut};
+    let n = (1 << 18) + 3 * 32_768 + 1_234;
+    let x: [Vec<T>; 4] = std::array::from_fn(|k| data(n, 60 + k as u64, -190.0, -110.0, true));
+    let [mut pc, pr, rc, rr] = x;
+    for j in (9..n).step_by(1013) {
+        pc[j] = T::from_f64(-9000.0); // the exact path
+    }
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let run = |threads: usize, cg: Codegen| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let eval = || {
+                let out: DOut<T, f32> = dpo(&DpoArgs::new(&pc, &pr, &rc, &rr).reduction(red), 0.1, 0.1).unwrap();
+                (bits(&out.value), bits(out.grad_policy_chosen.as_ref().unwrap()), bits(out.grad_policy_rejected.as_ref().unwrap()))
+            };
+            pool.install(|| with_codegen(cg, eval))
+        };
+        let one = run(1, Codegen::Avx512);
+        assert_eq!(run(2, Codegen::Avx512), one, "dpo {red:?}: 2 threads vs 1");
+        assert_eq!(run(3, Codegen::Avx512), one, "dpo {red:?}: 3 threads vs 1");
+        assert_eq!(run(2, Codegen::Plain), one, "dpo {red:?}: plain on 2 threads vs 1");
+        assert_eq!(run(2, Codegen::Avx2), one, "dpo {red:?}: AVX2 on 2 threads vs 1");
+    }
+}
+
+#[test]
+fn dpo_fast_path_threads() {
+    dpo_threads_case::<f32>();
+    dpo_threads_case::<bf16>();
+}

@@ -71,7 +71,7 @@ use super::classification::bce_fast_element;
 use super::math::round_odd;
 use super::ranking::reduced_value;
 use super::reduce::{
-    codegen, load_f64, size_output, store_f64, Codegen, CompensatedSum, FastScale, Plan, BLOCK,
+    block_sum, codegen, load_f64, size_output, store_f64, Codegen, CompensatedSum, FastScale, Plan, BLOCK,
     FAST_LANES,
 };
 #[cfg(target_arch = "x86_64")]
@@ -285,6 +285,13 @@ pub fn dpo_into<T: Element, O: Element>(
 // ---------------------------------------------------------------------------------------------
 // The fast path.
 
+/// From this many elements (feature `parallel`, a pool of more than one thread) the fast path
+/// runs in tasks of DPO_TASK elements on rayon's pool; the results do not depend on either.
+#[cfg(feature = "parallel")]
+const DPO_PAR_MIN: usize = 1 << 18;
+#[cfg(feature = "parallel")]
+const DPO_TASK: usize = 1 << 15;
+
 /// dpo's fast path, for a plan without mask, weight or per-element cotangent (and ε = 0 or
 /// ε ≥ about 2⁻¹³, so that 1 − (1 − ε) is ε to 2⁻⁴⁰): with x = β·h, dpo *is* bce_logits at
 /// logit x and target t = 1 − ε — l = t·softplus(−x) + (1 − t)·softplus(x), ∂l/∂x = (1 − t)·σ(x)
@@ -294,10 +301,12 @@ pub fn dpo_into<T: Element, O: Element>(
 /// is within 2⁻⁵³ of the exact product, which moves l and ∂l/∂x by at most |x|·2⁻⁵³ ≤ 2⁻⁴³
 /// relatively). Everything else — an inexact h, |x| > 700, the gradient's zero crossing,
 /// NaN, ±inf — takes [`dpo_point`], the exact path, element by element. The value terms
-/// are summed as [`run2`] sums them (a compensated sum of pairs, rounded once, to odd, for
-/// the output dtype); the gradients are scaled as [`Plan`] scales them ([`FastScale`]).
+/// (≥ 0) are summed as the other fast paths sum theirs (8-lane block sums, the block totals
+/// compensated; the exact path's low parts likewise) and the total rounded once, to odd, for
+/// the output dtype; the gradients are scaled as [`Plan`] scales them ([`FastScale`]).
 /// Written once over [`LaneIo`] and instantiated per code generation: the same operations per
 /// element, so the same bits on every CPU and for every [`Codegen`].
+#[derive(Clone, Copy)]
 struct DpoFast<'a, T> {
     x: [&'a [T]; 4],
     beta: f64,
@@ -327,16 +336,17 @@ impl<T: Element> DpoFast<'_, T> {
             out.value.clear();
         }
         let mut acc = CompensatedSum::new();
+        // the code generation is chosen here, on the caller's thread (`with_codegen`)
+        let cg = codegen();
         let (value, g) = (&mut out.value[..], [&mut gc[..], &mut gr[..]]);
-        match codegen() {
-            // SAFETY: `codegen()` is at most the CPU's: it has AVX-512 F + DQ, AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Codegen::Avx512 => unsafe { self.blocks_avx512(value, g, &mut acc) },
-            // SAFETY: the CPU has AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Codegen::Avx2 => unsafe { self.blocks_avx2(value, g, &mut acc) },
-            _ => self.blocks::<Lanes<FAST_LANES>, O>(value, g, &mut acc),
+        #[cfg(feature = "parallel")]
+        if n >= DPO_PAR_MIN && rayon::current_num_threads() > 1 {
+            self.run_tasks(cg, value, g, &mut acc);
+        } else {
+            self.dispatch(cg, value, g, &mut |b| acc.add(b));
         }
+        #[cfg(not(feature = "parallel"))]
+        self.dispatch(cg, value, g, &mut |b| acc.add(b));
         if !self.none {
             out.value.push(reduced_value(plan, &acc));
         }
@@ -344,16 +354,63 @@ impl<T: Element> DpoFast<'_, T> {
         out.grad_policy_rejected = self.want[1].then_some(gr);
     }
 
+    /// The blocks of all of `self` in the code generation `cg` (at most the CPU's), each
+    /// block's value totals handed to `sink` in order.
+    fn dispatch<O: Element>(&self, cg: Codegen, value: &mut [O], g: [&mut [T]; 2], sink: &mut dyn FnMut(f64)) {
+        match cg {
+            // SAFETY: `cg` is at most the CPU's: it has AVX-512 F + DQ, AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Codegen::Avx512 => unsafe { self.blocks_avx512(value, g, sink) },
+            // SAFETY: the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Codegen::Avx2 => unsafe { self.blocks_avx2(value, g, sink) },
+            _ => self.blocks::<Lanes<FAST_LANES>, O>(value, g, sink),
+        }
+    }
+
+    /// [`Self::dispatch`] spread over rayon's pool: tasks of DPO_TASK elements (whole blocks),
+    /// each keeping its blocks' totals; the totals are then added in task order — the same
+    /// sums in the same order as one thread: the same bits for any pool.
+    #[cfg(feature = "parallel")]
+    fn run_tasks<O: Element>(&self, cg: Codegen, value: &mut [O], g: [&mut [T]; 2], acc: &mut CompensatedSum) {
+        use rayon::prelude::*;
+        let n = self.x[0].len();
+        let [gc, gr] = g;
+        let mut tasks = Vec::with_capacity(n.div_ceil(DPO_TASK));
+        let (mut vrest, mut crest, mut rrest) = (value, gc, gr);
+        let mut lo = 0;
+        while lo < n {
+            let len = DPO_TASK.min(n - lo);
+            let cut = |w: bool| if w { len } else { 0 };
+            let (v, vr) = std::mem::take(&mut vrest).split_at_mut(cut(self.none));
+            let (c, cr) = std::mem::take(&mut crest).split_at_mut(cut(self.want[0]));
+            let (r, rr) = std::mem::take(&mut rrest).split_at_mut(cut(self.want[1]));
+            (vrest, crest, rrest) = (vr, cr, rr);
+            tasks.push((lo, v, c, r, Vec::new()));
+            lo += len;
+        }
+        tasks.par_iter_mut().for_each(|(lo, v, c, r, totals)| {
+            let hi = (*lo + DPO_TASK).min(n);
+            let job = DpoFast { x: self.x.map(|x| &x[*lo..hi]), ..*self };
+            job.dispatch(cg, v, [c, r], &mut |b| totals.push(b));
+        });
+        for (.., totals) in &tasks {
+            for &b in totals {
+                acc.add(b);
+            }
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,avx512f,avx512dq")]
-    unsafe fn blocks_avx512<O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], acc: &mut CompensatedSum) {
-        self.blocks::<F64x8, O>(value, g, acc)
+    unsafe fn blocks_avx512<O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], sink: &mut dyn FnMut(f64)) {
+        self.blocks::<F64x8, O>(value, g, sink)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn blocks_avx2<O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], acc: &mut CompensatedSum) {
-        self.blocks::<F64x4, O>(value, g, acc)
+    unsafe fn blocks_avx2<O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], sink: &mut dyn FnMut(f64)) {
+        self.blocks::<F64x4, O>(value, g, sink)
     }
 
     /// Block by block: the inputs widened in bulk, x where h is exact (NaN, which the fast
@@ -361,7 +418,7 @@ impl<T: Element> DpoFast<'_, T> {
     /// (its f64 instantiation: the same operations), [`dpo_point`] where it refused, the
     /// outputs scaled and narrowed in bulk, the value terms (hi, lo) summed.
     #[inline(always)]
-    fn blocks<V: LaneIo, O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], acc: &mut CompensatedSum) {
+    fn blocks<V: LaneIo, O: Element>(&self, value: &mut [O], g: [&mut [T]; 2], sink: &mut dyn FnMut(f64)) {
         let n = self.x[0].len();
         let [gc, gr] = g;
         let mut xs = [[0.0f64; BLOCK]; 4];
@@ -422,9 +479,11 @@ impl<T: Element> DpoFast<'_, T> {
                 }
                 store_f64(&vb[..len], &mut value[start..end]);
             } else {
-                for k in 0..len {
-                    acc.add_lane(start + k, vb[k]);
-                    acc.add_lane(start + k, lob[k]);
+                // the terms are ≥ 0 (softplus): plain 8-lane block sums, the block totals
+                // compensated, as the other fast paths sum (reduce's note on the error)
+                sink(block_sum(&vb[..len]));
+                if any_lo {
+                    sink(block_sum(&lob[..len]));
                 }
             }
             if self.want[0] || self.want[1] {

@@ -232,8 +232,9 @@ fn normal_rows(n: usize, c: usize, sigma: f64, s: &mut u64) -> Vec<f64> {
 
 /// Rows N(0, σ²) of C classes, uniform targets, f32, bf16 and f16 (the 16-bit logits widened
 /// to f32, the gradient judged against the 16-bit dtype's ulps): every case judged against the
-/// MPFR oracle (DESIGN.md's bar, gradients normwise per row) — zero findings. These are the
-/// rows the f32 tier takes (the acceptance test below checks they do).
+/// MPFR oracle (DESIGN.md's bar, gradients normwise per row) — zero findings. The rows of at
+/// least 32 classes are the ones the f32 tier takes (the acceptance test below checks they do);
+/// narrower ones take the f64 tier.
 #[test]
 fn cross_entropy_f32_tier_meets_the_bar() {
     let mut cases = 0;
@@ -295,6 +296,11 @@ fn cross_entropy_f32_tier_takes_typical_rows_and_refuses_confident_ones() {
         let mut z = vec![T::from_f64(0.0); 35];
         z[24] = T::from_f64(106.0);
         assert!(!f32_tier_accepts(&z, 24, 1.0, 1.0, false), "{name:?}: ℓ below what the f32 exps resolve");
+        // rows narrower than 32 classes take the f64 tier
+        let z: Vec<T> = (0..31).map(|j| T::from_f64(j as f64 * 0.1)).collect();
+        assert!(!f32_tier_accepts(&z, 3, 1.0, 1.0, true), "{name:?}: 31 classes");
+        let z: Vec<T> = (0..32).map(|j| T::from_f64(j as f64 * 0.1)).collect();
+        assert!(f32_tier_accepts(&z, 3, 1.0, 1.0, true), "{name:?}: 32 classes");
     }
     check::<f32>();
     check::<bf16>();

@@ -68,14 +68,15 @@
 //!   error is about (C/8 + 10)·2⁻⁵³ (≤ 2⁻³⁸ for C ≤ 2²⁰; the f32 bar needs 2⁻²⁵); see
 //!   `ce_row_hard`. Every other row (NaN, ±inf, smoothing, soft targets, w_y = 0) takes the
 //!   exact path above, unchanged.
-//! - **f32 tier** (f32, bf16 and f16 logits — the 16-bit ones widened to f32 in bulk, exactly —
+//! - **f32 tier** (f32 and bf16 logits — bf16 widened to f32 in bulk, exactly; f16 rows keep
+//!   the f64 tier, whose correctly rounded gradients loss scaling relies on —
 //!   in front of the fast path): the exponentials in f32 arithmetic,
 //!   8 lanes ([`vmath::exp32`](crate::kernels::vmath::exp32), within 2.5·2⁻²⁴, certified on
 //!   every f32 input), kept only when an a-posteriori test on the row's own ℓ, S, p_y and
 //!   largest non-argmax term proves the bar (`ce_row_f32` derives it); otherwise the row is
 //!   recomputed by the fast path above. Typical rows (N(0, 3²), C = 32000: ~97%) stand;
-//!   confident ones never do. For 16-bit logits the gradient's test is against the 16-bit
-//!   dtype's ulps (`ce_row_16`), and each g_j is RN₁₆(RN₃₂(e_j·ρ)). An f32 row's gradient
+//!   confident ones never do. For bf16 logits the gradient's test is against bf16's ulps
+//!   (`ce_row_16`), and each g_j is RN₁₆(RN₃₂(e_j·ρ)). An f32 row's gradient
 //!   stores wait for the next row's pass
 //!   ([`exp32_row`](crate::kernels::vmath::exp32::exp32_row) does them between its
 //!   exponentials, so the memory traffic overlaps the arithmetic) or for the end of the task;
@@ -1556,7 +1557,7 @@ fn ce_row_f32(
     Some(t.value)
 }
 
-/// The f32 tier for 16-bit logits (bf16, f16): the row widened to f32 (exact) in bulk, the
+/// The f32 tier for 16-bit logits (bf16): the row widened to f32 (exact) in bulk, the
 /// f32 tier's pass and test ([`tier_pass`], the gradient's part against the 16-bit dtype's
 /// ulps: [`TierPrec`]), then g_j = RN₁₆(RN₃₂(e_j·ρ)) stored at once (in bulk; no stores
 /// left pending) and the target's and argmax's components rounded once from f64.
@@ -1587,8 +1588,9 @@ fn ce_row_16<H: Half16>(
     Some(t.value)
 }
 
-/// The 16-bit dtypes the f32 tier takes: their f32 conversions in bulk (both exact one way,
-/// round-to-nearest-even the other) and their [`TierPrec`].
+/// The 16-bit dtypes the f32 tier takes (bf16; f16 keeps the f64 tier, see [`tier_row`]): their
+/// f32 conversions in bulk (exact one way, round-to-nearest-even the other) and their
+/// [`TierPrec`].
 trait Half16: Element {
     const PREC: TierPrec;
     fn widen(z: &[Self], out: &mut [f32]);
@@ -1598,19 +1600,6 @@ trait Half16: Element {
 impl Half16 for half::bf16 {
     /// 8 significant bits: ulp(x) > 2⁻⁸·|x|; the range of f32.
     const PREC: TierPrec = TierPrec { lambda: 65536.0, extra: 1.0, max: 1.0e38 };
-    fn widen(z: &[Self], out: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        z.convert_to_f32_slice(out);
-    }
-    fn narrow(e: &[f32], out: &mut [Self]) {
-        use half::slice::HalfFloatSliceExt;
-        out.convert_from_f32_slice(e);
-    }
-}
-
-impl Half16 for half::f16 {
-    /// 11 significant bits: ulp(x) > 2⁻¹¹·|x| (subnormals: more); largest finite 65504.
-    const PREC: TierPrec = TierPrec { lambda: 8192.0, extra: 1.0, max: 32768.0 };
     fn widen(z: &[Self], out: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
         z.convert_to_f32_slice(out);
@@ -1739,14 +1728,16 @@ fn tier_row<T: Element>(
         ce_row_f32(z, y, wy, as_ty(grad), rs)
     } else if let Some(z) = cast::<T, half::bf16>(z) {
         ce_row_16(z, y, wy, as_ty(grad), rs)
-    } else if let Some(z) = cast::<T, half::f16>(z) {
-        ce_row_16(z, y, wy, as_ty(grad), rs)
     } else {
+        // f16 rows keep the f64 tier: its gradients are correctly rounded (up to f64's own
+        // rounding), which loss scaling relies on (report demo `f16_scale_table`: the f16
+        // gradient at the chosen scale is s·g rounded once); the f32 tier's 2.5-ulp exps
+        // cannot decide an f16 midpoint
         None
     }
 }
 
-/// Does one row (f32, bf16 or f16 logits) take the f32 tier of the fast path ([`ce_row_f32`]'s
+/// Does one row (f32 or bf16 logits; f16 never) take the f32 tier of the fast path ([`ce_row_f32`]'s
 /// and [`ce_row_16`]'s test)? For tests and benchmarks: `den` is the mean's denominator, `grad`
 /// whether the gradient is wanted. Other dtypes: false.
 #[doc(hidden)]

@@ -790,6 +790,13 @@ fn scale_to_bf16_body(e: &[f64], r: f64, mul: f64, out: &mut [bf16]) {
 }
 
 #[inline(always)]
+fn scale_to_f16_body(e: &[f64], r: f64, mul: f64, out: &mut [half::f16]) {
+    for (o, &x) in out.iter_mut().zip(e) {
+        *o = half::f16::from_bits(super::reduce::f64_to_f16_bits((r * x) * mul));
+    }
+}
+
+#[inline(always)]
 fn max_finite_body(xs: &[f64]) -> (f64, bool) {
     let mut acc = [f64::NEG_INFINITY; L];
     let mut chk = [0.0f64; L];
@@ -925,6 +932,13 @@ dispatched! {
     /// out[j] = RN_bf16((r·e_j)·mul) ([`f64_to_bf16`], one rounding from f64).
     scale_to_bf16, scale_to_bf16_plain, scale_to_bf16_avx2, scale_to_bf16_body,
     (e: &[f64], r: f64, mul: f64, out: &mut [bf16]) -> ()
+}
+
+dispatched! {
+    /// out[j] = RN_f16((r·e_j)·mul) ([`reduce::f64_to_f16_bits`](super::reduce::f64_to_f16_bits),
+    /// one rounding from f64: `half`'s `f16::from_f64` bits, branch-free).
+    scale_to_f16, scale_to_f16_plain, scale_to_f16_avx2, scale_to_f16_body,
+    (e: &[f64], r: f64, mul: f64, out: &mut [half::f16]) -> ()
 }
 
 dispatched! {

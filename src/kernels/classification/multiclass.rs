@@ -1771,7 +1771,7 @@ fn widen_max<T: Element>(z: &[T], out: &mut [f64]) -> (f64, bool) {
     }
 }
 
-/// g_j = RN_T((r·e_j)·mul) by vmath's bulk stores, for f32 and bf16 (false: not done, the
+/// g_j = RN_T((r·e_j)·mul) by vmath's bulk stores, for f32, bf16 and f16 (false: not done, the
 /// caller writes it).
 #[inline]
 fn store_scaled<T: Element>(e: &[f64], r: f64, mul: f64, g: &mut [T]) -> bool {
@@ -1781,6 +1781,9 @@ fn store_scaled<T: Element>(e: &[f64], r: f64, mul: f64, g: &mut [T]) -> bool {
         true
     } else if let Some(g) = cast_mut::<T, half::bf16>(g) {
         vmath::scale_to_bf16(e, r, mul, g);
+        true
+    } else if let Some(g) = cast_mut::<T, half::f16>(g) {
+        vmath::scale_to_f16(e, r, mul, g);
         true
     } else {
         false
